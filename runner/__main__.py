@@ -1,0 +1,7 @@
+"""`python -m runner` is the same as the `retrain` command."""
+
+import sys
+
+from runner.cli import main
+
+sys.exit(main())

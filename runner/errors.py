@@ -1,0 +1,74 @@
+"""The exceptions the runner raises on purpose, each carrying the exit code the CLI uses for it.
+
+    RetrainError                 exit 1  anything the runner reports without a traceback
+    ├── ConfigError              exit 2  pipeline.yaml, -p or --params-file is wrong; holds every problem found
+    ├── UsageError               exit 2  a command asked for something that cannot be (unknown run, ...)
+    ├── DemoDataError            exit 2  the demo's data cannot be fetched or prepared
+    └── RunInterrupted           exit 130 SIGINT/SIGTERM during a run
+
+A stage that fails or a gate that fails is not an exception: it is a status in the run record, and the CLI
+maps the run's status to exit codes 1 and 3 (see `exit_code_for_status`).
+Anything else that escapes is a bug: the CLI prints its traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_STAGE_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_GATE_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+_EXIT_BY_RUN_STATUS = {
+    "succeeded": EXIT_OK,
+    "failed": EXIT_STAGE_FAILED,
+    "gate_failed": EXIT_GATE_FAILED,
+    "cancelled": EXIT_INTERRUPTED,
+}
+
+
+def exit_code_for_status(status: str) -> int:
+    return _EXIT_BY_RUN_STATUS[status]
+
+
+class RetrainError(Exception):
+    exit_code = EXIT_STAGE_FAILED
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One configuration problem: in which file, at which key path, what is wrong, and how to fix it."""
+
+    file: str
+    where: str  # key path, e.g. "stages.train.needs[0]"; "" for the file as a whole
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        location = f"{self.file}: {self.where}" if self.where else self.file
+        text = f"{location}: {self.message}"
+        return f"{text} ({self.fix})" if self.fix else text
+
+
+class ConfigError(RetrainError):
+    exit_code = EXIT_CONFIG
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        count = len(problems)
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(f"{count} configuration problem{'s' if count != 1 else ''}:\n{lines}")
+
+
+class UsageError(RetrainError):
+    exit_code = EXIT_CONFIG
+
+
+class DemoDataError(RetrainError):
+    exit_code = EXIT_CONFIG
+
+
+class RunInterrupted(RetrainError):
+    exit_code = EXIT_INTERRUPTED

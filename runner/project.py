@@ -1,0 +1,53 @@
+"""Where things live in a project: its root, its reports, its MLflow store.
+
+Notebooks import this too, so that a notebook opened in Jupyter (working directory `notebooks/`), checked by
+nbval, or executed by the runner (working directory = project root) finds the same files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+PIPELINE_FILE = "pipeline.yaml"
+REPORTS_DIR = "reports"
+MLFLOW_DIR = "mlruns"
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above `start` (default: the working directory) that holds pipeline.yaml."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / PIPELINE_FILE).is_file():
+            return folder
+    raise FileNotFoundError(f"no {PIPELINE_FILE} in {here} or any folder above it")
+
+
+def tracking_uri(root: Path, environ: Mapping[str, str] | None = None) -> str:
+    """MLFLOW_TRACKING_URI when set, else the embedded sqlite store inside the project (no server needed)."""
+    env = os.environ if environ is None else environ
+    return env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / MLFLOW_DIR / 'mlflow.db').resolve()}"
+
+
+def use_mlflow(root: Path, experiment: str) -> str:
+    """Point MLflow at the project's tracking store and experiment; returns the experiment id.
+
+    With the embedded store the experiment's artifacts go under `<root>/mlruns/artifacts`, whatever the
+    working directory is (MLflow would otherwise put them in `./mlruns` of the caller).
+    """
+    import mlflow  # ~1 s to import: only callers that log pay for it
+
+    uri = tracking_uri(root)
+    embedded = uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ
+    if embedded:
+        (root / MLFLOW_DIR).mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        location = (root / MLFLOW_DIR / "artifacts").resolve().as_uri() if embedded else None
+        experiment_id = mlflow.create_experiment(experiment, artifact_location=location)
+    else:
+        experiment_id = found.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return str(experiment_id)

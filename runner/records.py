@@ -1,0 +1,104 @@
+"""The record of a run: what `run.json` holds, as plain dataclasses.
+
+The pipeline fills these in; the report module writes them; the CLI reads them to choose the exit code.
+Field names follow the run-folder contract in DESIGN.md, so `to_json()` is the file format.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+RunStatus = Literal["running", "succeeded", "failed", "gate_failed", "cancelled"]
+StageStatus = Literal["pending", "running", "succeeded", "failed", "gate_failed", "skipped", "cached"]
+
+
+@dataclass
+class GateResult:
+    """One gate's verdict and the values it saw (scrap and parameter names -> values)."""
+
+    expr: str
+    passed: bool
+    detail: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StageFailure:
+    """Why a stage failed: where (cell) and what (error name and value), ANSI codes already stripped."""
+
+    kind: Literal["error", "timeout", "dead_kernel", "cancelled", "runner"]
+    message: str
+    cell_index: int | None = None
+    ename: str | None = None
+    evalue: str | None = None
+
+
+@dataclass
+class StageTimings:
+    """Where a stage's time went, in seconds."""
+
+    kernel_start_s: float = 0.0
+    execute_s: float = 0.0
+    render_s: float = 0.0
+
+
+@dataclass
+class StageRecord:
+    name: str
+    source: str  # the stage's notebook as committed, relative to the project root
+    status: StageStatus = "pending"
+    duration_s: float = 0.0
+    params: dict[str, Any] = field(default_factory=dict)
+    scraps: dict[str, Any] = field(default_factory=dict)
+    gates: list[GateResult] = field(default_factory=list)
+    notebook: str | None = None  # the executed notebook, relative to the run folder
+    html: str | None = None  # its HTML page, relative to the run folder
+    error: str | None = None  # one line a person can act on
+    failure: StageFailure | None = None
+    skip_reason: str | None = None
+    timings: StageTimings = field(default_factory=StageTimings)
+
+    @property
+    def failed_gates(self) -> list[GateResult]:
+        return [gate for gate in self.gates if not gate.passed]
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    pipeline: str
+    trigger: str
+    mode: str
+    git_sha: str | None
+    started_at: str
+    params: dict[str, Any]
+    stages: dict[str, StageRecord]
+    status: RunStatus = "running"
+    finished_at: str | None = None
+    duration_s: float = 0.0
+    runner_version: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The `run.json` document: JSON-safe (NaN and infinities become strings, as scrapbook reports them)."""
+        return _json_safe(asdict(self))
+
+    @property
+    def first_problem(self) -> StageRecord | None:
+        """The stage that decided the run's outcome when it did not succeed."""
+        for stage in self.stages.values():
+            if stage.status in ("failed", "gate_failed"):
+                return stage
+        return None
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
