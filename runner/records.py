@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 RunStatus = Literal["running", "succeeded", "failed", "gate_failed", "cancelled"]
+FailureKind = Literal["error", "timeout", "dead_kernel", "cancelled", "runner"]
 StageStatus = Literal["pending", "running", "succeeded", "failed", "gate_failed", "skipped", "cached"]
 
 
@@ -28,7 +29,7 @@ class GateResult:
 class StageFailure:
     """Why a stage failed: where (cell) and what (error name and value), ANSI codes already stripped."""
 
-    kind: Literal["error", "timeout", "dead_kernel", "cancelled", "runner"]
+    kind: FailureKind
     message: str
     cell_index: int | None = None
     ename: str | None = None
@@ -82,8 +83,20 @@ class RunRecord:
     options: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """The `run.json` document: JSON-safe (NaN and infinities become strings, as scrapbook reports them)."""
-        return _json_safe(asdict(self))
+        """The `run.json` document; NaN and infinities become strings, as scrapbook stores them."""
+        document: dict[str, Any] = _json_safe(asdict(self))
+        return document
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRecord:
+        """Rebuild a record from its `run.json` document (the inverse of `to_json`).
+
+        Non-finite floats stay the strings `to_json` wrote. Raises KeyError, TypeError or AttributeError
+        when the document does not have the record's shape.
+        """
+        fields = {key: value for key, value in data.items() if key != "stages"}
+        stages = {str(name): _stage_from_json(item) for name, item in data["stages"].items()}
+        return cls(stages=stages, **fields)
 
     @property
     def first_problem(self) -> StageRecord | None:
@@ -92,6 +105,15 @@ class RunRecord:
             if stage.status in ("failed", "gate_failed"):
                 return stage
         return None
+
+
+def _stage_from_json(data: dict[str, Any]) -> StageRecord:
+    fields = dict(data)
+    fields["gates"] = [GateResult(**gate) for gate in fields.get("gates", [])]
+    if fields.get("failure") is not None:
+        fields["failure"] = StageFailure(**fields["failure"])
+    fields["timings"] = StageTimings(**fields.get("timings", {}))
+    return StageRecord(**fields)
 
 
 def _json_safe(value: Any) -> Any:

@@ -1,0 +1,417 @@
+"""Tests for runner/report.py: run.json, the run index, the history of runs, stage pages, the step summary."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import papermill
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from runner.records import GateResult, RunRecord, StageFailure, StageRecord, StageTimings
+from runner.report import (
+    atomic_write_text,
+    outcome_sentence,
+    render_history_index,
+    render_run_index,
+    render_stage_html,
+    summary_markdown,
+    write_run_json,
+    write_step_summary,
+)
+
+STAGES = ["validate", "features", "train", "evaluate"]
+LOADING_TAGS = {"script", "link", "img", "iframe", "source", "video", "audio", "embed", "object", "input"}
+
+
+# --- records built by hand ----------------------------------------------------------------------------------
+
+
+def _stage(name: str, status: str = "succeeded", **fields: Any) -> StageRecord:
+    defaults: dict[str, Any] = {
+        "source": f"notebooks/{name}.ipynb",
+        "duration_s": 2.5,
+        "notebook": f"{name}.ipynb",
+        "html": f"{name}.html",
+        "timings": StageTimings(kernel_start_s=0.7, execute_s=1.6, render_s=0.2),
+    }
+    defaults.update(fields)
+    return StageRecord(name=name, status=status, **defaults)  # type: ignore[arg-type]
+
+
+def _record(run_id: str, status: str, stages: list[StageRecord]) -> RunRecord:
+    return RunRecord(
+        run_id=run_id,
+        pipeline="demand-forecast",
+        trigger="schedule",
+        mode="full",
+        git_sha="0123456789abcdef0123456789abcdef01234567",
+        started_at="2026-11-26T07:40:12+00:00",
+        finished_at="2026-11-26T07:41:05+00:00",
+        duration_s=53.2,
+        params={"horizon_weeks": 8, "wape_threshold": 0.0001},
+        stages={stage.name: stage for stage in stages},
+        status=status,  # type: ignore[arg-type]
+        options={"force": False},
+    )
+
+
+def succeeded_run(run_id: str = "20261126T074012Z-a1b2c3", wape: float = 0.0793) -> RunRecord:
+    stages = [_stage(name) for name in STAGES]
+    stages[0].gates = [GateResult("n_errors == 0", True, "n_errors = 0 == 0", {"n_errors": 0})]
+    stages[0].scraps = {"n_errors": 0, "n_rows": 1001, "columns": ["a", "b", "c", "d", "e", "f", "g"]}
+    stages[3].scraps = {
+        "wape": wape,
+        "beats_champion": True,
+        "model": "lightgbm",
+        "errors_by_week": {"type": "table", "columns": ["week", "wape"], "rows": [[1, 0.1]], "n_rows": 3},
+        "errors_split": {"columns": ["week", "wape"], "data": [[1, 0.1], [2, 0.2]]},
+        "errors_list": {"week": [1, 2, 3, 4], "wape": [0.1, 0.2, 0.3, 0.4]},
+        "settings": {"lr": 0.1, "leaves": 31, "objective": "l1"},
+    }
+    stages[3].gates = [GateResult("wape <= 0.15", True, f"wape = {wape} <= 0.15", {"wape": wape})]
+    return _record(run_id, "succeeded", stages)
+
+
+def gate_failed_run(run_id: str = "20261127T074012Z-d4e5f6") -> RunRecord:
+    record = succeeded_run(run_id, wape=0.079)
+    record.status = "gate_failed"
+    evaluate = record.stages["evaluate"]
+    evaluate.status = "gate_failed"
+    evaluate.gates = [
+        GateResult(
+            "wape <= params.wape_threshold",
+            False,
+            "wape = 0.079 > 0.0001",
+            {"wape": 0.079, "params.wape_threshold": 0.0001},
+        )
+    ]
+    record.stages["register"] = _stage("register", "skipped", notebook=None, html=None, duration_s=0.0)
+    record.stages["register"].skip_reason = "upstream stage evaluate did not pass its gates"
+    return record
+
+
+def failed_run(run_id: str = "20261125T074012Z-0f0f0f") -> RunRecord:
+    stages = [_stage("validate"), _stage("features")]
+    stages.append(
+        _stage(
+            "train",
+            "failed",
+            error="train: ZeroDivisionError in cell 5 (see train.html)",
+            failure=StageFailure(
+                "error",
+                "ZeroDivisionError: division by zero (in cell [4])",
+                cell_index=5,
+                ename="ZeroDivisionError",
+                evalue="division by zero",
+            ),
+        )
+    )
+    stages.append(
+        _stage("evaluate", "skipped", notebook=None, html=None, skip_reason="upstream train failed")
+    )
+    return _record(run_id, "failed", stages)
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+class _Page(HTMLParser):
+    """Collects what a browser would fetch, and the <details> elements, of one page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fetches: list[str] = []
+        self.details: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in LOADING_TAGS:
+            self.fetches += [
+                value or "" for name, value in attrs if name in ("src", "href", "srcset", "data")
+            ]
+        if tag == "details":
+            self.details.append(dict(attrs))
+
+
+def parse(html: str) -> _Page:
+    page = _Page()
+    page.feed(html)
+    return page
+
+
+def assert_offline(html: str) -> None:
+    remote = [url for url in parse(html).fetches if re.match(r"(?i)\s*(https?:)?//", url)]
+    assert remote == [], f"page would fetch from another host: {remote}"
+    assert not re.search(r"(?i)@import|url\(\s*['\"]?(https?:)?//", html)
+
+
+def text_of(html: str) -> str:
+    """The page's text with tags removed and whitespace collapsed, for sentence assertions."""
+    inline_gone = re.sub(r"</?(?:a|b|code|em|span|strong)\b[^>]*>", "", html)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", inline_gone))
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+# --- run.json and atomic writes -----------------------------------------------------------------------------
+
+
+def test_run_json_round_trips(tmp_path: Path) -> None:
+    for record in (succeeded_run(), gate_failed_run(), failed_run()):
+        path = write_run_json(tmp_path, record)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        assert data == record.to_json()
+        assert RunRecord.from_json(data) == record
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary file left behind
+
+
+def test_atomic_write_leaves_no_temp_file_when_replace_fails(tmp_path: Path) -> None:
+    target = tmp_path / "index.html"
+    target.mkdir()  # os.replace cannot put a file over a directory
+    with pytest.raises(OSError):
+        atomic_write_text(target, "<p>new</p>")
+    assert [p.name for p in tmp_path.iterdir()] == ["index.html"]
+
+
+# --- the run's index ----------------------------------------------------------------------------------------
+
+
+def test_succeeded_run_index(tmp_path: Path) -> None:
+    html = render_run_index(tmp_path, succeeded_run()).read_text(encoding="utf-8")
+    text = text_of(html)
+    assert "Succeeded: all 4 stages passed their gates." in text
+    for stage in STAGES:
+        assert f'href="{stage}.html"' in html and f'href="{stage}.ipynb"' in html
+    assert "kernel 0.7 s · execute 1.6 s · render 0.2 s" in text
+    assert "0.0793" in text and "[a, b, c, d, e, … (7 items)]" in text
+    assert "errors_by_week table (3 rows)" in text and "errors_split table (2 rows)" in text
+    assert "errors_list table (4 rows)" in text and "settings dict (3 keys)" in text
+    assert 'class="badge s-succeeded"' in html
+    assert "0123456789" in text and "2026-11-26 07:40:12 UTC" in text and "53.2 s" in text
+    assert_offline(html)
+
+
+def test_gate_failed_run_index_names_the_gate_and_its_values(tmp_path: Path) -> None:
+    record = gate_failed_run()
+    html = render_run_index(tmp_path, record).read_text(encoding="utf-8")
+    sentence = "Stopped by a gate in stage evaluate: wape <= params.wape_threshold (wape = 0.079 > 0.0001)."
+    assert outcome_sentence(record) == sentence
+    assert sentence in text_of(html)
+    assert "wape = 0.079, params.wape_threshold = 0.0001" in text_of(html)
+    assert 'class="badge s-gate_failed"' in html
+    assert "register: upstream stage evaluate did not pass its gates" in text_of(html)
+    assert 'href="register.html"' not in html  # a skipped stage has no page to link
+    assert_offline(html)
+
+
+def test_failed_run_index_shows_the_error(tmp_path: Path) -> None:
+    html = render_run_index(tmp_path, failed_run()).read_text(encoding="utf-8")
+    text = text_of(html)
+    assert "Failed at stage train: ZeroDivisionError in cell 5." in text
+    pre = re.search(r"<pre>(.*?)</pre>", html, re.S)
+    assert pre is not None
+    assert pre.group(1).splitlines() == [
+        "ZeroDivisionError: division by zero (in cell [4])",
+        "cell:  5 (index in the executed notebook)",
+    ]
+    assert 'href="train.html#papermill-error-cell"' in html
+    assert "evaluate: upstream train failed" in text
+    assert_offline(html)
+
+
+def test_run_index_escapes_what_notebooks_glued(tmp_path: Path) -> None:
+    record = succeeded_run()
+    record.stages["train"].scraps = {"note": "<script>alert(1)</script>"}
+    html = render_run_index(tmp_path, record).read_text(encoding="utf-8")
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("cancelled", "Cancelled during stage train."),
+        ("running", "Running: 2 of 4 stages done."),
+    ],
+)
+def test_outcome_sentence_of_unfinished_runs(status: str, expected: str) -> None:
+    record = succeeded_run()
+    record.status = status  # type: ignore[assignment]
+    record.stages["train"].status = "running"
+    record.stages["evaluate"].status = "pending"
+    assert outcome_sentence(record) == expected
+
+
+def test_outcome_sentence_counts_cached_stages() -> None:
+    record = succeeded_run()
+    record.stages["validate"].status = "cached"
+    assert outcome_sentence(record) == "Succeeded: all 4 stages passed their gates (1 reused from cache)."
+
+
+# --- the history of runs ------------------------------------------------------------------------------------
+
+
+def test_history_lists_runs_newest_first_and_survives_broken_run_json(tmp_path: Path) -> None:
+    runs = [failed_run(), succeeded_run(), gate_failed_run()]  # 25th, 26th, 27th of November
+    for record in runs:
+        run_dir = tmp_path / record.run_id
+        write_run_json(run_dir, record)
+        render_run_index(run_dir, record)
+    half_written = tmp_path / "20261128T074012Z-aaaaaa"
+    half_written.mkdir()
+    (half_written / "run.json").write_text(json.dumps(succeeded_run().to_json())[:300], encoding="utf-8")
+    wrong_shape = tmp_path / "20261129T074012Z-bbbbbb"
+    wrong_shape.mkdir()
+    (wrong_shape / "run.json").write_text("[1, 2, 3]", encoding="utf-8")
+    (tmp_path / "20261130T074012Z-cccccc").mkdir()  # a run that has not written run.json yet: not listed
+
+    render_history_index(tmp_path)
+    html = render_history_index(tmp_path).read_text(encoding="utf-8")  # again, with reports/index.html there
+
+    links = re.findall(r'href="([^"]+)/index.html"', html)
+    assert links == ["20261127T074012Z-d4e5f6", "20261126T074012Z-a1b2c3", "20261125T074012Z-0f0f0f"]
+    assert "20261128T074012Z-aaaaaa/run.json" in html and "20261129T074012Z-bbbbbb/run.json" in html
+    assert "20261130T074012Z-cccccc" not in html
+    assert '<th class="num">wape</th>' in html and "0.079" in html and "0.0793" in html
+    assert "demand-forecast: runs" in html
+    assert_offline(html)
+
+
+def test_history_of_an_empty_reports_folder(tmp_path: Path) -> None:
+    html = render_history_index(tmp_path).read_text(encoding="utf-8")
+    assert "No run has written a run.json yet." in html
+
+
+# --- step summary -------------------------------------------------------------------------------------------
+
+
+def test_summary_markdown_of_a_gate_failure() -> None:
+    record = gate_failed_run()
+    record.stages["evaluate"].gates[0].expr = "a | b"  # a pipe must not break the table
+    markdown = summary_markdown(record)
+    lines = markdown.splitlines()
+    assert lines[0] == "### 🚧 demand-forecast: gate failed (`20261127T074012Z-d4e5f6`)"
+    assert "| evaluate | gate failed | 2.5 s | 0/1 |" in lines
+    assert "| register | skipped | 0.0 s | - |" in lines
+    assert "- evaluate: `a | b`: wape = 0.079 > 0.0001" in lines
+
+
+def test_step_summary_appends(tmp_path: Path) -> None:
+    path = tmp_path / "summary.md"
+    path.write_text("earlier step\n", encoding="utf-8")
+    write_step_summary(failed_run(), path)
+    write_step_summary(succeeded_run(), path)
+    content = path.read_text(encoding="utf-8")
+    assert content.startswith("earlier step\n### ❌ demand-forecast: failed")
+    assert "```text\nZeroDivisionError: division by zero (in cell [4])\ncell:  5" in content
+    assert "### ✅ demand-forecast: succeeded" in content
+
+
+# --- stage pages: real notebooks executed by papermill ------------------------------------------------------
+
+PLOT = """fig, ax = plt.subplots(figsize=(8, 3.5), dpi=90)
+x = np.linspace(0, 10, n_points)
+ax.plot(x, np.sin(x * {k}), label="forecast")
+ax.plot(x, np.cos(x * {k}) * 0.5, label="actual")
+ax.set_title("week {k}")
+ax.legend()
+plt.show()"""
+
+
+def _execute(tmp_path: Path, name: str, cells: list[Any], parameters: dict[str, Any]) -> Path:
+    source, executed = tmp_path / f"{name}.src.ipynb", tmp_path / f"{name}.ipynb"
+    kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(new_notebook(cells=cells, metadata={"kernelspec": kernelspec}), source)
+    # The failing fixture raises; papermill has saved the executed notebook with its error banner by then.
+    with contextlib.suppress(papermill.PapermillExecutionError):
+        papermill.execute_notebook(
+            source,
+            executed,
+            parameters=parameters,
+            kernel_name="python3",
+            cwd=str(tmp_path),
+            progress_bar=False,
+        )
+    return executed
+
+
+@pytest.fixture(scope="module")
+def plots_notebook(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cells = [
+        new_code_cell("n_points = 50", metadata={"tags": ["parameters"]}),
+        new_markdown_cell(
+            "# Evaluate\nErrors by week. ![logo](https://example.com/logo.png) [docs](https://example.com)"
+        ),
+        new_code_cell(
+            "import matplotlib.pyplot as plt\nimport numpy as np\nimport pandas as pd\nimport scrapbook as sb"
+        ),
+        *[new_code_cell(PLOT.format(k=k)) for k in range(1, 5)],
+        new_code_cell(
+            "sb.glue('wape', 0.0793)\nsb.glue('label', 'ok')\nsb.glue('errors', pd.DataFrame({'w': [1, 2]}))"
+        ),
+        new_code_cell("pd.DataFrame({'week': [1, 2], 'wape': [0.1, 0.2]})", metadata={"tags": ["show-code"]}),
+        new_code_cell("secret_token = 'do-not-show'", metadata={"tags": ["remove-cell"]}),
+    ]
+    return _execute(tmp_path_factory.mktemp("plots"), "evaluate", cells, {"n_points": 200})
+
+
+@pytest.fixture(scope="module")
+def failing_notebook(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cells = [
+        new_code_cell("divisor = 1", metadata={"tags": ["parameters"]}),
+        new_code_cell("print('\\x1b[31mcoloured\\x1b[0m output')"),
+        new_code_cell("def train(d):\n    return 1 / d\n\ntrain(divisor)"),
+    ]
+    return _execute(tmp_path_factory.mktemp("failing"), "train", cells, {"divisor": 0})
+
+
+def test_stage_page_with_four_plots_is_small_self_contained_and_hides_code(plots_notebook: Path) -> None:
+    html_path = plots_notebook.with_suffix(".html")
+    render_stage_html(plots_notebook, html_path, title="demand-forecast · evaluate")
+    html = html_path.read_text(encoding="utf-8")
+
+    assert html_path.stat().st_size < 300_000
+    assert html.count('src="data:image/png;base64,') == 4
+    assert "application/scrapbook" not in html and "scrapbook.scrap" not in html
+    assert "do-not-show" not in html  # remove-cell
+    assert_offline(html)
+    assert 'href="https://example.com"' in html  # a link is not a request; the remote image is blocked
+    assert 'data-blocked-src="https://example.com/logo.png"' in html
+    details = parse(html).details
+    assert len(details) == 8  # parameters, imports, 4 plots, glue, the table
+    assert [d for d in details if "open" in d] == [details[-1]]  # only the cell tagged show-code
+    assert re.search(r"<details class=\"input\">\s*<summary>code</summary>", html)
+    params = re.search(r"<h2>Parameters of this run</h2>(.*?)</section>", html, re.S)
+    assert params is not None and "n_points" in text_of(params.group(1)) and "200" in params.group(1)
+    assert 'href="evaluate.ipynb"' in html and "<title>demand-forecast · evaluate</title>" in html
+    assert len(re.findall(r"^\.highlight \.", html, re.M)) < 20  # only the pygments rules in use
+
+
+def test_stage_page_show_code_opens_every_cell(plots_notebook: Path, tmp_path: Path) -> None:
+    html_path = tmp_path / "evaluate.html"
+    render_stage_html(plots_notebook, html_path, title="evaluate", show_code=True)
+    details = parse(html_path.read_text(encoding="utf-8")).details
+    assert details and all("open" in d for d in details)
+
+
+def test_stage_page_of_a_failed_notebook_shows_a_readable_traceback(failing_notebook: Path) -> None:
+    html_path = failing_notebook.with_suffix(".html")
+    render_stage_html(failing_notebook, html_path, title="demand-forecast · train")
+    html = html_path.read_text(encoding="utf-8")
+
+    stdout = re.search(r'<div class="[^"]*output_stdout[^"]*"><pre>(.*?)</pre>', html, re.S)
+    assert stdout is not None and stdout.group(1) == "coloured output\n"
+    assert "\x1b" not in html  # the escape character itself (the cell's source spells it as text)
+    error = re.search(r'<div class="output_subarea output_text output_error"><pre>(.*?)</pre>', html, re.S)
+    assert error is not None and "ZeroDivisionError: division by zero" in error.group(1)
+    assert 'id="papermill-error-cell"' in html
+    failing_cell = re.search(
+        r'<details class="input" open(="")?>\s*<summary>code</summary>(.*?)</details>', html, re.S
+    )
+    assert failing_cell is not None and "train" in text_of(failing_cell.group(2))
+    assert "stopped by an error" in html
+    assert_offline(html)
