@@ -1,18 +1,19 @@
 """The exceptions the runner raises on purpose, each carrying the exit code the CLI uses for it.
 
-    RetrainError                 exit 1  anything the runner reports without a traceback
-    ├── ConfigError              exit 2  pipeline.yaml, -p or --params-file is wrong; holds every problem found
+    RetrainError                 exit 1  reported without a traceback
+    ├── ConfigError              exit 2  pipeline.yaml, -p or --params-file is wrong: every problem found
     ├── UsageError               exit 2  a command asked for something that cannot be (unknown run, ...)
-    ├── DemoDataError            exit 2  the demo's data cannot be fetched or prepared
-    └── RunInterrupted           exit 130 SIGINT/SIGTERM during a run
+    └── DemoDataError            exit 2  the demo's data cannot be fetched or prepared
 
 A stage that fails or a gate that fails is not an exception: it is a status in the run record, and the CLI
 maps the run's status to exit codes 1 and 3 (see `exit_code_for_status`).
-Anything else that escapes is a bug: the CLI prints its traceback.
+Ctrl-C and SIGTERM end a run as `cancelled` (exit 130). Anything else that escapes is a bug: the CLI prints
+its traceback.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 EXIT_OK = 0
@@ -52,6 +53,12 @@ class Problem:
         return f"{text} ({self.fix})" if self.fix else text
 
 
+def did_you_mean(name: str, candidates: list[str]) -> str:
+    """A fix suggesting the nearest valid name, or "" when nothing is near."""
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else ""
+
+
 class ConfigError(RetrainError):
     exit_code = EXIT_CONFIG
 
@@ -68,7 +75,3 @@ class UsageError(RetrainError):
 
 class DemoDataError(RetrainError):
     exit_code = EXIT_CONFIG
-
-
-class RunInterrupted(RetrainError):
-    exit_code = EXIT_INTERRUPTED

@@ -51,3 +51,16 @@ def use_mlflow(root: Path, experiment: str) -> str:
         experiment_id = found.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return str(experiment_id)
+
+
+def git_sha(root: Path) -> str | None:
+    """The commit checked out in `root`, or None outside a git repository."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None

@@ -1,0 +1,240 @@
+"""The `retrain` command: the only place that prints and chooses exit codes.
+
+Exit codes: 0 success; 1 a stage failed; 2 configuration or usage error; 3 a gate failed; 130 interrupted.
+A RetrainError is shown as its message alone; anything else is a bug and is shown with its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from runner import __version__
+from runner.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ConfigError,
+    Problem,
+    RetrainError,
+    did_you_mean,
+    exit_code_for_status,
+)
+from runner.project import PIPELINE_FILE
+
+if TYPE_CHECKING:
+    from runner.config import Pipeline
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # papermill and nbclient log what the run record already says (a timeout, a failing cell) to stderr
+    logging.getLogger("papermill").setLevel(logging.CRITICAL)
+    logging.getLogger("traitlets").setLevel(logging.CRITICAL)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    console = Console(highlight=False)
+    errors = Console(stderr=True, highlight=False)
+    try:
+        code: int = args.handler(args, console)
+        return code
+    except ConfigError as error:
+        errors.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        return error.exit_code
+    except RetrainError as error:
+        errors.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+        return error.exit_code
+    except KeyboardInterrupt:
+        errors.print("[bold red]interrupted[/]")
+        return EXIT_INTERRUPTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="retrain", description="Continuous retraining for notebook pipelines."
+    )
+    parser.add_argument("--version", action="version", version=f"retrain {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the pipeline")
+    _pipeline_argument(run)
+    _parameter_arguments(run)
+    run.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="run this stage and the stages it needs (repeatable)",
+    )
+    run.add_argument("--force", action="store_true", help="run even when nothing is new")
+    run.add_argument(
+        "--mode",
+        choices=["full", "evaluate"],
+        default="full",
+        help="full: train and deploy; evaluate: train and compare only (pull requests)",
+    )
+    run.add_argument(
+        "--trigger",
+        default=os.environ.get("RETRAIN_TRIGGER", "manual"),
+        help="what started this run, recorded in run.json (default: $RETRAIN_TRIGGER or manual)",
+    )
+    run.add_argument("--show-code", action="store_true", help="show code cells expanded in the stage pages")
+    run.set_defaults(handler=command_run)
+
+    check = commands.add_parser("check", help="validate the pipeline and parameters; run nothing")
+    _pipeline_argument(check)
+    _parameter_arguments(check)
+    check.set_defaults(handler=command_check)
+
+    demo = commands.add_parser("demo", help="prepare the bundled retail demo's data")
+    demo_commands = demo.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
+    fetch = demo_commands.add_parser("fetch", help="fetch the source sales file (verified by checksum)")
+    fetch.set_defaults(handler=command_demo_fetch)
+    reset = demo_commands.add_parser("reset", help="rebuild data/history from the source file")
+    reset.add_argument(
+        "--discard-new",
+        action="store_true",
+        help="move drops waiting in data/new to data/quarantine instead of refusing",
+    )
+    reset.set_defaults(handler=command_demo_reset)
+    next_week = demo_commands.add_parser("next-week", help="drop the next real week into data/new")
+    next_week.set_defaults(handler=command_demo_next_week)
+    for sub in (fetch, reset, next_week):
+        sub.add_argument("--root", type=Path, default=None, help="project folder (default: found from here)")
+    return parser
+
+
+def _pipeline_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "pipeline",
+        nargs="?",
+        type=Path,
+        default=Path(PIPELINE_FILE),
+        help="the pipeline file (default: pipeline.yaml)",
+    )
+
+
+def _parameter_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="params",
+        help="override a parameter; VALUE is read as YAML (8, 0.5, true, text)",
+    )
+    parser.add_argument(
+        "--params-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a YAML file of parameter overrides (-p wins over it)",
+    )
+
+
+def _load(args: argparse.Namespace) -> Pipeline:
+    from runner.config import load_pipeline
+    from runner.params import parse_overrides
+
+    overrides = parse_overrides(args.params, args.params_file)
+    return load_pipeline(args.pipeline, overrides)
+
+
+def command_check(args: argparse.Namespace, console: Console) -> int:
+    pipeline = _load(args)
+    gates = sum(len(stage.gates) for stage in pipeline.stages.values())
+    order = " -> ".join(pipeline.stages)
+    console.print(f"{args.pipeline}: valid. {len(pipeline.stages)} stages ({order}), {gates} gates.")
+    return EXIT_OK
+
+
+def command_run(args: argparse.Namespace, console: Console) -> int:
+    from runner import display, graph
+    from runner.pipeline import RunOptions, run_pipeline
+
+    pipeline = _load(args)
+    selected = _selection(args.only, list(pipeline.stages))
+    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+    options = RunOptions(
+        trigger=args.trigger,
+        mode=args.mode,
+        only=tuple(args.only),
+        selected=frozenset(graph.with_upstream(selected, pipeline.needs)) if selected else None,
+        force=args.force,
+        show_code=args.show_code,
+        step_summary=Path(summary_file) if summary_file else None,
+    )
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a cancelled workflow sends SIGTERM
+    try:
+        with display.RunProgress(console) as progress:
+            record, run_dir = run_pipeline(pipeline, options, progress)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    code = exit_code_for_status(record.status)
+    console.print(display.summary(record, run_dir))
+    console.print(display.outcome_line(record, run_dir, code), soft_wrap=True)
+    return code
+
+
+def _selection(only: list[str], stages: list[str]) -> list[str]:
+    unknown = [name for name in only if name not in stages]
+    if unknown:
+        problems = [
+            Problem(
+                "command line",
+                f"--only {name}",
+                f"unknown stage '{name}'",
+                did_you_mean(name, stages) or f"stages are: {', '.join(stages)}",
+            )
+            for name in unknown
+        ]
+        raise ConfigError(problems)
+    return only
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _root(args: argparse.Namespace) -> Path:
+    from runner.project import find_root
+
+    try:
+        return args.root.resolve() if args.root else find_root()
+    except FileNotFoundError as error:
+        raise ConfigError(
+            [Problem(PIPELINE_FILE, "", str(error), "run inside the project or pass --root")]
+        ) from None
+
+
+def command_demo_fetch(args: argparse.Namespace, console: Console) -> int:
+    from runner import demo
+
+    console.print(f"demo data: {demo.fetch_source(_root(args))}")
+    return EXIT_OK
+
+
+def command_demo_reset(args: argparse.Namespace, console: Console) -> int:
+    from runner import demo
+
+    console.print(f"history rebuilt: {demo.reset_history(_root(args), discard_new=args.discard_new)}")
+    return EXIT_OK
+
+
+def command_demo_next_week(args: argparse.Namespace, console: Console) -> int:
+    from runner import demo
+
+    console.print(f"new drop: {demo.next_week(_root(args))}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,354 @@
+"""Load and validate pipeline.yaml (version 1) together with the command line's parameter overrides.
+
+Everything wrong is collected into one ConfigError (exit 2): each problem names the file, the key path and
+the fix. The schema is declared with pydantic (`extra="forbid"`); the checks that need more than one key
+(notebooks on disk, declared parameters, `needs`, cycles, gate references) follow it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from runner import graph
+from runner.errors import ConfigError, Problem, did_you_mean
+from runner.gates import Gate, GateSyntaxError, parse_gate
+from runner.params import INJECTED, NotebookParameter, Overrides, check_value, declared_parameters
+
+StageName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")]
+ParamName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+GATE_NAMESPACES = ("params", "champion")
+
+
+class StageSpec(BaseModel):
+    """One stage as written in pipeline.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    notebook: str
+    params: dict[ParamName, Any] = Field(default_factory=dict)
+    timeout: float = Field(default=1800, gt=0, description="seconds for the whole stage")
+    gates: list[str] = Field(default_factory=list)
+    needs: list[str] = Field(default_factory=list)
+    show_code: bool = False
+
+
+class PipelineSpec(BaseModel):
+    """pipeline.yaml, version 1."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1]
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    params: dict[ParamName, Any] = Field(default_factory=dict)
+    stages: dict[StageName, StageSpec] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A validated stage, ready to run."""
+
+    name: str
+    source: str  # notebook path as written, relative to the project root
+    notebook: Path  # absolute
+    declared: Mapping[str, NotebookParameter]
+    params: Mapping[str, Any]  # values to inject: only what the notebook declares
+    gate_params: Mapping[str, Any]  # what `params.*` means in this stage's gates
+    gates: tuple[Gate, ...]
+    needs: tuple[str, ...]
+    timeout: float
+    show_code: bool
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    path: Path
+    root: Path
+    params: Mapping[str, Any]  # pipeline-wide, after overrides
+    stages: Mapping[str, Stage]  # in execution order
+
+    @property
+    def needs(self) -> dict[str, tuple[str, ...]]:
+        return {name: stage.needs for name, stage in self.stages.items()}
+
+
+def load_pipeline(path: Path, overrides: Overrides | None = None) -> Pipeline:
+    """Read, validate and resolve a pipeline; raise ConfigError listing every problem found."""
+    overrides = overrides or Overrides()
+    path = path.resolve()
+    raw = _read_yaml(path)
+    file = _display_path(path)
+    problems: list[Problem] = []
+    spec: PipelineSpec | None
+    try:
+        spec = PipelineSpec.model_validate(raw)
+    except ValidationError as error:
+        problems.extend(_schema_problems(file, error))
+        spec = _salvage(raw)
+    if spec is not None:
+        problems.extend(_check_semantics(file, path.parent, spec, overrides))
+    problems.extend(overrides.problems)
+    if problems:
+        raise ConfigError(problems)
+    assert spec is not None
+    return _resolve(path, spec, overrides)
+
+
+def _read_yaml(path: Path) -> Any:
+    file = _display_path(path)
+    if not path.is_file():
+        fix = "run from the project folder or pass the path: retrain run path/to/pipeline.yaml"
+        raise ConfigError([Problem(file, "", "file not found", fix)])
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError([Problem(file, "", f"not valid YAML: {_one_line(str(error))}")]) from None
+    if not isinstance(raw, dict):
+        fix = "start from the example in README.md (version, name, params, stages)"
+        raise ConfigError([Problem(file, "", "expected a mapping at the top level", fix)])
+    return raw
+
+
+def _schema_problems(file: str, error: ValidationError) -> list[Problem]:
+    problems = []
+    for item in error.errors():
+        loc = [part for part in item["loc"] if part not in ("[key]",)]
+        where = _key_path(loc)
+        if item["type"] == "extra_forbidden":
+            model = PipelineSpec if len(loc) == 1 else StageSpec
+            valid = list(model.model_fields)
+            name = str(loc[-1])
+            problems.append(Problem(file, where, f"unknown key '{name}'", did_you_mean(name, valid)))
+        elif item["type"] == "missing":
+            problems.append(Problem(file, where, "required key is missing"))
+        elif item["type"] == "string_pattern_mismatch":
+            message = f"'{item['input']}' is not a valid name"
+            problems.append(Problem(file, where, message, "use letters, digits and _ (stage names also -)"))
+        else:
+            problems.append(Problem(file, where, f"{item['msg']} (got {item['input']!r})"))
+    return problems
+
+
+def _salvage(raw: dict[str, Any]) -> PipelineSpec | None:
+    """The pipeline with its invalid keys left out, so the deeper checks still run on what is valid.
+
+    A stage whose keys are invalid keeps its valid ones; a stage that cannot be read at all keeps its name
+    (for `needs` and gates) with no notebook, and its own deeper checks are skipped.
+    """
+    stages = raw.get("stages")
+    if not isinstance(stages, dict) or not stages:
+        return None
+    salvaged = {str(name): _salvage_stage(body) for name, body in stages.items()}
+    params = raw.get("params") if isinstance(raw.get("params"), dict) else {}
+    return PipelineSpec.model_construct(version=1, name=str(raw.get("name")), params=params, stages=salvaged)
+
+
+def _salvage_stage(body: Any) -> StageSpec:
+    if not isinstance(body, dict):
+        return StageSpec.model_construct(notebook="")
+    fields = {key: value for key, value in body.items() if key in StageSpec.model_fields}
+    while True:
+        try:
+            return StageSpec.model_validate(fields)
+        except ValidationError as error:
+            broken = {item["loc"][0] for item in error.errors() if item["loc"]}
+            if not broken & set(fields) or "notebook" in broken:
+                return StageSpec.model_construct(notebook="")
+            fields = {key: value for key, value in fields.items() if key not in broken}
+
+
+def _check_semantics(file: str, root: Path, spec: PipelineSpec, overrides: Overrides) -> list[Problem]:
+    problems: list[Problem] = []
+    declared: dict[str, Mapping[str, NotebookParameter]] = {}
+    for name, stage in spec.stages.items():
+        if not stage.notebook:
+            continue  # unreadable stage: its schema problems are already reported
+        notebook = root / stage.notebook
+        where = f"stages.{name}.notebook"
+        if not notebook.is_file():
+            candidates = [
+                p.relative_to(root).as_posix() for p in root.glob("**/*.ipynb") if ".venv" not in p.parts
+            ]
+            fix = did_you_mean(stage.notebook, candidates) or "create it or fix the path"
+            problems.append(Problem(file, where, f"notebook not found: {stage.notebook}", fix))
+            continue
+        try:
+            declared[name] = declared_parameters(notebook)
+        except ValueError as error:
+            problems.append(Problem(file, where, str(error)))
+            continue
+        problems.extend(_check_stage_params(file, name, stage, declared[name]))
+        problems.extend(_check_needs(file, name, stage, list(spec.stages)))
+    problems.extend(_check_cycles(file, spec))
+    problems.extend(_check_gates(file, spec, overrides))
+    problems.extend(_check_pipeline_params(file, spec, declared))
+    problems.extend(overrides.check_against(spec.params, declared))
+    return problems
+
+
+def _check_stage_params(
+    file: str, name: str, stage: StageSpec, declared: Mapping[str, NotebookParameter]
+) -> list[Problem]:
+    problems = []
+    for key, value in stage.params.items():
+        where = f"stages.{name}.params.{key}"
+        if key in INJECTED:
+            problems.append(Problem(file, where, f"'{key}' is set by the runner", "remove it from params"))
+        elif key not in declared:
+            message = f"{stage.notebook} does not declare '{key}' in its parameters cell"
+            fix = did_you_mean(key, list(declared)) or f"it declares: {', '.join(declared) or 'nothing'}"
+            problems.append(Problem(file, where, message, fix))
+        elif (trouble := check_value(declared[key], value)) is not None:
+            problems.append(Problem(file, where, trouble))
+    return problems
+
+
+def _check_needs(file: str, name: str, stage: StageSpec, stage_names: list[str]) -> list[Problem]:
+    problems = []
+    for index, needed in enumerate(stage.needs):
+        where = f"stages.{name}.needs[{index}]"
+        if needed == name:
+            problems.append(Problem(file, where, "a stage cannot need itself"))
+        elif needed not in stage_names:
+            fix = did_you_mean(needed, stage_names) or f"stages are: {', '.join(stage_names)}"
+            problems.append(Problem(file, where, f"unknown stage '{needed}'", fix))
+    return problems
+
+
+def _check_cycles(file: str, spec: PipelineSpec) -> list[Problem]:
+    try:
+        graph.stage_order({name: stage.needs for name, stage in spec.stages.items()})
+    except graph.StageCycleError as error:
+        loop = " needs ".join(error.cycle)
+        return [Problem(file, "stages", f"stages need each other in a loop: {loop}", "break the loop")]
+    return []
+
+
+def _check_gates(file: str, spec: PipelineSpec, overrides: Overrides) -> list[Problem]:
+    problems = []
+    needs = {name: stage.needs for name, stage in spec.stages.items()}
+    for name, stage in spec.stages.items():
+        known_params = {**spec.params, **stage.params, **overrides.values}
+        for index, expr in enumerate(stage.gates):
+            where = f"stages.{name}.gates[{index}]"
+            try:
+                gate = parse_gate(expr)
+            except GateSyntaxError as error:
+                problems.append(Problem(file, where, f"`{expr}`: {error}"))
+                continue
+            problems.extend(_check_gate_names(file, where, name, gate, spec, needs, known_params))
+    return problems
+
+
+def _check_gate_names(
+    file: str,
+    where: str,
+    stage: str,
+    gate: Gate,
+    spec: PipelineSpec,
+    needs: graph.Needs,
+    known_params: Mapping[str, Any],
+) -> list[Problem]:
+    problems = []
+    upstream = graph.upstream_of(stage, needs)
+    for dotted in sorted(gate.names):
+        head, _, rest = dotted.partition(".")
+        if not rest or head == "champion":
+            continue
+        if head == "params":
+            if rest not in known_params:
+                fix = did_you_mean(rest, list(known_params)) or "add it to params in pipeline.yaml"
+                problems.append(Problem(file, where, f"unknown parameter 'params.{rest}'", fix))
+        elif head not in spec.stages:
+            fix = did_you_mean(head, [*spec.stages, *GATE_NAMESPACES]) or "use <stage>.<scrap>"
+            problems.append(Problem(file, where, f"'{dotted}' names no stage '{head}'", fix))
+        elif head != stage and head not in upstream and set(needs[stage]) <= set(spec.stages):
+            fix = f"add '{head}' to stages.{stage}.needs"
+            problems.append(
+                Problem(file, where, f"reads '{dotted}' but '{head}' does not run before it", fix)
+            )
+    return problems
+
+
+def _check_pipeline_params(
+    file: str, spec: PipelineSpec, declared: Mapping[str, Mapping[str, NotebookParameter]]
+) -> list[Problem]:
+    """A pipeline-wide parameter that no notebook declares and no gate reads is a typo waiting to bite."""
+    gate_params = {
+        name.partition(".")[2]
+        for stage in spec.stages.values()
+        for expr in stage.gates
+        for name in _safe_names(expr)
+        if name.startswith("params.")
+    }
+    problems = []
+    every_declared = {key for params in declared.values() for key in params}
+    for key, value in spec.params.items():
+        where = f"params.{key}"
+        if key in INJECTED:
+            problems.append(Problem(file, where, f"'{key}' is set by the runner", "remove it from params"))
+        elif key not in every_declared and key not in gate_params and len(declared) == len(spec.stages):
+            fix = did_you_mean(key, sorted(every_declared)) or "declare it in a notebook's parameters cell"
+            problems.append(Problem(file, where, "no stage's notebook declares it and no gate reads it", fix))
+        for stage, params in declared.items():
+            if key in params and key not in spec.stages[stage].params:
+                trouble = check_value(params[key], value)
+                if trouble is not None:
+                    problems.append(Problem(file, where, f"{trouble} (for stage {stage})"))
+    return problems
+
+
+def _safe_names(expr: str) -> frozenset[str]:
+    try:
+        return parse_gate(expr).names
+    except GateSyntaxError:
+        return frozenset()
+
+
+def _resolve(path: Path, spec: PipelineSpec, overrides: Overrides) -> Pipeline:
+    root = path.parent
+    wide = {**spec.params, **{k: v for k, v in overrides.values.items() if k in spec.params}}
+    order = graph.stage_order({name: stage.needs for name, stage in spec.stages.items()})
+    stages = {}
+    for name in order:
+        stage = spec.stages[name]
+        notebook = root / stage.notebook
+        declared = declared_parameters(notebook)
+        merged = {**wide, **stage.params, **overrides.values}
+        stages[name] = Stage(
+            name=name,
+            source=stage.notebook,
+            notebook=notebook,
+            declared=declared,
+            params={key: overrides.coerce(declared[key], merged[key]) for key in declared if key in merged},
+            gate_params=merged,
+            gates=tuple(parse_gate(expr) for expr in stage.gates),
+            needs=tuple(stage.needs),
+            timeout=stage.timeout,
+            show_code=stage.show_code,
+        )
+    return Pipeline(name=spec.name, path=path, root=root, params=wide, stages=stages)
+
+
+def _key_path(loc: list[int | str]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _display_path(path: Path) -> str:
+    try:
+        return path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

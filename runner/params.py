@@ -1,0 +1,171 @@
+"""Parameters: what a notebook declares, what the command line overrides, and whether a value fits.
+
+A notebook declares its parameters in the cell tagged `parameters`; papermill's Python translator reads the
+names, defaults and comments from it. The type a parameter expects is its annotation, or else the type of
+its default value.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import yaml
+
+from runner.errors import Problem, did_you_mean
+
+# Set by the runner for every notebook that declares them; never by pipeline.yaml or -p.
+INJECTED = ("run_dir", "run_id", "mode")
+_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
+
+
+@dataclass(frozen=True)
+class NotebookParameter:
+    name: str
+    type_name: str  # int, float, str, bool, list, dict, or "any"
+    default: str  # the default as written in the cell
+    help: str = ""
+
+
+def declared_parameters(notebook: Path) -> dict[str, NotebookParameter]:
+    """The parameters a notebook declares; {} when it has no `parameters` cell. ValueError if unreadable."""
+    from papermill.translators import PythonTranslator
+
+    try:
+        nb = nbformat.read(notebook, as_version=4)
+    except Exception as error:  # nbformat raises several unrelated types for a bad file
+        raise ValueError(f"cannot read notebook {notebook.name}: {error}") from None
+    cells = [cell for cell in nb.cells if "parameters" in cell.get("metadata", {}).get("tags", [])]
+    if not cells:
+        return {}
+    declared = {}
+    for parameter in PythonTranslator.inspect(cells[0]):
+        type_name = parameter.inferred_type_name
+        if type_name not in _TYPES:
+            type_name = _type_of_default(parameter.default)
+        declared[parameter.name] = NotebookParameter(
+            parameter.name, type_name, parameter.default, parameter.help
+        )
+    return declared
+
+
+def _type_of_default(default: str) -> str:
+    try:
+        value = ast.literal_eval(default)
+    except (ValueError, SyntaxError):
+        return "any"
+    return type(value).__name__ if type(value).__name__ in _TYPES else "any"
+
+
+def check_value(parameter: NotebookParameter, value: Any) -> str | None:
+    """Why `value` does not fit the parameter, or None when it does."""
+    expected = parameter.type_name
+    if expected == "any" or value is None:
+        return None
+    if expected == "str" and isinstance(value, str | int | float | bool):
+        return None  # -p name=2024 reads as a number; the notebook wants text: coerce() makes it text
+    if expected == "float" and isinstance(value, int | float) and not isinstance(value, bool):
+        return None
+    if expected == "int" and isinstance(value, float) and value.is_integer():
+        return None
+    if isinstance(value, _TYPES[expected]) and not (expected != "bool" and isinstance(value, bool)):
+        return None
+    shown = f"{value!r}"[:60]
+    return f"'{parameter.name}' expects {expected} (default {parameter.default}), got {shown}"
+
+
+def coerce(parameter: NotebookParameter, value: Any) -> Any:
+    """The value converted to the parameter's type where check_value allowed a looser one."""
+    if parameter.type_name == "str" and value is not None and not isinstance(value, str):
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    if parameter.type_name == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if parameter.type_name == "int" and isinstance(value, float):
+        return int(value)
+    return value
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Parameters from `--params-file` and `-p KEY=VALUE` (the latter win), with the problems parsing them."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (file, where) for messages
+    problems: tuple[Problem, ...] = ()
+
+    def check_against(
+        self, pipeline_params: Mapping[str, Any], declared: Mapping[str, Mapping[str, NotebookParameter]]
+    ) -> list[Problem]:
+        """A key must be a pipeline-wide parameter or declared by some stage: a typo must not do nothing."""
+        known = set(pipeline_params) | {key for params in declared.values() for key in params}
+        problems = []
+        for key, value in self.values.items():
+            file, where = self.sources[key]
+            if key in INJECTED:
+                fix = "use --mode" if key == "mode" else "the runner sets it for every run"
+                problems.append(Problem(file, where, f"'{key}' cannot be overridden", fix))
+            elif key not in known:
+                fix = did_you_mean(key, sorted(known)) or f"known parameters: {', '.join(sorted(known))}"
+                problems.append(Problem(file, where, f"unknown parameter '{key}'", fix))
+            else:
+                for stage, params in declared.items():
+                    if key in params and (trouble := check_value(params[key], value)) is not None:
+                        problems.append(Problem(file, where, f"{trouble} (stage {stage})"))
+        return problems
+
+    @staticmethod
+    def coerce(parameter: NotebookParameter, value: Any) -> Any:
+        return coerce(parameter, value)
+
+
+def parse_overrides(pairs: list[str], params_file: Path | None = None) -> Overrides:
+    """Read `--params-file` (a YAML mapping) then `-p KEY=VALUE` pairs, values parsed as YAML scalars."""
+    values: dict[str, Any] = {}
+    sources: dict[str, tuple[str, str]] = {}
+    problems: list[Problem] = []
+    if params_file is not None:
+        loaded, trouble = _read_params_file(params_file)
+        if trouble:
+            problems.append(trouble)
+        for key, value in loaded.items():
+            values[key] = value
+            sources[key] = (str(params_file), str(key))
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            problems.append(
+                Problem("command line", f"-p {pair}", "expected KEY=VALUE", "e.g. -p horizon_weeks=8")
+            )
+            continue
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text  # not YAML (an unbalanced quote, say): take it as text
+        if isinstance(value, dict | list):
+            fix = "quote it to pass text, or put structured values in --params-file"
+            problems.append(Problem("command line", f"-p {pair}", "expected a single value", fix))
+            continue
+        values[key] = value
+        sources[key] = ("command line", f"-p {pair}")
+    return Overrides(values=values, sources=sources, problems=tuple(problems))
+
+
+def _read_params_file(path: Path) -> tuple[dict[str, Any], Problem | None]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}, Problem(str(path), "", "params file not found")
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        return {}, Problem(str(path), "", f"not valid YAML: {' '.join(str(error).split())}")
+    if loaded is None:
+        return {}, None
+    if not isinstance(loaded, dict) or not all(isinstance(key, str) for key in loaded):
+        return {}, Problem(
+            str(path), "", "expected a mapping of parameter names to values", "e.g. horizon_weeks: 8"
+        )
+    return loaded, None

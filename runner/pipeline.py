@@ -1,0 +1,180 @@
+"""One run of a pipeline, top to bottom.
+
+    validated pipeline -> for each stage in order: execute the notebook (papermill), read its scraps
+    (scrapbook), evaluate its gates -> stop at the first failure, later stages skipped -> reports
+    (stage HTML, run.json, run index, history, step summary)
+
+Every step is a function call with its data passed in and returned. Progress is told to an `Observer`
+(the CLI draws it); nothing here prints.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from runner import __version__, report
+from runner.config import Pipeline, Stage
+from runner.execute import execute_notebook
+from runner.gates import GateScope, evaluate_gate
+from runner.project import REPORTS_DIR, git_sha
+from runner.records import RunRecord, StageFailure, StageRecord
+from runner.scraps import read_scraps
+
+PRODUCTS_DIR = "products"  # inside the run folder: what stages hand to each other (features, model, ...)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    trigger: str = "manual"
+    mode: str = "full"
+    only: tuple[str, ...] = ()  # stages to run, with what they need; () = all
+    selected: frozenset[str] | None = None  # resolved from `only` by the caller; None = all
+    force: bool = False
+    show_code: bool = False
+    step_summary: Path | None = None  # $GITHUB_STEP_SUMMARY in GitHub Actions
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Observer(Protocol):
+    def run_started(self, record: RunRecord, run_dir: Path) -> None: ...
+    def stage_started(self, stage: StageRecord) -> None: ...
+    def stage_finished(self, stage: StageRecord) -> None: ...
+
+
+def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) -> tuple[RunRecord, Path]:
+    """Run every selected stage in order; return the run's record and its folder under reports/."""
+    record = new_run_record(pipeline, options)
+    run_dir = pipeline.root / REPORTS_DIR / record.run_id
+    (run_dir / PRODUCTS_DIR).mkdir(parents=True)
+    observer.run_started(record, run_dir)
+    champion: dict[str, Any] | None = None  # the production model's metrics: none until a registry exists
+    started = time.monotonic()
+    try:
+        for stage in pipeline.stages.values():
+            current = record.stages[stage.name]
+            reason = skip_reason(stage, record, options)
+            if reason:
+                current.status, current.skip_reason = "skipped", reason
+                observer.stage_finished(current)
+                continue
+            observer.stage_started(current)
+            run_stage(stage, current, record, pipeline.root, run_dir, champion, options)
+            observer.stage_finished(current)
+            report.write_run_json(run_dir, record)  # evidence on disk after every stage
+            if current.failure is not None and current.failure.kind == "cancelled":
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        cancel_running_stages(record)
+        record.status = "cancelled"
+    finally:
+        finish_run(record, started)
+        write_reports(pipeline, record, run_dir, options)
+    return record, run_dir
+
+
+def new_run_record(pipeline: Pipeline, options: RunOptions) -> RunRecord:
+    now = datetime.now(UTC)
+    stages = {
+        name: StageRecord(name=name, source=stage.source, params=dict(stage.params))
+        for name, stage in pipeline.stages.items()
+    }
+    return RunRecord(
+        run_id=f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}",
+        pipeline=pipeline.name,
+        trigger=options.trigger,
+        mode=options.mode,
+        git_sha=git_sha(pipeline.root),
+        started_at=now.isoformat(timespec="seconds"),
+        params=dict(pipeline.params),
+        stages=stages,
+        runner_version=__version__,
+        options={"only": list(options.only), "force": options.force, **options.extra},
+    )
+
+
+def skip_reason(stage: Stage, record: RunRecord, options: RunOptions) -> str | None:
+    if options.selected is not None and stage.name not in options.selected:
+        return "not selected by --only"
+    stopped = record.first_problem
+    if stopped is not None:
+        return f"not run: stage '{stopped.name}' {stopped.status.replace('_', ' ')}"
+    return None
+
+
+def run_stage(
+    stage: Stage,
+    current: StageRecord,
+    record: RunRecord,
+    root: Path,
+    run_dir: Path,
+    champion: dict[str, Any] | None,
+    options: RunOptions,
+) -> None:
+    """Execute one stage, read its scraps, judge its gates, render its page; the outcome goes in `current`."""
+    current.status = "running"
+    started = time.monotonic()
+    parameters = {**stage.params, **injected_parameters(stage, record, run_dir)}
+    executed = run_dir / f"{stage.name}.ipynb"
+    result = execute_notebook(stage.notebook, executed, parameters, cwd=root, timeout_s=stage.timeout)
+    current.timings = result.timings
+    current.notebook = executed.name if executed.is_file() else None
+    current.scraps = read_scraps(executed)
+    if result.failure is not None:
+        current.status, current.failure = "failed", result.failure
+        current.error = f"stage '{stage.name}' failed: {result.failure.message}"
+    else:
+        scraps = {name: stage_record.scraps for name, stage_record in record.stages.items()}
+        scope = GateScope(stage=stage.name, scraps=scraps, params=stage.gate_params, champion=champion)
+        current.gates = [evaluate_gate(gate, scope) for gate in stage.gates]
+        current.status = "gate_failed" if current.failed_gates else "succeeded"
+    if current.notebook is not None:
+        render_started = time.monotonic()
+        html = run_dir / f"{stage.name}.html"
+        title = f"{record.pipeline} · {stage.name}"
+        report.render_stage_html(executed, html, title=title, show_code=options.show_code or stage.show_code)
+        current.html = html.name
+        current.timings.render_s = time.monotonic() - render_started
+    current.duration_s = round(time.monotonic() - started, 3)
+
+
+def injected_parameters(stage: Stage, record: RunRecord, run_dir: Path) -> dict[str, Any]:
+    """run_dir, run_id and mode, for the notebooks that declare them."""
+    available = {"run_dir": str(run_dir / PRODUCTS_DIR), "run_id": record.run_id, "mode": record.mode}
+    return {key: value for key, value in available.items() if key in stage.declared}
+
+
+def cancel_running_stages(record: RunRecord) -> None:
+    for stage in record.stages.values():
+        if stage.status in ("running", "pending"):
+            was_running = stage.status == "running"
+            stage.status = "failed" if was_running else "skipped"
+            if was_running and stage.failure is None:
+                stage.failure = StageFailure("cancelled", "interrupted (Ctrl-C or SIGTERM)")
+            if was_running:
+                stage.error = f"stage '{stage.name}' was interrupted"
+            else:
+                stage.skip_reason = "not run: the run was interrupted"
+
+
+def finish_run(record: RunRecord, started: float) -> None:
+    record.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+    record.duration_s = round(time.monotonic() - started, 3)
+    if record.status == "running":
+        problem = record.first_problem
+        if problem is None:
+            record.status = "succeeded"
+        else:
+            record.status = "gate_failed" if problem.status == "gate_failed" else "failed"
+
+
+def write_reports(pipeline: Pipeline, record: RunRecord, run_dir: Path, options: RunOptions) -> None:
+    report.write_run_json(run_dir, record)
+    report.render_run_index(run_dir, record)
+    report.render_history_index(run_dir.parent)
+    if options.step_summary is not None:
+        report.write_step_summary(record, options.step_summary)

@@ -1,0 +1,53 @@
+"""Read what a stage recorded with `scrapbook.glue`, as JSON-ready values.
+
+Scalars, strings, lists and dicts come back as they were glued (NaN and infinities as the strings scrapbook
+stores, which the gates treat as not-a-number). A glued DataFrame becomes a small table document
+`{"type": "table", "columns": [...], "rows": [[...]], "n_rows": N}` holding at most TABLE_ROWS rows, so that
+run.json stays small and readable; the full table stays in the executed notebook.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+TABLE_ROWS = 50
+
+
+def read_scraps(executed_notebook: Path) -> dict[str, Any]:
+    """Every scrap glued in the notebook, by name; {} when the notebook does not exist."""
+    if not executed_notebook.is_file():
+        return {}
+    import scrapbook
+
+    notebook = scrapbook.read_notebook(str(executed_notebook))
+    return {name: _plain(scrap.data) for name, scrap in notebook.scraps.items()}
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "to_dict") and hasattr(value, "columns"):
+        return _table(value)
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if hasattr(value, "item") and callable(value.item):  # a numpy scalar that slipped through
+        return value.item()
+    return value
+
+
+def _table(frame: Any) -> dict[str, Any]:
+    head = frame.head(TABLE_ROWS)
+    rows = [[_cell(item) for item in row] for row in head.itertuples(index=False, name=None)]
+    return {"type": "table", "columns": [str(c) for c in frame.columns], "rows": rows, "n_rows": len(frame)}
+
+
+def _cell(item: Any) -> Any:
+    if hasattr(item, "item") and callable(item.item):
+        item = item.item()
+    if isinstance(item, float) and not math.isfinite(item):
+        return str(item)
+    if item is None or isinstance(item, bool | int | float | str):
+        return item
+    return str(item)

@@ -1,0 +1,29 @@
+"""Shared fixtures: small projects built in a temporary folder from the purpose-built notebooks."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ASSETS = Path(__file__).parent / "assets"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+MakeProject = Callable[[str], Path]
+
+
+@pytest.fixture
+def make_project(tmp_path: Path) -> MakeProject:
+    """A project folder with the asset notebooks under notebooks/ and the given pipeline.yaml text."""
+
+    def make(pipeline_yaml: str) -> Path:
+        root = tmp_path / "project"
+        if not root.exists():
+            shutil.copytree(ASSETS / "notebooks", root / "notebooks")
+        (root / "pipeline.yaml").write_text(textwrap.dedent(pipeline_yaml))
+        return root / "pipeline.yaml"
+
+    return make

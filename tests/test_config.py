@@ -1,0 +1,195 @@
+"""pipeline.yaml and -p validation: every problem reported at once, each naming file, key path and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runner.cli import main
+from runner.config import load_pipeline
+from runner.errors import ConfigError
+from runner.params import parse_overrides
+
+GOOD = """\
+version: 1
+name: toy
+params:
+  x: 2
+  threshold: 5
+stages:
+  first:
+    notebook: notebooks/ok.ipynb
+    params: {label: hello}
+    timeout: 60
+    gates: ["y >= params.threshold", "label == 'hello'"]
+  second:
+    notebook: notebooks/downstream.ipynb
+    needs: [first]
+    gates: ["z > first.y"]
+"""
+
+
+def problems_for(make_project, text: str, overrides=None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_pipeline(make_project(text), overrides)
+    return [str(problem) for problem in caught.value.problems]
+
+
+def test_good_pipeline_resolves_parameters(make_project):
+    pipeline = load_pipeline(make_project(GOOD))
+    assert list(pipeline.stages) == ["first", "second"]
+    first = pipeline.stages["first"]
+    assert first.params == {"x": 2, "label": "hello"}  # only what the notebook declares
+    assert first.gate_params["threshold"] == 5
+    assert pipeline.stages["second"].params == {}
+    assert first.timeout == 60
+
+
+def test_overrides_win_and_are_coerced(make_project):
+    overrides = parse_overrides(["x=7", "label=2024"])
+    pipeline = load_pipeline(make_project(GOOD), overrides)
+    assert pipeline.stages["first"].params == {"x": 7, "label": "2024"}
+    assert pipeline.params["x"] == 7
+
+
+BAD = [
+    (
+        "unknown top key",
+        GOOD.replace("params:\n  x: 2", "parms:\n  x: 2"),
+        ["pipeline.yaml: parms: unknown key 'parms' (did you mean 'params'?)"],
+    ),
+    (
+        "unknown stage key",
+        GOOD.replace("    timeout: 60", "    timout: 60"),
+        ["stages.first.timout: unknown key 'timout' (did you mean 'timeout'?)"],
+    ),
+    (
+        "missing notebook",
+        GOOD.replace("notebooks/ok.ipynb", "notebooks/okk.ipynb"),
+        [
+            "stages.first.notebook: notebook not found: notebooks/okk.ipynb "
+            "(did you mean 'notebooks/ok.ipynb'?)"
+        ],
+    ),
+    (
+        "unknown needs",
+        GOOD.replace("needs: [first]", "needs: [frist]"),
+        ["stages.second.needs[0]: unknown stage 'frist' (did you mean 'first'?)"],
+    ),
+    (
+        "cycle",
+        GOOD.replace("    timeout: 60", "    timeout: 60\n    needs: [second]"),
+        ["stages: stages need each other in a loop"],
+    ),
+    (
+        "undeclared stage param",
+        GOOD.replace("{label: hello}", "{lable: hello}"),
+        [
+            "stages.first.params.lable: notebooks/ok.ipynb does not declare 'lable' in its parameters cell "
+            "(did you mean 'label'?)"
+        ],
+    ),
+    (
+        "wrong type",
+        GOOD.replace("  x: 2", "  x: many"),
+        ["params.x: 'x' expects int (default 1), got 'many'"],
+    ),
+    (
+        "injected param",
+        GOOD.replace("{label: hello}", "{run_dir: /tmp}"),
+        ["stages.first.params.run_dir: 'run_dir' is set by the runner"],
+    ),
+    ("gate syntax", GOOD.replace('"z > first.y"', '"len(z) > 1"'), ["stages.second.gates[0]: `len(z) > 1`"]),
+    (
+        "gate unknown stage",
+        GOOD.replace('"z > first.y"', '"z > frist.y"'),
+        ["stages.second.gates[0]: 'frist.y' names no stage 'frist' (did you mean 'first'?)"],
+    ),
+    (
+        "gate unknown param",
+        GOOD.replace("params.threshold", "params.treshold"),
+        ["stages.first.gates[0]: unknown parameter 'params.treshold' (did you mean 'threshold'?)"],
+    ),
+    (
+        "gate reads a later stage",
+        GOOD.replace("\"label == 'hello'\"", '"second.z > 1"'),
+        ["reads 'second.z' but 'second' does not run before it (add 'second' to stages.first.needs)"],
+    ),
+    (
+        "unused pipeline param",
+        GOOD.replace("  threshold: 5", "  threshold: 5\n  horizon: 3"),
+        ["params.horizon: no stage's notebook declares it and no gate reads it"],
+    ),
+    ("bad version", GOOD.replace("version: 1", "version: 2"), ["version: Input should be 1"]),
+    (
+        "bad timeout",
+        GOOD.replace("timeout: 60", "timeout: -1"),
+        ["stages.first.timeout: Input should be greater"],
+    ),
+    ("not a mapping", "- a\n- b\n", ["pipeline.yaml: expected a mapping at the top level"]),
+    ("yaml syntax", "version: 1\nstages: {a: [}\n", ["pipeline.yaml: not valid YAML"]),
+    ("no stages", "version: 1\nname: toy\nstages: {}\n", ["stages: Dictionary should have at least 1 item"]),
+    ("bad stage name", GOOD.replace("  second:", "  'sec ond':"), ["'sec ond' is not a valid name"]),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "expected"), BAD, ids=[case for case, _, _ in BAD])
+def test_bad_pipeline_is_explained(make_project, case, text, expected):
+    found = problems_for(make_project, text)
+    for fragment in expected:
+        assert any(fragment in line for line in found), f"{fragment!r} not in {found}"
+
+
+def test_all_problems_are_reported_together(make_project):
+    text = (
+        GOOD.replace("    timeout: 60", "    timout: 60")
+        .replace("needs: [first]", "needs: [frist]")
+        .replace("{label: hello}", "{lable: hello}")
+    )
+    found = problems_for(make_project, text, parse_overrides(["thresold=1"]))
+    assert len(found) == 4, found
+    assert any(
+        "-p thresold=1: unknown parameter 'thresold' (did you mean 'threshold'?)" in line for line in found
+    )
+
+
+OVERRIDES = [
+    (["nope=1"], "command line: -p nope=1: unknown parameter 'nope'"),
+    (["x"], "command line: -p x: expected KEY=VALUE"),
+    (["x=[1, 2]"], "expected a single value"),
+    (["x=abc"], "'x' expects int (default 1), got 'abc' (stage first)"),
+    (["run_id=abc"], "'run_id' cannot be overridden"),
+    (["mode=evaluate"], "'mode' cannot be overridden (use --mode)"),
+]
+
+
+@pytest.mark.parametrize(("pairs", "expected"), OVERRIDES)
+def test_bad_overrides_are_explained(make_project, pairs, expected):
+    found = problems_for(make_project, GOOD, parse_overrides(pairs))
+    assert any(expected in line for line in found), found
+
+
+def test_params_file(make_project, tmp_path: Path):
+    good = tmp_path / "good.yaml"
+    good.write_text("x: 5\nlabel: from-file\n")
+    pipeline = load_pipeline(make_project(GOOD), parse_overrides(["x=6"], good))
+    assert pipeline.stages["first"].params == {"x": 6, "label": "from-file"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- 1\n")
+    found = problems_for(make_project, GOOD, parse_overrides([], bad))
+    assert any("expected a mapping of parameter names to values" in line for line in found)
+    missing = problems_for(make_project, GOOD, parse_overrides([], tmp_path / "absent.yaml"))
+    assert any("params file not found" in line for line in missing)
+
+
+def test_check_command_exit_codes_and_no_traceback(make_project, capsys):
+    path = make_project(GOOD)
+    assert main(["check", str(path)]) == 0
+    assert "valid. 2 stages (first -> second), 3 gates." in capsys.readouterr().out
+    path.write_text(GOOD.replace("needs: [first]", "needs: [frist]"))
+    assert main(["check", str(path), "-p", "x=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown stage 'frist'" in err and "Traceback" not in err
+    assert main(["check", str(path.parent / "missing.yaml")]) == 2
+    assert "file not found" in capsys.readouterr().err
