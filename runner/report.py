@@ -237,29 +237,19 @@ def outcome_sentence(record: RunRecord) -> str:
 
 
 def _failure_phrase(stage: StageRecord) -> str:
-    failure = stage.failure
-    if failure is None:
+    if stage.failure is None:
         return stage.error or "no error recorded"
-    cell = f" in cell {failure.cell_index}" if failure.cell_index is not None else ""
-    if failure.kind == "error":
-        return f"{failure.ename or 'an error'}{cell}"
-    if failure.kind == "timeout":
-        return f"timed out{cell}"
-    if failure.kind == "dead_kernel":
-        return f"the kernel died{cell}"
-    return failure.message or failure.kind
+    return stage.failure.message or stage.failure.kind
 
 
 def _failure_text(stage: StageRecord) -> str:
+    """The failure as the error box shows it: what happened, and why when the message does not say it."""
     failure = stage.failure
     if failure is None:
         return stage.error or "no error recorded"
-    lines = [failure.message] if failure.message else []
-    error = f"{failure.ename}: {failure.evalue}" if failure.evalue else (failure.ename or "")
-    if error and error not in failure.message and failure.evalue != failure.message:
-        lines.append(f"error: {error}")
-    if failure.cell_index is not None:
-        lines.append(f"cell:  {failure.cell_index} (index in the executed notebook)")
+    lines = [failure.message]
+    if failure.kind != "error" and failure.evalue and failure.evalue not in failure.message:
+        lines.append(failure.evalue)
     return "\n".join(lines)
 
 
