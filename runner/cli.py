@@ -179,7 +179,9 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     code = exit_code_for_status(record.status)
-    console.print(display.summary(record, run_dir))
+    console.print(display.summary(record))
+    for line in display.problems(record):
+        console.print(line, soft_wrap=True)
     console.print(display.outcome_line(record, run_dir, code), soft_wrap=True)
     return code
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -82,8 +82,8 @@ class RunProgress:
         return table
 
 
-def summary(record: RunRecord, run_dir: Path) -> Group:
-    """The table printed when the run ends, followed by what went wrong, if anything."""
+def summary(record: RunRecord) -> Table:
+    """The table printed when the run ends: stage, status, duration, gates."""
     table = Table(title=f"{record.pipeline} · {record.run_id}", title_justify="left")
     for column in ("stage", "status", "duration", "gates"):
         table.add_column(column)
@@ -91,13 +91,18 @@ def summary(record: RunRecord, run_dir: Path) -> Group:
         table.add_row(
             stage.name, Text(stage.status, style=STYLE[stage.status]), _duration(stage), _gates_cell(stage)
         )
-    lines: list[Table | Text] = [table]
+    return table
+
+
+def problems(record: RunRecord) -> list[Text]:
+    """One line per failed gate and failed stage, each whole (a log reader greps for them)."""
+    lines = []
     for stage in record.stages.values():
         for gate in stage.failed_gates:
             lines.append(Text(f"gate failed in {stage.name}: {gate.expr}  ->  {gate.detail}", style="yellow"))
         if stage.error:
             lines.append(Text(stage.error, style="red"))
-    return Group(*lines)
+    return lines
 
 
 def outcome_line(record: RunRecord, run_dir: Path, exit_code: int) -> Text:

@@ -1,0 +1,72 @@
+"""The demo end to end on the bundled real data, as `make demo` runs it, plus nbval over the stage notebooks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner.cli import main
+from tests.conftest import PROJECT_ROOT
+
+
+@pytest.fixture(scope="module")
+def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the project's pipeline, notebooks and data, so runs never touch the working tree."""
+    root = tmp_path_factory.mktemp("demo")
+    shutil.copy(PROJECT_ROOT / "pipeline.yaml", root)
+    shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks")
+    shutil.copytree(PROJECT_ROOT / "data" / "history", root / "data" / "history")
+    (root / "data" / "new").mkdir()
+    return root
+
+
+def latest_run(root: Path) -> dict:
+    run_dir = max(path for path in (root / "reports").iterdir() if path.is_dir())
+    return json.loads((run_dir / "run.json").read_text())
+
+
+def test_demo_pipeline_trains_a_real_forecast(demo_project: Path, capsys):
+    assert main(["run", str(demo_project / "pipeline.yaml")]) == 0, capsys.readouterr().out
+    record = latest_run(demo_project)
+    assert [stage["status"] for stage in record["stages"].values()] == ["succeeded"] * 4
+    validate, train, evaluate = (record["stages"][name]["scraps"] for name in ("validate", "train", "evaluate"))
+    assert validate["n_errors"] == 0 and validate["n_history_rows"] == 113 * 7
+    assert train["model_uri"].startswith("models:/")
+    assert 0 < evaluate["wape"] < evaluate["baseline_wape"] < 0.15
+    assert evaluate["n_holdout_rows"] == 8 * 7
+    run_dir = demo_project / "reports" / record["run_id"]
+    for name in record["stages"]:
+        page = (run_dir / f"{name}.html").read_text()
+        assert "<script src=" not in page and "https://" not in page.split("<body", 1)[-1].split("<a ", 1)[0]
+    assert (demo_project / "mlruns" / "mlflow.db").is_file()  # the embedded tracking store, no server
+
+
+def test_demo_gate_failing_on_purpose_exits_3(demo_project: Path, capsys):
+    code = main(["run", str(demo_project / "pipeline.yaml"), "-p", "wape_threshold=0.0001"])
+    out = capsys.readouterr().out
+    assert code == 3, out
+    last = out.strip().splitlines()
+    assert any("wape <= params.wape_threshold" in line and "0.0001" in line for line in last[-3:]), last[-3:]
+    record = latest_run(demo_project)
+    assert record["status"] == "gate_failed"
+    gate = record["stages"]["evaluate"]["gates"][0]
+    assert gate["passed"] is False and gate["values"]["params.wape_threshold"] == 0.0001
+    index = (demo_project / "reports" / record["run_id"] / "index.html").read_text()
+    assert "Stopped by a gate in stage evaluate" in index
+
+
+def test_stage_notebooks_run_standalone_under_nbval(demo_project: Path):
+    """Each notebook also runs on its own defaults, as a data scientist opens it in Jupyter."""
+    copy = demo_project.parent / "nbval"
+    shutil.copytree(demo_project, copy, ignore=shutil.ignore_patterns("reports", "mlruns"))
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", "notebooks"],
+        cwd=copy, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout
