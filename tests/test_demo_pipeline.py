@@ -1,4 +1,4 @@
-"""The demo end to end on the bundled real data, as `make demo` runs it, plus nbval over the stage notebooks."""
+"""The demo end to end on the bundled real data, as `make demo` runs it; nbval over the stage notebooks."""
 
 from __future__ import annotations
 
@@ -34,7 +34,9 @@ def test_demo_pipeline_trains_a_real_forecast(demo_project: Path, capsys):
     assert main(["run", str(demo_project / "pipeline.yaml")]) == 0, capsys.readouterr().out
     record = latest_run(demo_project)
     assert [stage["status"] for stage in record["stages"].values()] == ["succeeded"] * 4
-    validate, train, evaluate = (record["stages"][name]["scraps"] for name in ("validate", "train", "evaluate"))
+    validate, train, evaluate = (
+        record["stages"][name]["scraps"] for name in ("validate", "train", "evaluate")
+    )
     assert validate["n_errors"] == 0 and validate["n_history_rows"] == 113 * 7
     assert train["model_uri"].startswith("models:/")
     assert 0 < evaluate["wape"] < evaluate["baseline_wape"] < 0.15
@@ -66,7 +68,10 @@ def test_stage_notebooks_run_standalone_under_nbval(demo_project: Path):
     shutil.copytree(demo_project, copy, ignore=shutil.ignore_patterns("reports", "mlruns"))
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", "notebooks"],
-        cwd=copy, capture_output=True, text=True, timeout=600,
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert " passed" in done.stdout
