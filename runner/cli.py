@@ -40,8 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("traitlets").setLevel(logging.CRITICAL)
     parser = build_parser()
     args = parser.parse_args(argv)
-    console = Console(highlight=False)
-    errors = Console(stderr=True, highlight=False)
+    # logs (CI, pipes) have no width: give tables room instead of rich's default of 80 columns
+    width = None if sys.stdout.isatty() else 160
+    console = Console(highlight=False, width=width)
+    errors = Console(stderr=True, highlight=False, width=width)
     try:
         code: int = args.handler(args, console)
         return code
@@ -92,6 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
     _pipeline_argument(check)
     _parameter_arguments(check)
     check.set_defaults(handler=command_check)
+
+    models = commands.add_parser("models", help="list the registered versions, aliases and key metrics")
+    _pipeline_argument(models)
+    models.set_defaults(handler=command_models)
+    promote = commands.add_parser("promote", help="make a registered version the champion (smoke-checked)")
+    promote.add_argument("version", help="the version to promote")
+    _pipeline_argument(promote)
+    promote.set_defaults(handler=command_promote)
+    rollback = commands.add_parser(
+        "rollback", help="make the previous champion (or --to VERSION) the champion"
+    )
+    rollback.add_argument("--to", metavar="VERSION", default=None, help="the version to go back to")
+    _pipeline_argument(rollback)
+    rollback.set_defaults(handler=command_rollback)
 
     demo = commands.add_parser("demo", help="prepare the bundled retail demo's data")
     demo_commands = demo.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
@@ -144,7 +160,7 @@ def _load(args: argparse.Namespace) -> Pipeline:
     from runner.config import load_pipeline
     from runner.params import parse_overrides
 
-    overrides = parse_overrides(args.params, args.params_file)
+    overrides = parse_overrides(getattr(args, "params", []), getattr(args, "params_file", None))
     return load_pipeline(args.pipeline, overrides)
 
 
@@ -200,6 +216,40 @@ def _selection(only: list[str], stages: list[str]) -> list[str]:
         ]
         raise ConfigError(problems)
     return only
+
+
+def command_models(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from runner import lifecycle
+
+    pipeline = _load(args)
+    registry = lifecycle.open_registry(pipeline)
+    table = Table(title=f"{registry.name} · {registry.tracking_uri}", title_justify="left")
+    for column in ("version", "aliases", *lifecycle.KEY_METRICS, "created", "run", "notes"):
+        table.add_column(column)
+    for row in lifecycle.version_rows(registry):
+        table.add_row(*row)
+    console.print(table)
+    return EXIT_OK
+
+
+def command_promote(args: argparse.Namespace, console: Console) -> int:
+    from runner import lifecycle
+
+    pipeline = _load(args)
+    console.print(
+        lifecycle.promote_version(pipeline, lifecycle.open_registry(pipeline), args.version), soft_wrap=True
+    )
+    return EXIT_OK
+
+
+def command_rollback(args: argparse.Namespace, console: Console) -> int:
+    from runner import lifecycle
+
+    pipeline = _load(args)
+    console.print(lifecycle.rollback_to(lifecycle.open_registry(pipeline), args.to), soft_wrap=True)
+    return EXIT_OK
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

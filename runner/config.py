@@ -38,6 +38,41 @@ class StageSpec(BaseModel):
     show_code: bool = False
 
 
+class SmokeCheckSpec(BaseModel):
+    """How the new champion is checked right after promotion (see runner/lifecycle.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sample: str = "holdout.parquet"  # in the run's products: model inputs plus the forecasts evaluate made
+    forecast_column: str = "forecast"
+    actual_column: str = "actual"
+    metric: Literal["wape", "mae", "rmse"] = "wape"  # recomputed from the sample, compared with the scrap
+    tolerance: float = Field(default=1e-6, ge=0, description="relative difference allowed")
+    max_seconds: float = Field(default=30, gt=0, description="loading and predicting the sample")
+
+
+class ModelSpec(BaseModel):
+    """The `model` section: what to register in the MLflow registry and how it reaches production."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    candidate: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*\.[A-Za-z_][A-Za-z0-9_]*$")]
+    metrics: StageName  # the stage whose numeric scraps become the version's metrics
+    promotion: Literal["auto", "manual"] = "auto"
+    deploy: list[StageName] = Field(default_factory=list)  # stages run after promotion, with the new champion
+    data: list[str] = Field(default_factory=list)  # globs: the files whose contents fingerprint the data
+    smoke_check: SmokeCheckSpec = Field(default_factory=SmokeCheckSpec)
+
+    @property
+    def candidate_stage(self) -> str:
+        return self.candidate.partition(".")[0]
+
+    @property
+    def candidate_scrap(self) -> str:
+        return self.candidate.partition(".")[2]
+
+
 class PipelineSpec(BaseModel):
     """pipeline.yaml, version 1."""
 
@@ -47,6 +82,7 @@ class PipelineSpec(BaseModel):
     name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     params: dict[ParamName, Any] = Field(default_factory=dict)
     stages: dict[StageName, StageSpec] = Field(min_length=1)
+    model: ModelSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +108,7 @@ class Pipeline:
     root: Path
     params: Mapping[str, Any]  # pipeline-wide, after overrides
     stages: Mapping[str, Stage]  # in execution order
+    model: ModelSpec | None = None
 
     @property
     def needs(self) -> dict[str, tuple[str, ...]]:
@@ -188,6 +225,8 @@ def _check_semantics(file: str, root: Path, spec: PipelineSpec, overrides: Overr
     problems.extend(_check_cycles(file, spec))
     problems.extend(_check_gates(file, spec, overrides))
     problems.extend(_check_pipeline_params(file, spec, declared))
+    if spec.model is not None:
+        problems.extend(_check_model(file, spec.model, spec))
     problems.extend(overrides.check_against(spec.params, declared))
     return problems
 
@@ -304,6 +343,30 @@ def _check_pipeline_params(
     return problems
 
 
+def _check_model(file: str, model: ModelSpec, spec: PipelineSpec) -> list[Problem]:
+    stages = list(spec.stages)
+    named = [("model.candidate", model.candidate_stage), ("model.metrics", model.metrics)]
+    named += [(f"model.deploy[{index}]", stage) for index, stage in enumerate(model.deploy)]
+    problems = [
+        Problem(
+            file,
+            where,
+            f"unknown stage '{stage}'",
+            did_you_mean(stage, stages) or f"stages: {', '.join(stages)}",
+        )
+        for where, stage in named
+        if stage not in spec.stages
+    ]
+    needs = {name: stage.needs for name, stage in spec.stages.items()}
+    for index, stage in enumerate(model.deploy):
+        needed_by = sorted(name for name in graph.downstream_of(stage, needs) if name not in model.deploy)
+        if stage in (model.candidate_stage, model.metrics) or needed_by:
+            users = ", ".join(needed_by) or stage
+            message = f"deploy stage '{stage}' runs after promotion, but {users} needs it before"
+            problems.append(Problem(file, f"model.deploy[{index}]", message, "deploy only the last stages"))
+    return problems
+
+
 def _safe_names(expr: str) -> frozenset[str]:
     try:
         return parse_gate(expr).names
@@ -333,7 +396,7 @@ def _resolve(path: Path, spec: PipelineSpec, overrides: Overrides) -> Pipeline:
             timeout=stage.timeout,
             show_code=stage.show_code,
         )
-    return Pipeline(name=spec.name, path=path, root=root, params=wide, stages=stages)
+    return Pipeline(name=spec.name, path=path, root=root, params=wide, stages=stages, model=spec.model)
 
 
 def _key_path(loc: list[int | str]) -> str:

@@ -19,7 +19,7 @@ import yaml
 from runner.errors import Problem, did_you_mean
 
 # Set by the runner for every notebook that declares them; never by pipeline.yaml or -p.
-INJECTED = ("run_dir", "run_id", "mode")
+INJECTED = ("run_dir", "run_id", "mode", "champion_uri")
 _TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
 
 

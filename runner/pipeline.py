@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from runner import __version__, report
+from runner import __version__, lifecycle, report
 from runner.config import Pipeline, Stage
 from runner.execute import execute_notebook
 from runner.gates import GateScope, evaluate_gate
-from runner.project import REPORTS_DIR, git_sha
+from runner.project import PRODUCTS_DIR, REPORTS_DIR, git_sha, tracking_uri
 from runner.records import RunRecord, StageFailure, StageRecord
+from runner.registry import CHAMPION, Registry, Version, check_reachable
 from runner.scraps import read_scraps
-
-PRODUCTS_DIR = "products"  # inside the run folder: what stages hand to each other (features, model, ...)
 
 
 @dataclass(frozen=True)
@@ -46,28 +46,41 @@ class Observer(Protocol):
     def stage_finished(self, stage: StageRecord) -> None: ...
 
 
+@dataclass(frozen=True)
+class Production:
+    """The registry and the champion the run started with (what `champion.*` and `champion_uri` mean)."""
+
+    registry: Registry
+    champion: Version | None
+
+
 def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) -> tuple[RunRecord, Path]:
     """Run every selected stage in order; return the run's record and its folder under reports/."""
+    production = open_production(pipeline)
     record = new_run_record(pipeline, options)
     run_dir = pipeline.root / REPORTS_DIR / record.run_id
     (run_dir / PRODUCTS_DIR).mkdir(parents=True)
     observer.run_started(record, run_dir)
-    champion: dict[str, Any] | None = None  # the production model's metrics: none until a registry exists
+    deploy = set(pipeline.model.deploy) if pipeline.model else set()
     started = time.monotonic()
     try:
         for stage in pipeline.stages.values():
+            if production is not None and stage.name in deploy:
+                release_model(pipeline, record, run_dir, production)
             current = record.stages[stage.name]
-            reason = skip_reason(stage, record, options)
+            reason = skip_reason(stage, record, options, deploy)
             if reason:
                 current.status, current.skip_reason = "skipped", reason
                 observer.stage_finished(current)
                 continue
             observer.stage_started(current)
-            run_stage(stage, current, record, pipeline.root, run_dir, champion, options)
+            run_stage(stage, current, record, pipeline.root, run_dir, production, options)
             observer.stage_finished(current)
             report.write_run_json(run_dir, record)  # evidence on disk after every stage
             if current.failure is not None and current.failure.kind == "cancelled":
                 raise KeyboardInterrupt
+        if production is not None:
+            release_model(pipeline, record, run_dir, production)
     except KeyboardInterrupt:
         cancel_running_stages(record)
         record.status = "cancelled"
@@ -75,6 +88,27 @@ def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) ->
         finish_run(record, started)
         write_reports(pipeline, record, run_dir, options)
     return record, run_dir
+
+
+def open_production(pipeline: Pipeline) -> Production | None:
+    """Reach the registry before anything runs: an unreachable server fails the run before training."""
+    check_reachable(tracking_uri(pipeline.root))
+    if pipeline.model is None:
+        return None
+    registry = lifecycle.open_registry(pipeline)
+    return Production(registry, registry.by_alias(CHAMPION))
+
+
+def release_model(pipeline: Pipeline, record: RunRecord, run_dir: Path, production: Production) -> None:
+    """Register and promote the candidate once, when the stages that judge it succeeded."""
+    model = pipeline.model
+    assert model is not None
+    judged = (record.stages[model.candidate_stage], record.stages[model.metrics])
+    if record.model is not None or record.first_problem is not None:
+        return
+    if any(stage.status != "succeeded" for stage in judged):
+        return  # not selected by --only: there is no candidate to judge
+    record.model = lifecycle.release(pipeline, record, run_dir, production.registry, production.champion)
 
 
 def new_run_record(pipeline: Pipeline, options: RunOptions) -> RunRecord:
@@ -97,12 +131,20 @@ def new_run_record(pipeline: Pipeline, options: RunOptions) -> RunRecord:
     )
 
 
-def skip_reason(stage: Stage, record: RunRecord, options: RunOptions) -> str | None:
+def skip_reason(stage: Stage, record: RunRecord, options: RunOptions, deploy: Collection[str]) -> str | None:
     if options.selected is not None and stage.name not in options.selected:
         return "not selected by --only"
     stopped = record.first_problem
     if stopped is not None:
         return f"not run: stage '{stopped.name}' {stopped.status.replace('_', ' ')}"
+    model = record.model
+    if model is not None and model.error:
+        return f"not run: {model.error}"
+    if stage.name in deploy:
+        if record.mode != "full":
+            return f"not run: mode {record.mode} deploys nothing"
+        if model is None or model.version is None or model.champion_after != model.version:
+            return f"not run: this run's model is not the champion ({model.detail if model else 'no model'})"
     return None
 
 
@@ -112,13 +154,14 @@ def run_stage(
     record: RunRecord,
     root: Path,
     run_dir: Path,
-    champion: dict[str, Any] | None,
+    production: Production | None,
     options: RunOptions,
 ) -> None:
     """Execute one stage, read its scraps, judge its gates, render its page; the outcome goes in `current`."""
     current.status = "running"
     started = time.monotonic()
-    parameters = {**stage.params, **injected_parameters(stage, record, run_dir)}
+    champion = current_champion(production, record)
+    parameters = {**stage.params, **injected_parameters(stage, record, run_dir, champion)}
     executed = run_dir / f"{stage.name}.ipynb"
     result = execute_notebook(stage.notebook, executed, parameters, cwd=root, timeout_s=stage.timeout)
     current.timings = result.timings
@@ -129,7 +172,8 @@ def run_stage(
         current.error = f"stage '{stage.name}' failed: {result.failure.message}"
     else:
         scraps = {name: stage_record.scraps for name, stage_record in record.stages.items()}
-        scope = GateScope(stage=stage.name, scraps=scraps, params=stage.gate_params, champion=champion)
+        measured = lifecycle.champion_scope(champion, scraps)
+        scope = GateScope(stage=stage.name, scraps=scraps, params=stage.gate_params, champion=measured)
         current.gates = [evaluate_gate(gate, scope) for gate in stage.gates]
         current.status = "gate_failed" if current.failed_gates else "succeeded"
     if current.notebook is not None:
@@ -142,9 +186,26 @@ def run_stage(
     current.duration_s = round(time.monotonic() - started, 3)
 
 
-def injected_parameters(stage: Stage, record: RunRecord, run_dir: Path) -> dict[str, Any]:
-    """run_dir, run_id and mode, for the notebooks that declare them."""
-    available = {"run_dir": str(run_dir / PRODUCTS_DIR), "run_id": record.run_id, "mode": record.mode}
+def current_champion(production: Production | None, record: RunRecord) -> Version | None:
+    """The champion at the start of the run; after this run's promotion (or rollback), the one now."""
+    if production is None:
+        return None
+    if record.model is None or record.model.champion_after == record.model.champion_before:
+        return production.champion
+    after = record.model.champion_after
+    return production.registry.get(after) if after else None
+
+
+def injected_parameters(
+    stage: Stage, record: RunRecord, run_dir: Path, champion: Version | None
+) -> dict[str, Any]:
+    """run_dir, run_id, mode and champion_uri, for the notebooks that declare them."""
+    available = {
+        "run_dir": str(run_dir / PRODUCTS_DIR),
+        "run_id": record.run_id,
+        "mode": record.mode,
+        "champion_uri": champion.uri if champion else "",
+    }
     return {key: value for key, value in available.items() if key in stage.declared}
 
 
@@ -166,10 +227,10 @@ def finish_run(record: RunRecord, started: float) -> None:
     record.duration_s = round(time.monotonic() - started, 3)
     if record.status == "running":
         problem = record.first_problem
-        if problem is None:
-            record.status = "succeeded"
-        else:
+        if problem is not None:
             record.status = "gate_failed" if problem.status == "gate_failed" else "failed"
+        else:
+            record.status = "failed" if record.model is not None and record.model.error else "succeeded"
 
 
 def write_reports(pipeline: Pipeline, record: RunRecord, run_dir: Path, options: RunOptions) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 PIPELINE_FILE = "pipeline.yaml"
 REPORTS_DIR = "reports"
 MLFLOW_DIR = "mlruns"
+PRODUCTS_DIR = "products"  # inside a run folder: what stages hand to each other (the notebooks' run_dir)
 
 
 def find_root(start: Path | None = None) -> Path:

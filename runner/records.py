@@ -67,6 +67,35 @@ class StageRecord:
 
 
 @dataclass
+class SmokeCheck:
+    """The new champion, loaded fresh from the registry, predicting the evaluate stage's sample."""
+
+    passed: bool
+    detail: str
+    seconds: float = 0.0
+    max_relative_diff: float | None = None
+    metric: float | None = None  # recomputed from the sample with the loaded model
+
+
+@dataclass
+class ModelRecord:
+    """What the run did to the registered model."""
+
+    name: str
+    action: Literal["registered", "unchanged", "not_registered"] = "not_registered"
+    version: str | None = None
+    champion_before: str | None = None
+    champion_after: str | None = None
+    promoted: bool = False
+    rolled_back: bool = False
+    detail: str = ""  # one sentence: what happened to the model and why
+    error: str | None = None  # set when the model's lifecycle failed the run
+    smoke_check: SmokeCheck | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # time in registry operations, by step
+
+
+@dataclass
 class RunRecord:
     run_id: str
     pipeline: str
@@ -81,6 +110,7 @@ class RunRecord:
     duration_s: float = 0.0
     runner_version: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    model: ModelRecord | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The `run.json` document; NaN and infinities become strings, as scrapbook stores them."""
@@ -94,9 +124,10 @@ class RunRecord:
         Non-finite floats stay the strings `to_json` wrote. Raises KeyError, TypeError or AttributeError
         when the document does not have the record's shape.
         """
-        fields = {key: value for key, value in data.items() if key != "stages"}
+        fields = {key: value for key, value in data.items() if key not in ("stages", "model")}
         stages = {str(name): _stage_from_json(item) for name, item in data["stages"].items()}
-        return cls(stages=stages, **fields)
+        model = _model_from_json(data["model"]) if data.get("model") else None
+        return cls(stages=stages, model=model, **fields)
 
     @property
     def first_problem(self) -> StageRecord | None:
@@ -114,6 +145,13 @@ def _stage_from_json(data: dict[str, Any]) -> StageRecord:
         fields["failure"] = StageFailure(**fields["failure"])
     fields["timings"] = StageTimings(**fields.get("timings", {}))
     return StageRecord(**fields)
+
+
+def _model_from_json(data: dict[str, Any]) -> ModelRecord:
+    fields = dict(data)
+    if fields.get("smoke_check") is not None:
+        fields["smoke_check"] = SmokeCheck(**fields["smoke_check"])
+    return ModelRecord(**fields)
 
 
 def _json_safe(value: Any) -> Any:

@@ -1,0 +1,199 @@
+"""The MLflow model registry: which version is in production, registering, moving aliases.
+
+The registry is the single truth about production. Aliases, not the deprecated stages, carry it:
+`champion` (in production), `previous` (where a rollback goes), `challenger` (the latest registered
+candidate). Lineage and metrics are model-version tags, prefixed so they never clash with a team's own:
+`retrain.*` for lineage, `metric.*` for metrics.
+
+Alias moves are guarded twice: a file lock serialises promotions from processes on this machine, and every
+move re-reads the alias it replaces (compare-and-set) so that two runs never both promote, even through a
+shared tracking server.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from runner.errors import RetrainError
+
+CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
+LINEAGE, METRIC = "retrain.", "metric."
+
+
+class RegistryError(RetrainError):
+    """The registry cannot be reached or refuses an operation (exit 1)."""
+
+
+class RegistryConflict(RegistryError):
+    """An alias moved under us: another run promoted or rolled back meanwhile."""
+
+
+@dataclass(frozen=True)
+class Version:
+    """One registered model version, as the commands and reports show it."""
+
+    name: str
+    version: str
+    aliases: tuple[str, ...]
+    tags: Mapping[str, str]
+    created_at: str
+    source: str
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        found = {}
+        for key, value in self.tags.items():
+            if key.startswith(METRIC):
+                try:
+                    found[key.removeprefix(METRIC)] = float(value)
+                except ValueError:
+                    continue
+        return found
+
+    def lineage(self, key: str) -> str | None:
+        return self.tags.get(LINEAGE + key)
+
+    @property
+    def uri(self) -> str:
+        """A URI pinned to this version: loading it later gives this model even if aliases move."""
+        return f"models:/{self.name}/{self.version}"
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, naming the URI, when a tracking server does not answer (MLflow would retry for minutes)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as answer:
+            answer.read()
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+        reason = getattr(error, "reason", error)
+        raise RegistryError(
+            f"MLflow tracking server {uri} is unreachable ({reason}); nothing was run or registered. "
+            "Start it, or unset MLFLOW_TRACKING_URI to use the embedded store."
+        ) from None
+
+
+class Registry:
+    """One registered model in one tracking store."""
+
+    def __init__(self, tracking_uri: str, model_name: str, lock_dir: Path) -> None:
+        import mlflow  # ~1 s: only paid when the pipeline has a model section or a registry command runs
+        from mlflow import MlflowClient
+
+        mlflow.set_tracking_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.name = model_name
+        self.tracking_uri = tracking_uri
+        self.lock_path = lock_dir / "registry.lock"
+
+    # --- reading ----------------------------------------------------------------------------------------
+    def by_alias(self, alias: str) -> Version | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client.get_model_version_by_alias(self.name, alias)
+        except MlflowException:  # no such model, or no such alias: the same for us
+            return None
+        return self._version(found)
+
+    def get(self, version: str) -> Version | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._version(self.client.get_model_version(self.name, version))
+        except MlflowException:
+            return None
+
+    def versions(self) -> list[Version]:
+        """Every version, newest first, with its aliases (which a search does not return)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            aliases = dict(self.client.get_registered_model(self.name).aliases or {})
+        except MlflowException:
+            return []  # nothing registered yet
+        found = [self._version(item) for item in self.client.search_model_versions(f"name = '{self.name}'")]
+        found = [
+            replace(v, aliases=tuple(sorted(a for a, number in aliases.items() if str(number) == v.version)))
+            for v in found
+        ]
+        return sorted(found, key=lambda v: int(v.version), reverse=True)
+
+    def find_by_fingerprint(self, fingerprint: str) -> Version | None:
+        query = f"name = '{self.name}' and tags.`{LINEAGE}fingerprint` = '{fingerprint}'"
+        found = [self._version(item) for item in self.client.search_model_versions(query)]
+        return max(found, key=lambda v: int(v.version)) if found else None
+
+    def _version(self, item: Any) -> Version:
+        created = datetime.fromtimestamp(item.creation_timestamp / 1000, UTC).isoformat(timespec="seconds")
+        return Version(
+            name=item.name,
+            version=str(item.version),
+            aliases=tuple(sorted(item.aliases or ())),
+            tags=dict(item.tags or {}),
+            created_at=created,
+            source=item.source or "",
+        )
+
+    # --- writing ----------------------------------------------------------------------------------------
+    def register(self, model_uri: str, tags: Mapping[str, str]) -> Version:
+        """A new version of the model from `model_uri`, tagged, with the `challenger` alias."""
+        import mlflow
+
+        created = mlflow.register_model(model_uri, self.name, tags=dict(tags))
+        self.client.set_registered_model_alias(self.name, CHALLENGER, created.version)
+        registered = self.get(str(created.version))
+        assert registered is not None
+        return registered
+
+    def tag(self, version: str, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.name, version, key, value)
+
+    def move_champion(self, to: str | None, expected: str | None, previous: str | None) -> None:
+        """Point `champion` at version `to` (None: no champion) and `previous` at `previous`.
+
+        Refuses with RegistryConflict unless the champion is still `expected` (None: there was none).
+        """
+        with self.locked():
+            current = self.by_alias(CHAMPION)
+            if (current.version if current else None) != expected:
+                now = current.version if current else "none"
+                raise RegistryConflict(
+                    f"the champion of {self.name} changed during this run (expected {expected or 'none'}, "
+                    f"found {now}); nothing was moved"
+                )
+            self._set_alias(PREVIOUS, previous)
+            self._set_alias(CHAMPION, to)
+
+    def _set_alias(self, alias: str, version: str | None) -> None:
+        if version is None:
+            if self.by_alias(alias) is not None:
+                self.client.delete_registered_model_alias(self.name, alias)
+        else:
+            self.client.set_registered_model_alias(self.name, alias, version)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Serialise alias moves between processes on this machine (blocking)."""
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"{os.getpid()}\n")
+                handle.flush()
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)

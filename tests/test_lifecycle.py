@@ -1,0 +1,247 @@
+"""The model's lifecycle against a real registry: the embedded sqlite store and a real `mlflow server`.
+
+A tiny pipeline (tests/assets/model) trains y = factor * x as an MLflow pyfunc model; `broken=true` logs a
+model that predicts zeros while the evaluate stage measured the good one: a corrupted deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runner.cli import main
+from tests.conftest import ASSETS
+
+PIPELINE = """\
+version: 1
+name: toy
+stages:
+  train:
+    notebook: notebooks/train.ipynb
+  evaluate:
+    notebook: notebooks/evaluate.ipynb
+    needs: [train]
+    gates:
+      - "wape <= 0.5"
+      - "wape <= champion.wape * 1.5"
+  deploy:
+    notebook: notebooks/deploy.ipynb
+    needs: [evaluate]
+model:
+  name: {name}
+  candidate: train.model_uri
+  metrics: evaluate
+  promotion: {promotion}
+  deploy: [deploy]
+  data: ["data/*.csv"]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow tracking server on 127.0.0.1, started for the test session and stopped after it."""
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    command = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(folder / "artifacts"),
+    ]
+    log = (folder / "server.log").open("w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2):
+                break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    "mlflow server did not start: " + (folder / "server.log").read_text()
+                ) from None
+            time.sleep(0.5)
+    yield url
+    os.killpg(server.pid, 15)
+    server.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(params=["embedded", "server"])
+def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "server":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", request.getfixturevalue("mlflow_server"))
+    else:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return str(request.param)
+
+
+def make_model_project(tmp_path: Path, promotion: str = "auto") -> tuple[Path, str]:
+    root = tmp_path / "project"
+    shutil.copytree(ASSETS / "model", root / "notebooks")
+    (root / "data").mkdir()
+    rows = "\n".join(f"{x},{2 * x + (1 if x % 2 else -1) * 0.5}" for x in range(1, 41))
+    (root / "data" / "points.csv").write_text("x,y\n" + rows + "\n")
+    name = f"toy-{secrets.token_hex(3)}"  # the server is shared by the session's tests
+    (root / "pipeline.yaml").write_text(PIPELINE.format(name=name, promotion=promotion))
+    return root / "pipeline.yaml", name
+
+
+def run(capsys: pytest.CaptureFixture[str], pipeline: Path, *args: str) -> tuple[int, dict, str]:
+    code = main(["run", str(pipeline), *args])
+    out = capsys.readouterr().out
+    run_dir = max(path for path in (pipeline.parent / "reports").iterdir() if path.is_dir())
+    return code, json.loads((run_dir / "run.json").read_text()), out
+
+
+def command(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def aliases(pipeline: Path, name: str) -> dict[str, str]:
+    from runner.project import tracking_uri
+    from runner.registry import Registry
+
+    registry = Registry(tracking_uri(pipeline.parent), name, lock_dir=pipeline.parent / "mlruns")
+    return {alias: version.version for version in registry.versions() for alias in version.aliases}
+
+
+def test_register_promote_dedupe_smoke_check_and_roll_back(store, tmp_path, capsys):
+    pipeline, name = make_model_project(tmp_path)
+
+    code, first, out = run(capsys, pipeline)
+    assert code == 0, out
+    model = first["model"]
+    assert (model["action"], model["version"], model["promoted"], model["champion_after"]) == (
+        "registered",
+        "1",
+        True,
+        "1",
+    )
+    assert model["smoke_check"]["passed"] is True
+    assert "no champion yet" in first["stages"]["evaluate"]["gates"][1]["detail"]
+    assert first["stages"]["deploy"]["scraps"]["deployed_version"] == "1"
+    assert aliases(pipeline, name) == {"champion": "1", "challenger": "1"}
+
+    code, again, out = run(capsys, pipeline)
+    assert code == 0, out
+    assert again["model"]["action"] == "unchanged" and again["model"]["version"] == "1"
+    assert "already holds this model" in again["model"]["detail"]
+
+    code, better, out = run(capsys, pipeline, "-p", "factor=2.01")
+    assert code == 0, out
+    assert better["model"]["version"] == "2" and better["model"]["champion_before"] == "1"
+    champion_gate = better["stages"]["evaluate"]["gates"][1]
+    assert champion_gate["passed"] and "champion.wape" in champion_gate["values"]
+    assert better["stages"]["evaluate"]["scraps"]["champion"]["version"] == "1"  # scored on the same data
+    assert aliases(pipeline, name) == {"champion": "2", "previous": "1", "challenger": "2"}
+
+    code, broken, out = run(capsys, pipeline, "-p", "broken=true")
+    assert code == 1, out
+    model = broken["model"]
+    assert model["version"] == "3" and model["promoted"] and model["rolled_back"]
+    assert model["champion_after"] == "2" and broken["status"] == "failed"
+    assert "predictions differ" in model["smoke_check"]["detail"] and "rolled back" in model["error"]
+    assert broken["stages"]["deploy"]["status"] == "skipped"
+    assert aliases(pipeline, name)["champion"] == "2"  # the champion from before the run
+    assert "failed its smoke check" in out
+
+    code, listing = command(capsys, "models", str(pipeline))
+    assert code == 0 and "smoke check failed" in listing and "champion" in listing
+
+    code, evaluated, out = run(capsys, pipeline, "--mode", "evaluate", "-p", "factor=2.02")
+    assert code == 0, out
+    assert (
+        evaluated["model"]["version"] is None and "registry is left as it is" in evaluated["model"]["detail"]
+    )
+    assert evaluated["stages"]["deploy"]["status"] == "skipped"
+    code, listing = command(capsys, "models", str(pipeline))
+    assert "\n│ 4 " not in listing  # evaluate mode registered nothing
+
+    code, said = command(capsys, "rollback", str(pipeline))
+    assert code == 0 and "version 1 is the champion" in said
+    assert aliases(pipeline, name)["champion"] == "1" and "previous" not in aliases(pipeline, name)
+    code, said = command(capsys, "rollback", str(pipeline))
+    assert code == 2 and "no previous champion" in said
+    code, said = command(capsys, "rollback", "--to", "99", str(pipeline))
+    assert code == 2 and "has no version 99" in said
+    code, said = command(capsys, "promote", "99", str(pipeline))
+    assert code == 2 and "has no version 99 (versions: 3, 2, 1)" in said
+    code, said = command(capsys, "promote", "2", str(pipeline))
+    assert code == 0 and "smoke check passed" in said
+    code, said = command(capsys, "promote", "3", str(pipeline))
+    assert code == 1 and "smoke check failed" in said
+    assert aliases(pipeline, name)["champion"] == "2"
+
+
+def test_manual_promotion_stops_after_registration(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    pipeline, name = make_model_project(tmp_path, promotion="manual")
+    code, record, out = run(capsys, pipeline)
+    assert code == 0, out
+    assert record["model"]["version"] == "1" and not record["model"]["promoted"]
+    assert "retrain promote 1" in record["model"]["detail"]
+    assert record["stages"]["deploy"]["status"] == "skipped"
+    assert aliases(pipeline, name) == {"challenger": "1"}
+    code, said = command(capsys, "promote", "1", str(pipeline))
+    assert code == 0 and "version 1 is now the champion" in said and "smoke check passed" in said
+
+
+def test_two_runs_at_once_never_both_promote(store, tmp_path, capsys):
+    pipeline, name = make_model_project(tmp_path)
+    assert main(["run", str(pipeline)]) == 0  # version 1 is the champion both runs start from
+    capsys.readouterr()
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "runner", "run", str(pipeline), "-p", f"factor={factor}"],
+            cwd=pipeline.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for factor in ("2.01", "2.02")
+    ]
+    outputs = [process.communicate(timeout=300)[0] for process in runs]
+    codes = sorted(process.returncode for process in runs)
+    assert codes == [0, 1], outputs
+    loser = outputs[[process.returncode for process in runs].index(1)]
+    assert "changed during this run" in loser
+    final = aliases(pipeline, name)
+    assert final["champion"] in ("2", "3") and final["previous"] == "1"
+
+
+def test_unreachable_tracking_server_fails_before_anything_runs(tmp_path, capsys, monkeypatch):
+    pipeline, _ = make_model_project(tmp_path)
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    code, said = command(capsys, "run", str(pipeline))
+    assert code == 1 and f"MLflow tracking server {uri} is unreachable" in said
+    assert not (pipeline.parent / "reports").exists()
