@@ -95,8 +95,13 @@ def summary(record: RunRecord) -> Table:
 
 
 def problems(record: RunRecord) -> list[Text]:
-    """One line per failed gate and failed stage, each whole (a log reader greps for them)."""
+    """What happened to the model, then one line per failed gate and failed stage, each whole (a log
+    reader greps for them)."""
     lines = []
+    if record.model is not None:
+        from runner.report import model_sentence
+
+        lines.append(Text(model_sentence(record.model), style="red" if record.model.error else ""))
     for stage in record.stages.values():
         for gate in stage.failed_gates:
             lines.append(Text(f"gate failed in {stage.name}: {gate.expr}  ->  {gate.detail}", style="yellow"))

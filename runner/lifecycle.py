@@ -68,6 +68,8 @@ def release(
     result = ModelRecord(name=model.name, champion_before=champion.version if champion else None)
     result.champion_after = result.champion_before
     result.metrics = numeric_scraps(record.stages[model.metrics].scraps)
+    scraps = {name: stage.scraps for name, stage in record.stages.items()}
+    result.champion_metrics = numeric_scraps(champion_scope(champion, scraps) or {})
     if record.mode != "full":
         result.detail = f"mode {record.mode}: the registry is left as it is"
         return result

@@ -91,7 +91,8 @@ class ModelRecord:
     detail: str = ""  # one sentence: what happened to the model and why
     error: str | None = None  # set when the model's lifecycle failed the run
     smoke_check: SmokeCheck | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # this run's model, from the metrics stage
+    champion_metrics: dict[str, float] = field(default_factory=dict)  # the champion it was compared with
     seconds: dict[str, float] = field(default_factory=dict)  # time in registry operations, by step
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import jinja2
 
-from runner.records import RunRecord, StageRecord
+from runner.records import ModelRecord, RunRecord, StageRecord
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STAGE_TEMPLATE = "stage"
@@ -168,6 +168,7 @@ def render_run_index(run_dir: Path, record: RunRecord) -> Path:
         "run.html.j2",
         record=record,
         outcome=outcome_sentence(record),
+        model_text=model_sentence(record.model) if record.model else None,
         failures=[(stage, _failure_text(stage)) for stage in stages if stage.status == "failed"],
         skipped=[stage for stage in stages if stage.status == "skipped"],
         gates=[(stage.name, gate) for stage in stages for gate in stage.gates],
@@ -225,6 +226,8 @@ def outcome_sentence(record: RunRecord) -> str:
         seen = gate.detail or _values(gate.values)
         extra = f" and {len(more)} more gate{_s(more)}" if more else ""
         return f"Stopped by a gate in stage {problem.name}: {gate.expr}{f' ({seen})' if seen else ''}{extra}."
+    if record.status == "failed" and problem is None and record.model is not None and record.model.error:
+        return f"Failed after every stage passed: {record.model.error}."
     if record.status == "failed" and problem is not None:
         return f"Failed at stage {problem.name}: {_failure_phrase(problem)}."
     if record.status == "cancelled":
@@ -234,6 +237,19 @@ def outcome_sentence(record: RunRecord) -> str:
         finished = sum(stage.status not in ("pending", "running") for stage in stages)
         return f"Running: {finished} of {len(stages)} stages done."
     return f"{record.status.replace('_', ' ').capitalize()}: no stage recorded why."
+
+
+def model_sentence(model: ModelRecord, metric: str = "wape") -> str:
+    """What the run did to the model, in one sentence: "demand-forecast v13 is the new champion, ..."."""
+    if model.error:
+        return f"{model.name}: {model.error}."
+    if not model.promoted:
+        return f"{model.name}: {model.detail}."
+    value, before = model.metrics.get(metric), model.champion_metrics.get(metric)
+    measured = f", {metric.upper()} {_number(value)}" if value is not None else ""
+    was = f" (was {_number(before)})" if value is not None and before is not None else ""
+    checked = f"; smoke check: {model.smoke_check.detail}" if model.smoke_check else ""
+    return f"{model.name} v{model.version} is the new champion{measured}{was}{checked}."
 
 
 def _failure_phrase(stage: StageRecord) -> str:
@@ -269,6 +285,7 @@ def summary_markdown(record: RunRecord) -> str:
         "",
         _md(outcome_sentence(record)),
         "",
+        *([_md(model_sentence(record.model)), ""] if record.model else []),
         "| stage | status | duration | gates |",
         "| --- | --- | ---: | ---: |",
     ]
