@@ -38,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # papermill and nbclient log what the run record already says (a timeout, a failing cell) to stderr
     logging.getLogger("papermill").setLevel(logging.CRITICAL)
     logging.getLogger("traitlets").setLevel(logging.CRITICAL)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Created version 3 of ...": the summary says it
     parser = build_parser()
     args = parser.parse_args(argv)
     # logs (CI, pipes) have no width: give tables room instead of rich's default of 80 columns
@@ -124,6 +125,18 @@ def build_parser() -> argparse.ArgumentParser:
     next_week.set_defaults(handler=command_demo_next_week)
     for sub in (fetch, reset, next_week):
         sub.add_argument("--root", type=Path, default=None, help="project folder (default: found from here)")
+    replay = demo_commands.add_parser("replay", help="drop the next N weeks one by one, running after each")
+    replay.add_argument("--weeks", type=int, default=6, help="how many weeks to replay (default 6)")
+    for sub in (next_week, replay):
+        sub.add_argument(
+            "--source",
+            type=Path,
+            default=None,
+            metavar="FILE",
+            help="replay weeks from this sales file instead of the fetched demo source",
+        )
+    _pipeline_argument(replay)
+    replay.set_defaults(handler=command_demo_replay)
     return parser
 
 
@@ -252,6 +265,25 @@ def command_rollback(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def command_demo_replay(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from runner.replay import replay
+
+    _load(args)  # a broken pipeline fails before any week is dropped
+    rows = replay(args.pipeline, args.weeks, source=args.source)
+    table = Table(title=f"replay of {len(rows)} weeks", title_justify="left")
+    for column in ("week", "status", "exit", "version", "champion", "wape", "champion wape", "what happened"):
+        table.add_column(column)
+    for row in rows:
+        shown = [f"{value:.4f}" if value is not None else "" for value in (row.wape, row.champion_wape)]
+        table.add_row(
+            row.week, row.status, str(row.exit_code), row.version or "", row.champion or "", *shown, row.what
+        )
+    console.print(table)
+    return EXIT_OK
+
+
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -284,7 +316,7 @@ def command_demo_reset(args: argparse.Namespace, console: Console) -> int:
 def command_demo_next_week(args: argparse.Namespace, console: Console) -> int:
     from runner import demo
 
-    console.print(f"new drop: {demo.next_week(_root(args))}")
+    console.print(f"new drop: {demo.next_week(_root(args), source=args.source)}")
     return EXIT_OK
 
 

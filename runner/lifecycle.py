@@ -38,7 +38,8 @@ from runner.registry import (
 
 def fingerprints(pipeline: Pipeline) -> dict[str, str]:
     """Content hashes: `data` (the model section's data files), `code` (every stage's code cells and
-    parameters) and `fingerprint` (both): the same code on the same data gives the same fingerprint."""
+    parameters, and the Python modules beside the notebooks) and `fingerprint` (both): the same code on the
+    same data gives the same fingerprint."""
     import nbformat
 
     data = hashlib.sha256()
@@ -51,6 +52,10 @@ def fingerprints(pipeline: Pipeline) -> dict[str, str]:
         notebook = nbformat.read(stage.notebook, as_version=4)
         cells = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
         code.update(json.dumps([stage.name, cells, dict(stage.params)], sort_keys=True, default=str).encode())
+    # modules beside the notebooks (shared feature code, say) are code too
+    folders = {stage.notebook.parent for stage in pipeline.stages.values()}
+    for module in sorted(path for folder in folders for path in folder.glob("*.py")):
+        code.update(module.name.encode() + b"\0" + module.read_bytes())
     both = hashlib.sha256(data.hexdigest().encode() + code.hexdigest().encode())
     return {
         "data": data.hexdigest()[:16],
@@ -187,7 +192,8 @@ def smoke_check(
         import numpy as np
         import pandas as pd
 
-        model = mlflow.pyfunc.load_model(f"models:/{registry.name}@{CHAMPION}")
+        with registry.as_default():
+            model = mlflow.pyfunc.load_model(f"models:/{registry.name}@{CHAMPION}")
         sample = pd.read_parquet(sample_path)
         schema = model.metadata.get_input_schema()
         names = schema.input_names() if schema is not None else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,8 +24,8 @@ from runner.config import Pipeline, Stage
 from runner.execute import execute_notebook
 from runner.gates import GateScope, evaluate_gate
 from runner.project import PRODUCTS_DIR, REPORTS_DIR, git_sha, tracking_uri
-from runner.records import RunRecord, StageFailure, StageRecord
-from runner.registry import CHAMPION, Registry, Version, check_reachable
+from runner.records import ModelRecord, RunRecord, StageFailure, StageRecord
+from runner.registry import CHAMPION, Registry, RegistryError, Version, check_reachable
 from runner.scraps import read_scraps
 
 
@@ -46,17 +47,41 @@ class Observer(Protocol):
     def stage_finished(self, stage: StageRecord) -> None: ...
 
 
-@dataclass(frozen=True)
 class Production:
-    """The registry and the champion the run started with (what `champion.*` and `champion_uri` mean)."""
+    """The registry and the champion the run started with (what `champion.*` and `champion_uri` mean).
 
-    registry: Registry
-    champion: Version | None
+    It is opened in the background (importing MLflow takes over a second) while the first stages run, and
+    waited for by the first stage that needs the champion.
+    """
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry")
+        self._opening = self._pool.submit(self._open, pipeline)
+        self._pool.shutdown(wait=False)
+        uri = tracking_uri(pipeline.root)
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+            # a new embedded store is created by whoever opens it first: a kernel creating it at the same
+            # time would run the same schema migration and fail, so the first run waits for it here
+            self._opening.result()
+
+    @staticmethod
+    def _open(pipeline: Pipeline) -> tuple[Registry, Version | None]:
+        registry = lifecycle.open_registry(pipeline)
+        return registry, registry.by_alias(CHAMPION)
+
+    @property
+    def registry(self) -> Registry:
+        return self._opening.result()[0]
+
+    @property
+    def champion(self) -> Version | None:
+        return self._opening.result()[1]
 
 
 def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) -> tuple[RunRecord, Path]:
     """Run every selected stage in order; return the run's record and its folder under reports/."""
-    production = open_production(pipeline)
+    check_reachable(tracking_uri(pipeline.root))  # an unreachable server fails the run before any training
+    production = Production(pipeline) if pipeline.model is not None else None
     record = new_run_record(pipeline, options)
     run_dir = pipeline.root / REPORTS_DIR / record.run_id
     (run_dir / PRODUCTS_DIR).mkdir(parents=True)
@@ -74,7 +99,8 @@ def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) ->
                 observer.stage_finished(current)
                 continue
             observer.stage_started(current)
-            run_stage(stage, current, record, pipeline.root, run_dir, production, options)
+            needed = production if production is not None and needs_champion(stage) else None
+            run_stage(stage, current, record, pipeline.root, run_dir, needed, options)
             observer.stage_finished(current)
             report.write_run_json(run_dir, record)  # evidence on disk after every stage
             if current.failure is not None and current.failure.kind == "cancelled":
@@ -84,19 +110,18 @@ def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) ->
     except KeyboardInterrupt:
         cancel_running_stages(record)
         record.status = "cancelled"
+    except RegistryError as error:  # the registry failed while opening or releasing: the model did not move
+        record.model = ModelRecord(name=pipeline.model.name if pipeline.model else "", error=str(error))
     finally:
         finish_run(record, started)
         write_reports(pipeline, record, run_dir, options)
     return record, run_dir
 
 
-def open_production(pipeline: Pipeline) -> Production | None:
-    """Reach the registry before anything runs: an unreachable server fails the run before training."""
-    check_reachable(tracking_uri(pipeline.root))
-    if pipeline.model is None:
-        return None
-    registry = lifecycle.open_registry(pipeline)
-    return Production(registry, registry.by_alias(CHAMPION))
+def needs_champion(stage: Stage) -> bool:
+    """Whether a stage reads the champion: it declares `champion_uri` or a gate names `champion.*`."""
+    named = (name for gate in stage.gates for name in gate.names)
+    return "champion_uri" in stage.declared or any(name.startswith("champion.") for name in named)
 
 
 def release_model(pipeline: Pipeline, record: RunRecord, run_dir: Path, production: Production) -> None:

@@ -87,10 +87,8 @@ class Registry:
     """One registered model in one tracking store."""
 
     def __init__(self, tracking_uri: str, model_name: str, lock_dir: Path) -> None:
-        import mlflow  # ~1 s: only paid when the pipeline has a model section or a registry command runs
-        from mlflow import MlflowClient
+        from mlflow import MlflowClient  # ~1 s: paid only with a model section or a registry command
 
-        mlflow.set_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self.name = model_name
         self.tracking_uri = tracking_uri
@@ -150,7 +148,8 @@ class Registry:
         """A new version of the model from `model_uri`, tagged, with the `challenger` alias."""
         import mlflow
 
-        created = mlflow.register_model(model_uri, self.name, tags=dict(tags))
+        with self.as_default():  # register_model resolves a logged model's URI through the default store
+            created = mlflow.register_model(model_uri, self.name, tags=dict(tags))
         self.client.set_registered_model_alias(self.name, CHALLENGER, created.version)
         registered = self.get(str(created.version))
         assert registered is not None
@@ -182,6 +181,22 @@ class Registry:
                 self.client.delete_registered_model_alias(self.name, alias)
         else:
             self.client.set_registered_model_alias(self.name, alias, version)
+
+    @contextmanager
+    def as_default(self) -> Iterator[None]:
+        """Make this store MLflow's default for the calls that only use the default, then put it back.
+
+        mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI to this process's environment (for child
+        processes); left there, it would point every later run in this process (and its kernels) here.
+        """
+        import mlflow
+
+        before = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None removes the variable again
 
     @contextmanager
     def locked(self) -> Iterator[None]:

@@ -246,8 +246,9 @@ def model_sentence(model: ModelRecord, metric: str = "wape") -> str:
     if not model.promoted:
         return f"{model.name}: {model.detail}."
     value, before = model.metrics.get(metric), model.champion_metrics.get(metric)
-    measured = f", {metric.upper()} {_number(value)}" if value is not None else ""
-    was = f" (was {_number(before)})" if value is not None and before is not None else ""
+    shown = (lambda number: f"{number:.1%}") if metric == "wape" else _number  # WAPE reads as a percentage
+    measured = f", {metric.upper()} {shown(value)}" if value is not None else ""
+    was = f" (was {shown(before)})" if value is not None and before is not None else ""
     checked = f"; smoke check: {model.smoke_check.detail}" if model.smoke_check else ""
     return f"{model.name} v{model.version} is the new champion{measured}{was}{checked}."
 

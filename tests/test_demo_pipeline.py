@@ -33,7 +33,7 @@ def latest_run(root: Path) -> dict:
 def test_demo_pipeline_trains_a_real_forecast(demo_project: Path, capsys):
     assert main(["run", str(demo_project / "pipeline.yaml")]) == 0, capsys.readouterr().out
     record = latest_run(demo_project)
-    assert [stage["status"] for stage in record["stages"].values()] == ["succeeded"] * 4
+    assert [stage["status"] for stage in record["stages"].values()] == ["succeeded"] * 5
     validate, train, evaluate = (
         record["stages"][name]["scraps"] for name in ("validate", "train", "evaluate")
     )
@@ -46,6 +46,13 @@ def test_demo_pipeline_trains_a_real_forecast(demo_project: Path, capsys):
         page = (run_dir / f"{name}.html").read_text()
         assert "<script src=" not in page and "https://" not in page.split("<body", 1)[-1].split("<a ", 1)[0]
     assert (demo_project / "mlruns" / "mlflow.db").is_file()  # the embedded tracking store, no server
+    model = record["model"]
+    assert (model["version"], model["promoted"], model["smoke_check"]["passed"]) == ("1", True, True)
+    deploy = record["stages"]["deploy"]["scraps"]
+    assert deploy["deployed_version"] == "1" and deploy["bundle_loads"] is True
+    bundle = demo_project / deploy["serving_path"]
+    assert (bundle / "model" / "MLmodel").is_file() and (bundle / "metadata.json").is_file()
+    assert len((bundle / "forecast.csv").read_text().splitlines()) == 1 + 4 * 7
 
 
 def test_demo_gate_failing_on_purpose_exits_3(demo_project: Path, capsys):
@@ -60,6 +67,39 @@ def test_demo_gate_failing_on_purpose_exits_3(demo_project: Path, capsys):
     assert gate["passed"] is False and gate["values"]["params.wape_threshold"] == 0.0001
     index = (demo_project / "reports" / record["run_id"] / "index.html").read_text()
     assert "Stopped by a gate in stage evaluate" in index
+
+
+def test_replay_registers_a_version_a_week_and_compares_with_the_champion(tmp_path: Path, capsys):
+    """Two real weeks replayed: the first run creates the champion, the next weeks are judged against it."""
+    root = tmp_path / "replay"
+    root.mkdir()
+    shutil.copy(PROJECT_ROOT / "pipeline.yaml", root)
+    shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks")
+    history = (PROJECT_ROOT / "data" / "history" / "sales.csv").read_text().splitlines(keepends=True)
+    for folder in ("history", "new", "source"):
+        (root / "data" / folder).mkdir(parents=True)
+    early = [line for line in history[1:] if line.split(",")[3] <= "2012-03-09"]  # 110 of the 113 weeks
+    (root / "data" / "history" / "sales.csv").write_text(history[0] + "".join(early))
+    source = root / "data" / "source" / "weeks.csv"
+    source.write_text("".join(history))  # 3 weeks to replay, no download
+    pipeline = str(root / "pipeline.yaml")
+    assert main(["demo", "replay", "--weeks", "2", "--source", str(source), pipeline]) == 0
+    out = capsys.readouterr().out
+    assert "2012-03-16" in out and "2012-03-23" in out
+    first, second = (json.loads(path.read_text()) for path in sorted((root / "reports").glob("*/run.json")))
+    assert first["trigger"] == second["trigger"] == "replay"
+    for record in (first, second):  # each week is either refused by a gate or registered
+        if record["status"] == "gate_failed":
+            assert record["model"] is None and "refused by gate" in out
+        else:
+            assert record["status"] == "succeeded" and record["model"]["version"] is not None
+    champion = first["model"]["champion_after"] if first["model"] else None
+    measured = second["stages"]["evaluate"]["scraps"].get("champion")
+    assert (measured or {}).get("version") == champion  # judged against whatever production held
+    assert sorted(path.name for path in (root / "data" / "new").iterdir()) == [
+        "sales-2012-03-16.csv",
+        "sales-2012-03-23.csv",
+    ]
 
 
 def test_stage_notebooks_run_standalone_under_nbval(demo_project: Path):

@@ -1,0 +1,169 @@
+"""The demand forecast's features, shared by the stage notebooks.
+
+The features stage builds the training table with `build_features`; the deploy stage uses the same function,
+through `forecast_ahead`, to forecast the weeks after the latest known one. One definition of the features
+means the model is always fed what it was trained on.
+
+Notebooks import this module after finding the project root:
+
+    sys.path.insert(0, str(ROOT / "notebooks"))
+    import forecasting
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+TARGET = "Weekly_Sales"
+SERIES = ["Store", "Dept"]  # one sales series per store and department
+LAGS = (1, 2, 4, 52)
+ECONOMY = ["Temperature", "Fuel_Price", "CPI", "Unemployment"]  # the store's surroundings
+MARKDOWNS = [f"MarkDown{i}" for i in range(1, 6)]  # promotions; missing means none recorded
+
+DESCRIPTIONS: dict[str, str] = {
+    "Dept": "department",
+    "lag_1": "sales last week",
+    "lag_2": "sales two weeks ago",
+    "lag_4": "sales four weeks ago",
+    "lag_52": "sales in the same week last year",
+    "rolling_mean_4": "average sales over the previous 4 weeks",
+    "rolling_mean_13": "average sales over the previous 13 weeks (a quarter)",
+    "rolling_std_4": "spread of sales over the previous 4 weeks",
+    "week_of_year": "week number in the year (1-53)",
+    "month": "month (1-12)",
+    "year": "year",
+    "is_holiday": "holiday week (Super Bowl, Labor Day, Thanksgiving, Christmas)",
+    "weeks_to_christmas": "weeks until the next Christmas",
+    "Temperature": "average temperature in the region (F)",
+    "Fuel_Price": "fuel price in the region ($ per gallon)",
+    "CPI": "consumer price index",
+    "Unemployment": "unemployment rate (%)",
+    "markdown_total": "promotional markdowns, total ($, 0 when none recorded)",
+}
+FEATURES: list[str] = list(DESCRIPTIONS)  # the model's inputs, in this order
+# Dept stays an integer column, declared categorical to LightGBM: a pandas category would not survive
+# Parquet, and the logged model then takes plain department numbers when it is served.
+CATEGORICAL: list[str] = ["Dept"]
+
+
+def sales_files(root: Path, history_glob: str, new_glob: str) -> list[str]:
+    """The sales files, history first, each group in name order (globs are relative to `root`)."""
+    return sorted(glob.glob(str(root / history_glob))) + sorted(glob.glob(str(root / new_glob)))
+
+
+def load_sales(root: Path, history_glob: str, new_glob: str) -> pd.DataFrame:
+    """All sales rows of the history and new files, typed and sorted by store, department and week.
+
+    `Date` becomes a timestamp and `IsHoliday` a boolean; the other columns stay as read. Raises
+    FileNotFoundError when no file matches.
+    """
+    files = sales_files(root, history_glob, new_glob)
+    if not files:
+        raise FileNotFoundError(f"no sales file matches {history_glob} or {new_glob} under {root}")
+    sales = pd.concat([pd.read_csv(path) for path in files], ignore_index=True)
+    sales["Date"] = pd.to_datetime(sales["Date"], format="%Y-%m-%d")
+    sales["IsHoliday"] = sales["IsHoliday"].astype(str).str.strip().str.lower().isin(["true", "1"])
+    return sales.sort_values([*SERIES, "Date"]).reset_index(drop=True)
+
+
+def build_features(sales: pd.DataFrame) -> pd.DataFrame:
+    """One row per store, department and week: Date, Store, Dept, Weekly_Sales, then the other FEATURES.
+
+    Sales features use earlier weeks of the same series only, so a week's own sales never leak into its
+    features; weeks must be consecutive within a series (the validate stage checks it). Integer features
+    are int64 and the others float64, as the model was trained on them.
+    """
+    sales = sales.sort_values([*SERIES, "Date"]).reset_index(drop=True)
+    features = sales[["Date", *SERIES, TARGET]].copy()
+    by_series = sales.groupby(SERIES, sort=False)[TARGET]
+    for lag in LAGS:
+        features[f"lag_{lag}"] = by_series.shift(lag)
+    # Shift first, then roll: a week's window holds only the weeks before it (no leakage of its own sales).
+    previous = by_series.shift(1).groupby([sales[column] for column in SERIES], sort=False)
+    features["rolling_mean_4"] = previous.transform(lambda weeks: weeks.rolling(4).mean())
+    features["rolling_mean_13"] = previous.transform(lambda weeks: weeks.rolling(13).mean())
+    features["rolling_std_4"] = previous.transform(lambda weeks: weeks.rolling(4).std())
+
+    date = sales["Date"]
+    features["week_of_year"] = date.dt.isocalendar().week.astype("int64")
+    features["month"] = date.dt.month.astype("int64")
+    features["year"] = date.dt.year.astype("int64")
+    features["is_holiday"] = sales["IsHoliday"].astype("int64")
+    christmas = pd.to_datetime(date.dt.year.astype(str) + "-12-25")
+    christmas = christmas.where(date <= christmas, pd.to_datetime((date.dt.year + 1).astype(str) + "-12-25"))
+    features["weeks_to_christmas"] = ((christmas - date).dt.days // 7).astype("int64")
+    for column in ECONOMY:
+        features[column] = sales[column].astype("float64")
+    features["markdown_total"] = sales.reindex(columns=MARKDOWNS).fillna(0).sum(axis=1).astype("float64")
+    return features[["Date", *SERIES, TARGET, *[name for name in FEATURES if name not in SERIES]]]
+
+
+def holidays(year: int) -> list[pd.Timestamp]:
+    """The days that make a week a holiday week in the data: Super Bowl Sunday, Labor Day, Thanksgiving
+    and Christmas Day of `year`.
+
+    The Super Bowl is played on the first Sunday of February up to 2021 and on the second one since 2022
+    (the longer NFL season); Labor Day is the first Monday of September, Thanksgiving the fourth Thursday
+    of November.
+    """
+    february_sundays = [day for day in pd.date_range(f"{year}-02-01", periods=14) if day.dayofweek == 6]
+    super_bowl = february_sundays[0 if year <= 2021 else 1]
+    labor_day = next(day for day in pd.date_range(f"{year}-09-01", periods=7) if day.dayofweek == 0)
+    thursdays = [day for day in pd.date_range(f"{year}-11-01", periods=30) if day.dayofweek == 3]
+    return [super_bowl, labor_day, thursdays[3], pd.Timestamp(f"{year}-12-25")]
+
+
+def is_holiday_week(week_end: pd.Timestamp) -> bool:
+    """Whether the week ending on `week_end` (the data dates a week by its last day, a Friday) holds one of
+    the `holidays`: the definition of the data's IsHoliday column."""
+    week_end = pd.Timestamp(week_end).normalize()
+    start = week_end - pd.Timedelta(days=6)
+    years = {start.year, week_end.year}
+    return any(start <= day <= week_end for year in years for day in holidays(year))
+
+
+def forecast_ahead(
+    model_predict: Callable[[pd.DataFrame], Any], sales: pd.DataFrame, weeks: int
+) -> pd.DataFrame:
+    """Forecast the `weeks` weeks after the latest week of `sales`, one week at a time.
+
+    `model_predict` takes a frame of the FEATURES columns and returns one forecast per row (a fitted
+    model's `predict`, or an MLflow pyfunc model's). The series forecast are those present in the latest
+    week. Each future week's sales features (lags, rolling means) come from the actual sales and, for the
+    weeks after the first, from the previous weeks' forecasts. Temperature, Fuel_Price, CPI and
+    Unemployment are carried forward from the latest week (the last value known, if that week misses one),
+    the markdowns as they were in the latest week; IsHoliday comes from the calendar (`is_holiday_week`).
+
+    Returns one row per series and future week: Date, Store, Dept, the other FEATURES as the model received
+    them, and `forecast`.
+    """
+    if weeks < 1:
+        raise ValueError(f"weeks must be at least 1, not {weeks}")
+    if sales.empty:
+        raise ValueError("no sales to forecast from")
+    known = sales.sort_values([*SERIES, "Date"]).reset_index(drop=True)
+    last = known["Date"].max()
+    latest = known[known["Date"] == last].copy()
+    latest[ECONOMY] = known.groupby(SERIES, sort=False)[ECONOMY].ffill().loc[latest.index]
+    forecasts = []
+    for step in range(1, weeks + 1):
+        week = last + pd.Timedelta(weeks=step)
+        future = latest.assign(Date=week, IsHoliday=is_holiday_week(week), **{TARGET: np.nan})
+        table = build_features(pd.concat([known, future], ignore_index=True))
+        rows = table[table["Date"] == week].drop(columns=TARGET).reset_index(drop=True)
+        predicted = np.asarray(model_predict(rows[FEATURES]), dtype="float64").reshape(-1)
+        if len(predicted) != len(rows):
+            raise ValueError(f"the model returned {len(predicted)} forecasts for {len(rows)} rows")
+        rows["forecast"] = predicted
+        forecasts.append(rows)
+        filled = future.drop(columns=TARGET).merge(
+            rows[[*SERIES, "forecast"]].rename(columns={"forecast": TARGET}), on=SERIES, how="left"
+        )
+        known = pd.concat([known, filled], ignore_index=True)
+    return pd.concat(forecasts, ignore_index=True)
