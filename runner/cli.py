@@ -7,6 +7,7 @@ A RetrainError is shown as its message alone; anything else is a bug and is show
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -25,6 +26,7 @@ from runner.errors import (
     ConfigError,
     Problem,
     RetrainError,
+    UsageError,
     did_you_mean,
     exit_code_for_status,
 )
@@ -32,13 +34,16 @@ from runner.project import PIPELINE_FILE
 
 if TYPE_CHECKING:
     from runner.config import Pipeline
+    from runner.notify import Links
+    from runner.records import RunRecord
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     # papermill and nbclient log what the run record already says (a timeout, a failing cell) to stderr
     logging.getLogger("papermill").setLevel(logging.CRITICAL)
     logging.getLogger("traitlets").setLevel(logging.CRITICAL)
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Created version 3 of ...": the summary says it
+    # MLflow sets its own loggers to INFO when imported ("Created version 3 ...": the summary says it)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     parser = build_parser()
     args = parser.parse_args(argv)
     # logs (CI, pipes) have no width: give tables room instead of rich's default of 80 columns
@@ -89,7 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="what started this run, recorded in run.json (default: $RETRAIN_TRIGGER or manual)",
     )
     run.add_argument("--show-code", action="store_true", help="show code cells expanded in the stage pages")
+    run.add_argument(
+        "--no-notify",
+        action="store_true",
+        help="send no message now (a later `retrain notify RUN_ID` sends it)",
+    )
     run.set_defaults(handler=command_run)
+
+    notify = commands.add_parser("notify", help="send a finished run's message to Slack and email")
+    notify.add_argument("run_id", help="the run, a folder of reports/")
+    notify.add_argument("--artifact-url", default=None, help="where the run's reports can be downloaded")
+    _pipeline_argument(notify)
+    notify.set_defaults(handler=command_notify)
 
     check = commands.add_parser("check", help="validate the pipeline and parameters; run nothing")
     _pipeline_argument(check)
@@ -200,6 +216,9 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
         force=args.force,
         show_code=args.show_code,
         step_summary=Path(summary_file) if summary_file else None,
+        notify=not args.no_notify,
+        links=_links(),
+        environ=dict(os.environ),
     )
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a cancelled workflow sends SIGTERM
     try:
@@ -208,11 +227,60 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     code = exit_code_for_status(record.status)
+    _show_notifications(console, record)  # first: the run's own outcome stays in the last lines
     console.print(display.summary(record))
     for line in display.problems(record):
         console.print(line, soft_wrap=True)
     console.print(display.outcome_line(record, run_dir, code), soft_wrap=True)
     return code
+
+
+def command_notify(args: argparse.Namespace, console: Console) -> int:
+    from runner import notify, report
+    from runner.records import RunRecord
+
+    pipeline = _load(args)
+    run_json = pipeline.root / "reports" / args.run_id / "run.json"
+    try:
+        record = RunRecord.from_json(json.loads(run_json.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UsageError(f"cannot read run {args.run_id}: {run_json}: {error}") from None
+    links = _links(artifact_url=args.artifact_url)
+    record.notifications = notify.announce(record, pipeline.notify, links, os.environ)
+    report.write_run_json(run_json.parent, record)
+    _show_notifications(console, record, links)
+    return EXIT_OK
+
+
+def _links(artifact_url: str | None = None) -> Links:
+    """Links to the workflow run, from what GitHub Actions sets; empty elsewhere."""
+    from runner.notify import Links
+
+    server, repository, run = (
+        os.environ.get(key) for key in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")
+    )
+    run_url = f"{server}/{repository}/actions/runs/{run}" if server and repository and run else None
+    return Links(run_url=run_url, artifact_url=artifact_url)
+
+
+def _show_notifications(console: Console, record: RunRecord, links: Links | None = None) -> None:
+    """One line per channel; with no webhook, the message itself goes to the console and step summary."""
+    from runner.notify import NO_WEBHOOK, text_message
+
+    for sent in record.notifications:
+        state = "sent" if sent.delivered else "not sent"
+        console.print(
+            f"{sent.channel}: {state}: {sent.detail}",
+            soft_wrap=True,
+            style="" if sent.delivered else "yellow",
+        )
+        if sent.detail == NO_WEBHOOK:
+            message = text_message(record, links or _links())
+            console.print(message, soft_wrap=True)
+            summary = os.environ.get("GITHUB_STEP_SUMMARY")
+            if summary:
+                with open(summary, "a", encoding="utf-8") as handle:
+                    handle.write("\n#### Message\n\n```text\n" + message + "\n```\n")
 
 
 def _selection(only: list[str], stages: list[str]) -> list[str]:

@@ -8,7 +8,7 @@ the fix. The schema is declared with pydantic (`extra="forbid"`); the checks tha
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -73,6 +73,36 @@ class ModelSpec(BaseModel):
         return self.candidate.partition(".")[2]
 
 
+class SlackSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    webhook_env: str = "SLACK_WEBHOOK_URL"  # the NAME of the variable holding the webhook: it is a secret
+
+
+class EmailSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str
+    port: int = 587
+    sender: str
+    to: list[str] = Field(min_length=1)
+    starttls: bool = True
+    username: str | None = None
+    password_env: str | None = None  # the NAME of the variable holding the password
+
+
+class NotifySpec(BaseModel):
+    """The `notify` section: who hears how a run ended."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: str = "wape"  # the key metric the message leads with
+    slack: SlackSpec | None = Field(default_factory=SlackSpec)
+    email: EmailSpec | None = None
+    timeout_s: float = Field(default=10, gt=0)
+    retries: int = Field(default=3, ge=0)
+
+
 class PipelineSpec(BaseModel):
     """pipeline.yaml, version 1."""
 
@@ -83,6 +113,7 @@ class PipelineSpec(BaseModel):
     params: dict[ParamName, Any] = Field(default_factory=dict)
     stages: dict[StageName, StageSpec] = Field(min_length=1)
     model: ModelSpec | None = None
+    notify: NotifySpec = Field(default_factory=NotifySpec)
 
 
 @dataclass(frozen=True)
@@ -109,6 +140,7 @@ class Pipeline:
     params: Mapping[str, Any]  # pipeline-wide, after overrides
     stages: Mapping[str, Stage]  # in execution order
     model: ModelSpec | None = None
+    notify: NotifySpec = field(default_factory=NotifySpec)
 
     @property
     def needs(self) -> dict[str, tuple[str, ...]]:
@@ -396,7 +428,9 @@ def _resolve(path: Path, spec: PipelineSpec, overrides: Overrides) -> Pipeline:
             timeout=stage.timeout,
             show_code=stage.show_code,
         )
-    return Pipeline(name=spec.name, path=path, root=root, params=wide, stages=stages, model=spec.model)
+    return Pipeline(
+        name=spec.name, path=path, root=root, params=wide, stages=stages, model=spec.model, notify=spec.notify
+    )
 
 
 def _key_path(loc: list[int | str]) -> str:

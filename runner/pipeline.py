@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from runner import __version__, lifecycle, report
+from runner import __version__, lifecycle, notify, report
 from runner.config import Pipeline, Stage
 from runner.execute import execute_notebook
 from runner.gates import GateScope, evaluate_gate
+from runner.notify import Links
 from runner.project import PRODUCTS_DIR, REPORTS_DIR, git_sha, tracking_uri
 from runner.records import ModelRecord, RunRecord, StageFailure, StageRecord
 from runner.registry import CHAMPION, Registry, RegistryError, Version, check_reachable
@@ -38,6 +39,9 @@ class RunOptions:
     force: bool = False
     show_code: bool = False
     step_summary: Path | None = None  # $GITHUB_STEP_SUMMARY in GitHub Actions
+    notify: bool = True  # False: a later `retrain notify` sends it (once the artifact's URL is known)
+    links: Links = field(default_factory=Links)
+    environ: Mapping[str, str] = field(default_factory=dict)  # where the notify section's secrets are read
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -115,6 +119,9 @@ def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) ->
     finally:
         finish_run(record, started)
         write_reports(pipeline, record, run_dir, options)
+        if options.notify:
+            record.notifications = notify.announce(record, pipeline.notify, options.links, options.environ)
+            report.write_run_json(run_dir, record)
     return record, run_dir
 
 

@@ -97,6 +97,16 @@ class ModelRecord:
 
 
 @dataclass
+class NotificationRecord:
+    """One message about the run: where it went and whether it arrived (never the secret target itself)."""
+
+    channel: str
+    delivered: bool
+    detail: str
+    attempts: int = 0
+
+
+@dataclass
 class RunRecord:
     run_id: str
     pipeline: str
@@ -112,6 +122,7 @@ class RunRecord:
     runner_version: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     model: ModelRecord | None = None
+    notifications: list[NotificationRecord] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The `run.json` document; NaN and infinities become strings, as scrapbook stores them."""
@@ -125,10 +136,12 @@ class RunRecord:
         Non-finite floats stay the strings `to_json` wrote. Raises KeyError, TypeError or AttributeError
         when the document does not have the record's shape.
         """
-        fields = {key: value for key, value in data.items() if key not in ("stages", "model")}
+        nested = ("stages", "model", "notifications")
+        fields = {key: value for key, value in data.items() if key not in nested}
         stages = {str(name): _stage_from_json(item) for name, item in data["stages"].items()}
         model = _model_from_json(data["model"]) if data.get("model") else None
-        return cls(stages=stages, model=model, **fields)
+        sent = [NotificationRecord(**item) for item in data.get("notifications", [])]
+        return cls(stages=stages, model=model, notifications=sent, **fields)
 
     @property
     def first_problem(self) -> StageRecord | None:
