@@ -227,6 +227,7 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     code = exit_code_for_status(record.status)
+    _github_outputs(record, run_dir, console)
     _show_notifications(console, record)  # first: the run's own outcome stays in the last lines
     console.print(display.summary(record))
     for line in display.problems(record):
@@ -250,6 +251,42 @@ def command_notify(args: argparse.Namespace, console: Console) -> int:
     report.write_run_json(run_json.parent, record)
     _show_notifications(console, record, links)
     return EXIT_OK
+
+
+def _github_outputs(record: RunRecord, run_dir: Path, console: Console) -> None:
+    """In GitHub Actions: step outputs (run_id, status, model_version, report_dir) and ::error annotations."""
+    output = os.environ.get("GITHUB_OUTPUT")
+    if output:
+        version = record.model.version if record.model and record.model.version else ""
+        lines = [
+            f"run_id={record.run_id}",
+            f"status={record.status}",
+            f"model_version={version}",
+            f"report_dir={run_dir.relative_to(run_dir.parent.parent).as_posix()}",
+            f"exit_code={exit_code_for_status(record.status)}",
+        ]
+        with open(output, "a", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+    if os.environ.get("GITHUB_ACTIONS") != "true":
+        return
+    for stage in record.stages.values():
+        for gate in stage.failed_gates:
+            console.print(
+                _annotation(f"Gate failed in {stage.name}", f"{gate.expr}: {gate.detail}"), markup=False
+            )
+        if stage.error:
+            console.print(_annotation(f"Stage {stage.name} failed", stage.error), markup=False)
+    if record.model is not None and record.model.error:
+        console.print(_annotation("Model not released", record.model.error), markup=False)
+
+
+def _annotation(title: str, message: str) -> str:
+    """A workflow command; %, CR and LF are escaped as GitHub requires, so one message stays one line."""
+
+    def escape(text: str) -> str:
+        return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+    return f"::error title={escape(title).replace(',', '%2C').replace(':', '%3A')}::{escape(message)}"
 
 
 def _links(artifact_url: str | None = None) -> Links:

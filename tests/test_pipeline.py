@@ -237,3 +237,28 @@ def test_python_dash_m_runner_is_the_same_command(make_project):
         env={**os.environ, "NO_COLOR": "1"},
     )
     assert done.returncode == 0 and "valid. 1 stages" in done.stdout
+
+
+def test_github_actions_gets_step_outputs_and_error_annotations(make_project, capsys, monkeypatch, tmp_path):
+    pipeline = make_project("""\
+        version: 1
+        name: toy
+        stages:
+          first:
+            notebook: notebooks/ok.ipynb
+            gates: ["y >= 100"]
+        """)
+    outputs = tmp_path / "github_output"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    code, record, out = run(capsys, pipeline)
+    assert code == 3
+    written = dict(line.split("=", 1) for line in outputs.read_text().splitlines())
+    assert written == {
+        "run_id": record["run_id"],
+        "status": "gate_failed",
+        "model_version": "",
+        "report_dir": f"reports/{record['run_id']}",
+        "exit_code": "3",
+    }
+    assert "::error title=Gate failed in first::y >= 100: y = 2 >= 100 is false" in out
