@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from runner import demo
 from runner.config import load_pipeline
@@ -63,16 +64,19 @@ def _row(week: str, record: RunRecord) -> ReplayWeek:
     model = record.model
     scraps = next((stage.scraps for stage in record.stages.values() if "wape" in stage.scraps), {})
     wape = scraps.get("wape")
-    champion = model.champion_metrics.get("wape") if model else None
+    # a refused week never reaches the registry: the champion it was judged against is in the scraps
+    found = scraps.get("champion")
+    measured: dict[str, Any] = found if isinstance(found, dict) else {}
+    champion_wape = model.champion_metrics.get("wape") if model else measured.get("wape")
     return ReplayWeek(
         week=week,
         run_id=record.run_id,
         status=record.status,
         exit_code=exit_code_for_status(record.status),
         version=model.version if model else None,
-        champion=model.champion_after if model else None,
+        champion=model.champion_after if model else measured.get("version"),
         wape=float(wape) if isinstance(wape, int | float) else None,
-        champion_wape=champion,
+        champion_wape=float(champion_wape) if isinstance(champion_wape, int | float) else None,
         what=_what(record),
     )
 
