@@ -64,10 +64,15 @@ def execute_notebook(
         client_class="jupyter_client.asynchronous.AsyncKernelClient",
     )
     try:
-        _start_kernel(kernel, cwd)
+        trouble = _start_kernel_retrying(kernel, cwd)
         timings.kernel_start_s = time.monotonic() - started
-        deadline = time.monotonic() + timeout_s
-        failure, interrupted = _run_cells(notebook, output, parameters, kernel, deadline, timeout_s)
+        failure: StageFailure | None
+        if trouble is not None:
+            failure = StageFailure("dead_kernel", trouble, None, "KernelStartError", trouble)
+            interrupted = False
+        else:
+            deadline = time.monotonic() + timeout_s
+            failure, interrupted = _run_cells(notebook, output, parameters, kernel, deadline, timeout_s)
     finally:
         # the kernel never outlives the stage, even on Ctrl-C
         if kernel.has_kernel:
@@ -75,6 +80,23 @@ def execute_notebook(
         shutil.rmtree(sockets, ignore_errors=True)
         timings.execute_s = time.monotonic() - started - timings.kernel_start_s
     return ExecutionResult(failure=failure, timings=timings, interrupted=interrupted)
+
+
+def _start_kernel_retrying(kernel: Any, cwd: Path) -> str | None:
+    """Start the stage's kernel, once more if the first one dies while starting (seen on loaded machines).
+
+    Returns None when it is ready, else why it could not be started.
+    """
+    for attempt in (1, 2):
+        try:
+            _start_kernel(kernel, cwd)
+            return None
+        except (RuntimeError, TimeoutError) as error:
+            if kernel.has_kernel:
+                kernel.shutdown_kernel(now=True)
+            if attempt == 2:
+                return f"the kernel did not start (twice): {error}"
+    return None
 
 
 def _start_kernel(kernel: Any, cwd: Path) -> None:

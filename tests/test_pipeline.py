@@ -17,6 +17,19 @@ import pytest
 from runner.cli import main
 
 
+def kernels_alive() -> list[psutil.Process]:
+    """Kernel processes started from this test process (other children, such as a test's MLflow server,
+    are not kernels)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "ipykernel" in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
 def run(capsys, pipeline: Path, *args: str) -> tuple[int, dict, str]:
     code = main(["run", str(pipeline), *args])
     out = capsys.readouterr().out
@@ -25,7 +38,7 @@ def run(capsys, pipeline: Path, *args: str) -> tuple[int, dict, str]:
     record = json.loads((run_dir / "run.json").read_text())
     assert record["run_id"] == run_dir.name
     assert (run_dir / "index.html").is_file() and (reports / "index.html").is_file()
-    assert not psutil.Process().children(recursive=True), "a kernel outlived the run"
+    assert not kernels_alive(), "a kernel outlived the run"
     return code, record, out
 
 
