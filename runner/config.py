@@ -7,9 +7,10 @@ the fix. The schema is declared with pydantic (`extra="forbid"`); the checks tha
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -18,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from runner import graph
 from runner.errors import ConfigError, Problem, did_you_mean
 from runner.gates import Gate, GateSyntaxError, parse_gate
-from runner.params import INJECTED, NotebookParameter, Overrides, check_value, declared_parameters
+from runner.params import INJECTED, DeclaredParameters, NotebookParameter, Overrides, check_value
+from runner.project import REPORTS_DIR
 
 StageName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")]
 ParamName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -36,6 +38,13 @@ class StageSpec(BaseModel):
     gates: list[str] = Field(default_factory=list)
     needs: list[str] = Field(default_factory=list)
     show_code: bool = False
+    # Content-hash caching (runner/cache.py). inputs: the files the stage reads besides its upstream stages'
+    # products, as globs relative to the project root; `[]` declares that it reads nothing else; without the
+    # key the stage is never cached. outputs: "products/..." is in the run's products folder (the notebook's
+    # run_dir), any other glob is relative to the project root.
+    inputs: list[str] | None = None
+    outputs: list[str] = Field(default_factory=list)
+    warmup: str | None = None  # code run in the stage's kernel before the stage starts; None: the pipeline's
 
 
 class SmokeCheckSpec(BaseModel):
@@ -114,6 +123,7 @@ class PipelineSpec(BaseModel):
     stages: dict[StageName, StageSpec] = Field(min_length=1)
     model: ModelSpec | None = None
     notify: NotifySpec = Field(default_factory=NotifySpec)
+    warmup: str = ""  # code run in each stage's kernel while the previous stage runs, e.g. "import pandas"
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,9 @@ class Stage:
     needs: tuple[str, ...]
     timeout: float
     show_code: bool
+    inputs: tuple[str, ...] | None = None  # globs relative to the project root; None: never cached
+    outputs: tuple[str, ...] = ()  # globs: "products/..." in the run's products folder, else the project root
+    warmup: str = ""  # code run in its kernel before the stage starts
 
 
 @dataclass(frozen=True)
@@ -141,6 +154,8 @@ class Pipeline:
     stages: Mapping[str, Stage]  # in execution order
     model: ModelSpec | None = None
     notify: NotifySpec = field(default_factory=NotifySpec)
+    # what the notebooks declare, to remember in reports/ once a run has created it (see params.py)
+    declared: DeclaredParameters | None = field(default=None, compare=False, repr=False)
 
     @property
     def needs(self) -> dict[str, tuple[str, ...]]:
@@ -155,18 +170,21 @@ def load_pipeline(path: Path, overrides: Overrides | None = None) -> Pipeline:
     file = _display_path(path)
     problems: list[Problem] = []
     spec: PipelineSpec | None
+    declared = DeclaredParameters(path.parent / REPORTS_DIR)  # remembered: no papermill import when unchanged
     try:
         spec = PipelineSpec.model_validate(raw)
     except ValidationError as error:
         problems.extend(_schema_problems(file, error))
         spec = _salvage(raw)
     if spec is not None:
-        problems.extend(_check_semantics(file, path.parent, spec, overrides))
+        problems.extend(_check_semantics(file, path.parent, spec, overrides, declared))
     problems.extend(overrides.problems)
     if problems:
         raise ConfigError(problems)
     assert spec is not None
-    return _resolve(path, spec, overrides)
+    pipeline = _resolve(path, spec, overrides, declared)
+    declared.save()
+    return pipeline
 
 
 def _read_yaml(path: Path) -> Any:
@@ -232,7 +250,9 @@ def _salvage_stage(body: Any) -> StageSpec:
             fields = {key: value for key, value in fields.items() if key not in broken}
 
 
-def _check_semantics(file: str, root: Path, spec: PipelineSpec, overrides: Overrides) -> list[Problem]:
+def _check_semantics(
+    file: str, root: Path, spec: PipelineSpec, overrides: Overrides, declared_parameters: DeclaredParameters
+) -> list[Problem]:
     problems: list[Problem] = []
     declared: dict[str, Mapping[str, NotebookParameter]] = {}
     for name, stage in spec.stages.items():
@@ -255,6 +275,7 @@ def _check_semantics(file: str, root: Path, spec: PipelineSpec, overrides: Overr
         problems.extend(_check_stage_params(file, name, stage, declared[name]))
         problems.extend(_check_needs(file, name, stage, list(spec.stages)))
     problems.extend(_check_cycles(file, spec))
+    problems.extend(_check_files_and_warmup(file, spec))
     problems.extend(_check_gates(file, spec, overrides))
     problems.extend(_check_pipeline_params(file, spec, declared))
     if spec.model is not None:
@@ -299,6 +320,30 @@ def _check_cycles(file: str, spec: PipelineSpec) -> list[Problem]:
         loop = " needs ".join(error.cycle)
         return [Problem(file, "stages", f"stages need each other in a loop: {loop}", "break the loop")]
     return []
+
+
+def _check_files_and_warmup(file: str, spec: PipelineSpec) -> list[Problem]:
+    """Inputs and outputs are globs inside the project; a warm-up is Python that parses."""
+    problems = []
+    for name, stage in spec.stages.items():
+        for key in ("inputs", "outputs"):
+            for index, pattern in enumerate(getattr(stage, key, None) or []):
+                where = f"stages.{name}.{key}[{index}]"
+                path = PurePosixPath(pattern)
+                if not pattern.strip() or path.is_absolute() or ".." in path.parts:
+                    fix = 'a glob relative to the project root: "data/*.csv", "products/features.parquet"'
+                    message = f"'{pattern}' is not a path inside the project"
+                    problems.append(Problem(file, where, message, fix))
+    warmups = [("warmup", spec.warmup)] + [
+        (f"stages.{name}.warmup", stage.warmup) for name, stage in spec.stages.items()
+    ]
+    for where, code in warmups:
+        try:
+            ast.parse(code or "")
+        except SyntaxError as error:
+            message = f"not valid Python: {error.msg}"
+            problems.append(Problem(file, where, message, 'e.g. "import pandas, numpy"'))
+    return problems
 
 
 def _check_gates(file: str, spec: PipelineSpec, overrides: Overrides) -> list[Problem]:
@@ -406,7 +451,9 @@ def _safe_names(expr: str) -> frozenset[str]:
         return frozenset()
 
 
-def _resolve(path: Path, spec: PipelineSpec, overrides: Overrides) -> Pipeline:
+def _resolve(
+    path: Path, spec: PipelineSpec, overrides: Overrides, declared_parameters: DeclaredParameters
+) -> Pipeline:
     root = path.parent
     wide = {**spec.params, **{k: v for k, v in overrides.values.items() if k in spec.params}}
     order = graph.stage_order({name: stage.needs for name, stage in spec.stages.items()})
@@ -427,9 +474,19 @@ def _resolve(path: Path, spec: PipelineSpec, overrides: Overrides) -> Pipeline:
             needs=tuple(stage.needs),
             timeout=stage.timeout,
             show_code=stage.show_code,
+            inputs=tuple(stage.inputs) if stage.inputs is not None else None,
+            outputs=tuple(stage.outputs),
+            warmup=spec.warmup if stage.warmup is None else stage.warmup,
         )
     return Pipeline(
-        name=spec.name, path=path, root=root, params=wide, stages=stages, model=spec.model, notify=spec.notify
+        name=spec.name,
+        path=path,
+        root=root,
+        params=wide,
+        stages=stages,
+        model=spec.model,
+        notify=spec.notify,
+        declared=declared_parameters,
     )
 
 

@@ -3,13 +3,21 @@
 Owning the kernel (rather than letting papermill start one) gives the kernel the project root as its working
 directory, lets the kernel's start be timed apart from the cells, and guarantees the kernel is shut down in
 `finally` whatever happens: an error, a timeout, a dead kernel, or Ctrl-C.
+
+Warm kernels: a stage's kernel can be started ahead (`StartedKernel`), while the previous stage runs, and
+warmed up in the background with the pipeline's `warmup` code (imports, typically), so that the stage starts
+with its kernel ready. A kernel is still never shared: one kernel per stage, started for that stage only.
+`WarmKernels` holds the kernels started ahead and shuts down, in `close()`, every one that no stage took
+(a stage skipped, a run stopped or interrupted): no kernel outlives the run.
 """
 
 from __future__ import annotations
 
+import queue
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,73 +52,198 @@ def execute_notebook(
     *,
     cwd: Path,
     timeout_s: float,
+    kernel: StartedKernel | None = None,
 ) -> ExecutionResult:
     """Run `notebook` with `parameters` injected, save the executed copy to `output` whatever happens.
 
-    `timeout_s` bounds the whole stage: each cell may use what the earlier cells left of it.
+    `timeout_s` bounds the whole stage: each cell may use what the earlier cells left of it. `kernel` is a
+    kernel started ahead for this stage (see `WarmKernels`); without one, a kernel is started now. Either
+    way it is shut down before this returns.
     """
-    from jupyter_client.manager import KernelManager
-
     timings = StageTimings()
     started = time.monotonic()
-    # IPC sockets in a private folder: local-only, no TCP port to race for, nothing on the network
-    sockets = Path(tempfile.mkdtemp(prefix="retrain-kernel-"))
-    kernel = KernelManager(
-        kernel_name=KERNEL_NAME,
-        transport="ipc",
-        ip=str(sockets / "kernel"),
-        # nbclient polls outputs, replies and liveness in one event loop: with a blocking client the output
-        # poll blocks the loop, and neither timeouts nor a dead kernel are ever noticed
-        client_class="jupyter_client.asynchronous.AsyncKernelClient",
-    )
+    failure: StageFailure | None = None
+    interrupted = False
     try:
-        trouble = _start_kernel_retrying(kernel, cwd)
+        kernel, trouble = _ready_kernel(kernel, cwd, timings)
         timings.kernel_start_s = time.monotonic() - started
-        failure: StageFailure | None
-        if trouble is not None:
+        if kernel is None:
             failure = StageFailure("dead_kernel", trouble, None, "KernelStartError", trouble)
-            interrupted = False
         else:
             deadline = time.monotonic() + timeout_s
-            failure, interrupted = _run_cells(notebook, output, parameters, kernel, deadline, timeout_s)
+            manager = kernel.manager
+            failure, interrupted = _run_cells(notebook, output, parameters, manager, deadline, timeout_s)
     finally:
         # the kernel never outlives the stage, even on Ctrl-C
-        if kernel.has_kernel:
-            kernel.shutdown_kernel(now=True)
-        shutil.rmtree(sockets, ignore_errors=True)
+        if kernel is not None:
+            kernel.shutdown()
         timings.execute_s = time.monotonic() - started - timings.kernel_start_s
     return ExecutionResult(failure=failure, timings=timings, interrupted=interrupted)
 
 
-def _start_kernel_retrying(kernel: Any, cwd: Path) -> str | None:
-    """Start the stage's kernel, once more if the first one dies while starting (seen on loaded machines).
+def _ready_kernel(
+    kernel: StartedKernel | None, cwd: Path, timings: StageTimings
+) -> tuple[StartedKernel | None, str]:
+    """The kernel started ahead once it is ready and warm, else a fresh one; (None, why) when none starts.
 
-    Returns None when it is ready, else why it could not be started.
+    A kernel started ahead that died or whose warm-up raised is dropped (its state is unknown); a fresh
+    kernel that dies while starting (seen on loaded machines) is started once more.
     """
-    for attempt in (1, 2):
+    if kernel is not None:
         try:
-            _start_kernel(kernel, cwd)
-            return None
-        except (RuntimeError, TimeoutError) as error:
-            if kernel.has_kernel:
-                kernel.shutdown_kernel(now=True)
-            if attempt == 2:
-                return f"the kernel did not start (twice): {error}"
-    return None
+            _import_while_waiting()
+            kernel.wait_ready()
+            timings.warm_kernel, timings.warmup_s = True, round(kernel.warmup_s, 3)
+            return kernel, ""
+        except RuntimeError:
+            kernel.shutdown()
+    error = ""
+    for _attempt in (1, 2):
+        kernel = StartedKernel(cwd)
+        try:
+            _import_while_waiting()
+            kernel.wait_ready()
+            return kernel, ""
+        except RuntimeError as trouble:
+            kernel.shutdown()
+            error = str(trouble)
+    return None, f"the kernel did not start (twice): {error}"
 
 
-def _start_kernel(kernel: Any, cwd: Path) -> None:
-    # an in-memory history: a sqlite history file per kernel is slow and can lock under parallel stages
-    kernel.start_kernel(cwd=str(cwd), extra_arguments=["--HistoryManager.hist_file=:memory:"])
-    from jupyter_client.blocking.client import BlockingKernelClient
+def _import_while_waiting() -> None:
+    """Import what this process needs for a stage (papermill runs it, scrapbook reads its scraps, nbconvert
+    renders it: ~1 s together, paid once) while the kernel boots in its own process, instead of after."""
+    import nbconvert  # noqa: F401
+    import papermill  # noqa: F401
+    import scrapbook  # noqa: F401
 
-    client = BlockingKernelClient()
-    client.load_connection_info(kernel.get_connection_info())
-    client.start_channels()
-    try:
-        client.wait_for_ready(timeout=KERNEL_START_TIMEOUT_S)
-    finally:
-        client.stop_channels()
+
+class StartedKernel:
+    """A kernel for one stage: started now, made ready (and warmed up) in a background thread.
+
+    The thread talks to the kernel through its own client only; `wait_ready()` joins it and `shutdown()`
+    stops it before shutting the kernel down, so the kernel manager is used by one thread at a time.
+    """
+
+    def __init__(self, cwd: Path, warmup: str = "") -> None:
+        from jupyter_client.manager import KernelManager
+
+        self.warmup = warmup
+        self.warmup_s = 0.0
+        self._error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # IPC sockets in a private folder: local-only, no TCP port to race for, nothing on the network
+        self._sockets = Path(tempfile.mkdtemp(prefix="retrain-kernel-"))
+        self.manager = KernelManager(
+            kernel_name=KERNEL_NAME,
+            transport="ipc",
+            ip=str(self._sockets / "kernel"),
+            # nbclient polls outputs, replies and liveness in one event loop: with a blocking client the
+            # output poll blocks the loop, and neither timeouts nor a dead kernel are ever noticed
+            client_class="jupyter_client.asynchronous.AsyncKernelClient",
+        )
+        try:
+            # an in-memory history: a sqlite history file per kernel is slow and can lock when in parallel
+            self.manager.start_kernel(cwd=str(cwd), extra_arguments=["--HistoryManager.hist_file=:memory:"])
+            self._thread = threading.Thread(target=self._get_ready, name="kernel-ready", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def wait_ready(self) -> None:
+        """Block until the kernel answers and its warm-up ran; RuntimeError when it cannot be used."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise RuntimeError(self._error)
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.manager.has_kernel:
+            self.manager.shutdown_kernel(now=True)
+        shutil.rmtree(self._sockets, ignore_errors=True)
+
+    def _get_ready(self) -> None:
+        from jupyter_client.blocking.client import BlockingKernelClient
+
+        client = BlockingKernelClient()
+        client.load_connection_info(self.manager.get_connection_info())
+        client.start_channels()
+        try:
+            deadline = time.monotonic() + KERNEL_START_TIMEOUT_S
+            if self._reply(client, client.kernel_info, deadline, resend=True) is None:
+                return
+            if self.warmup.strip():
+                started = time.monotonic()
+
+                def warm_up() -> str:
+                    return str(client.execute(self.warmup, silent=True, store_history=False))
+
+                reply = self._reply(client, warm_up, deadline, resend=False)
+                self.warmup_s = time.monotonic() - started
+                content = reply["content"] if reply is not None else {}
+                if reply is not None and content.get("status") != "ok":
+                    self._error = f"its warm-up failed: {content.get('ename')}: {content.get('evalue')}"
+        except Exception as error:  # whatever broke, the stage gets a fresh kernel instead
+            self._error = self._error or f"the kernel is not usable: {error}"
+        finally:
+            client.stop_channels()
+            from jupyter_core.utils import ensure_event_loop
+
+            ensure_event_loop().close()  # the loop jupyter_client made for this thread: closed, not leaked
+
+    def _reply(self, client: Any, send: Any, deadline: float, *, resend: bool) -> dict[str, Any] | None:
+        """Send a request and wait for its reply; None (and `_error` set) when stopped, dead or too late."""
+        msg_id = send()
+        while not self._stop.is_set():
+            try:
+                reply: dict[str, Any] = client.get_shell_msg(timeout=0.2)
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    self._error = f"the kernel did not answer within {KERNEL_START_TIMEOUT_S} s"
+                    return None
+                if not self.manager.is_alive():
+                    self._error = "the kernel died while starting"
+                    return None
+                if resend:  # a kernel still booting may not have been listening yet
+                    msg_id = send()
+                continue
+            if reply.get("parent_header", {}).get("msg_id") == msg_id:
+                return reply
+        self._error = "stopped before it was ready"
+        return None
+
+
+class WarmKernels:
+    """Kernels started ahead of their stages; `close()` shuts down every one that no stage took."""
+
+    def __init__(self, cwd: Path, enabled: bool = True) -> None:
+        self.cwd = cwd
+        self.enabled = enabled
+        self._started: dict[str, StartedKernel] = {}
+
+    def start(self, stage: str, warmup: str) -> None:
+        """Start `stage`'s kernel now (once) and warm it up in the background."""
+        if self.enabled and stage not in self._started:
+            self._started[stage] = StartedKernel(self.cwd, warmup)
+
+    def take(self, stage: str) -> StartedKernel | None:
+        """The kernel started for `stage`, now the caller's; None when there is none."""
+        return self._started.pop(stage, None)
+
+    def discard(self, stage: str) -> None:
+        kernel = self._started.pop(stage, None)
+        if kernel is not None:
+            kernel.shutdown()
+
+    def close(self) -> None:
+        while self._started:
+            _, kernel = self._started.popitem()
+            kernel.shutdown()
 
 
 def _run_cells(

@@ -8,6 +8,9 @@ its default value.
 from __future__ import annotations
 
 import ast
+import contextlib
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,17 +36,24 @@ class NotebookParameter:
 
 def declared_parameters(notebook: Path) -> dict[str, NotebookParameter]:
     """The parameters a notebook declares; {} when it has no `parameters` cell. ValueError if unreadable."""
-    from papermill.translators import PythonTranslator
+    cell = _parameters_cell(notebook)
+    return _inspect(cell) if cell is not None else {}
 
+
+def _parameters_cell(notebook: Path) -> Any:
     try:
         nb = nbformat.read(notebook, as_version=4)
     except Exception as error:  # nbformat raises several unrelated types for a bad file
         raise ValueError(f"cannot read notebook {notebook.name}: {error}") from None
     cells = [cell for cell in nb.cells if "parameters" in cell.get("metadata", {}).get("tags", [])]
-    if not cells:
-        return {}
+    return cells[0] if cells else None
+
+
+def _inspect(cell: Any) -> dict[str, NotebookParameter]:
+    from papermill.translators import PythonTranslator
+
     declared = {}
-    for parameter in PythonTranslator.inspect(cells[0]):
+    for parameter in PythonTranslator.inspect(cell):
         type_name = parameter.inferred_type_name
         if type_name not in _TYPES:
             type_name = _type_of_default(parameter.default)
@@ -51,6 +61,62 @@ def declared_parameters(notebook: Path) -> dict[str, NotebookParameter]:
             parameter.name, type_name, parameter.default, parameter.help
         )
     return declared
+
+
+class DeclaredParameters:
+    """`declared_parameters`, remembered by the text of each notebook's parameters cell.
+
+    Reading a parameters cell takes papermill, whose import costs a quarter of a second: more than a whole
+    run whose stages all come from the cache. The answers are kept in `<folder>/.parameters.json`, keyed by
+    the cell's SHA-256 under papermill's version, and rewritten (atomically) only when a new cell was read.
+    A missing or unreadable file only means reading the cells again.
+    """
+
+    FILE = ".parameters.json"
+
+    def __init__(self, folder: Path | None) -> None:
+        self.path = folder / self.FILE if folder is not None else None
+        self._reader = _reader_version()
+        self._known: dict[str, list[list[str]]] = {}
+        self._changed = False
+        if self.path is not None:
+            with contextlib.suppress(OSError, ValueError):
+                stored = json.loads(self.path.read_text(encoding="utf-8"))
+                if isinstance(stored, dict) and stored.get("reader") == self._reader:
+                    self._known = dict(stored.get("cells", {}))
+
+    def __call__(self, notebook: Path) -> dict[str, NotebookParameter]:
+        cell = _parameters_cell(notebook)
+        if cell is None:
+            return {}
+        key = hashlib.sha256(str(cell.source).encode("utf-8")).hexdigest()
+        if key in self._known:
+            with contextlib.suppress(TypeError, ValueError):
+                return {fields[0]: NotebookParameter(*fields) for fields in self._known[key]}
+        declared = _inspect(cell)
+        self._known[key] = [[p.name, p.type_name, p.default, p.help] for p in declared.values()]
+        self._changed = True
+        return declared
+
+    def save(self) -> None:
+        """Write what is new, into an existing folder only (a run that fails early leaves no reports/)."""
+        if self.path is None or not self._changed or not self.path.parent.is_dir():
+            return
+        from runner.report import atomic_write_text
+
+        with contextlib.suppress(OSError):
+            document = {"reader": self._reader, "cells": self._known}
+            atomic_write_text(self.path, json.dumps(document, indent=1, sort_keys=True))
+            self._changed = False
+
+
+def _reader_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"papermill {version('papermill')}"
+    except PackageNotFoundError:
+        return "papermill unknown"
 
 
 def _type_of_default(default: str) -> str:

@@ -1,8 +1,9 @@
 """One run of a pipeline, top to bottom.
 
-    validated pipeline -> for each stage in order: execute the notebook (papermill), read its scraps
-    (scrapbook), evaluate its gates -> stop at the first failure, later stages skipped -> reports
-    (stage HTML, run.json, run index, history, step summary)
+    validated pipeline -> for each stage in order: fingerprint -> reuse an earlier identical run's results
+    (cache) or execute the notebook (papermill, in a kernel started while the previous stage ran), read its
+    scraps (scrapbook), evaluate its gates -> stop at the first failure, later stages skipped -> model
+    lifecycle -> reports (stage HTML, run.json, run index, history, step summary) -> notifications
 
 Every step is a function call with its data passed in and returned. Progress is told to an `Observer`
 (the CLI draws it); nothing here prints.
@@ -12,21 +13,22 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Collection, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from runner import __version__, lifecycle, notify, report
+from runner import __version__, cache, lifecycle, notify, report
+from runner.cache import StageCache
 from runner.config import Pipeline, Stage
-from runner.execute import execute_notebook
+from runner.execute import StartedKernel, WarmKernels, execute_notebook
 from runner.gates import GateScope, evaluate_gate
 from runner.notify import Links
 from runner.project import PRODUCTS_DIR, REPORTS_DIR, git_sha, tracking_uri
 from runner.records import ModelRecord, RunRecord, StageFailure, StageRecord
-from runner.registry import CHAMPION, Registry, RegistryError, Version, check_reachable
+from runner.registry import CHAMPION, RegistryError, Version, check_reachable
 from runner.scraps import read_scraps
 
 
@@ -36,7 +38,9 @@ class RunOptions:
     mode: str = "full"
     only: tuple[str, ...] = ()  # stages to run, with what they need; () = all
     selected: frozenset[str] | None = None  # resolved from `only` by the caller; None = all
-    force: bool = False
+    force: bool = False  # execute every stage, whatever the cache holds
+    force_stages: frozenset[str] = frozenset()  # execute these (a --force STAGE and what needs it)
+    warm_kernels: bool = True  # start a stage's kernel while the stage before it runs
     show_code: bool = False
     step_summary: Path | None = None  # $GITHUB_STEP_SUMMARY in GitHub Actions
     notify: bool = True  # False: a later `retrain notify` sends it (once the artifact's URL is known)
@@ -54,32 +58,62 @@ class Observer(Protocol):
 class Production:
     """The registry and the champion the run started with (what `champion.*` and `champion_uri` mean).
 
-    It is opened in the background (importing MLflow takes over a second) while the first stages run, and
-    waited for by the first stage that needs the champion.
+    With the embedded store the champion is read straight from its sqlite file, in milliseconds. Otherwise
+    MLflow (over a second to import) reads it in the background while the first stages run. `prepare()`
+    imports MLflow in the background as soon as a stage is executed, so that registering does not wait for
+    it; a run whose stages all come from the cache, and that leaves production as it is, never imports it.
     """
 
     def __init__(self, pipeline: Pipeline) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry")
-        self._opening = self._pool.submit(self._open, pipeline)
-        self._pool.shutdown(wait=False)
-        uri = tracking_uri(pipeline.root)
-        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        self.registry = lifecycle.open_registry(pipeline)
+        uri = self.registry.tracking_uri
+        new_store = uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
+        self._champion: Future[Version | None]
+        if self.registry.store is not None and not new_store:
+            self._champion = Future()
+            self._champion.set_result(self.registry.champion_fast())
+        else:
+            self._champion = _in_background(lambda: self.registry.by_alias(CHAMPION))
+        if new_store:
             # a new embedded store is created by whoever opens it first: a kernel creating it at the same
             # time would run the same schema migration and fail, so the first run waits for it here
-            self._opening.result()
+            self._champion.result()
+        self._prepared = False
 
-    @staticmethod
-    def _open(pipeline: Pipeline) -> tuple[Registry, Version | None]:
-        registry = lifecycle.open_registry(pipeline)
-        return registry, registry.by_alias(CHAMPION)
-
-    @property
-    def registry(self) -> Registry:
-        return self._opening.result()[0]
+    def prepare(self) -> None:
+        """Import MLflow in the background now: a stage runs, so registering will probably follow."""
+        if not self._prepared:
+            self._prepared = True
+            _in_background(lambda: self.registry.client)
 
     @property
     def champion(self) -> Version | None:
-        return self._opening.result()[1]
+        return self._champion.result()
+
+    @property
+    def champion_known(self) -> bool:
+        return self._champion.done()
+
+
+def _in_background(work: Callable[[], Any]) -> Future[Any]:
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry")
+    future = pool.submit(work)
+    pool.shutdown(wait=False)
+    return future
+
+
+@dataclass
+class RunState:
+    """What the stages of a run share: its record and folder, production, the cache, kernels started ahead."""
+
+    pipeline: Pipeline
+    options: RunOptions
+    record: RunRecord
+    run_dir: Path
+    production: Production | None
+    cache: StageCache
+    kernels: WarmKernels
+    deploy: frozenset[str]  # the model's deploy stages: they run after promotion
 
 
 def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) -> tuple[RunRecord, Path]:
@@ -89,22 +123,29 @@ def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) ->
     record = new_run_record(pipeline, options)
     run_dir = pipeline.root / REPORTS_DIR / record.run_id
     (run_dir / PRODUCTS_DIR).mkdir(parents=True)
+    if pipeline.declared is not None:
+        pipeline.declared.save()  # the next load of these notebooks needs no papermill
     observer.run_started(record, run_dir)
-    deploy = set(pipeline.model.deploy) if pipeline.model else set()
+    deploy = frozenset(pipeline.model.deploy if pipeline.model else ())
+    kernels = WarmKernels(pipeline.root, enabled=options.warm_kernels)
+    stage_cache = StageCache(pipeline.root, run_dir.parent)
+    run = RunState(pipeline, options, record, run_dir, production, stage_cache, kernels, deploy)
     started = time.monotonic()
     try:
+        start_next_kernel(run, after=None)
         for stage in pipeline.stages.values():
             if production is not None and stage.name in deploy:
                 release_model(pipeline, record, run_dir, production)
             current = record.stages[stage.name]
-            reason = skip_reason(stage, record, options, deploy)
+            reason = skip_reason(stage, record, options, deploy) or already_deployed(run, stage)
             if reason:
+                kernels.discard(stage.name)
                 current.status, current.skip_reason = "skipped", reason
                 observer.stage_finished(current)
                 continue
-            observer.stage_started(current)
-            needed = production if production is not None and needs_champion(stage) else None
-            run_stage(stage, current, record, pipeline.root, run_dir, needed, options)
+            if not reuse_cached(run, stage, current):  # an earlier run's results, when nothing changed
+                observer.stage_started(current)
+                execute_stage(run, stage, current)
             observer.stage_finished(current)
             report.write_run_json(run_dir, record)  # evidence on disk after every stage
             if current.failure is not None and current.failure.kind == "cancelled":
@@ -117,12 +158,116 @@ def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) ->
     except RegistryError as error:  # the registry failed while opening or releasing: the model did not move
         record.model = ModelRecord(name=pipeline.model.name if pipeline.model else "", error=str(error))
     finally:
+        kernels.close()  # the kernels started for stages that did not run
         finish_run(record, started)
         write_reports(pipeline, record, run_dir, options)
         if options.notify:
             record.notifications = notify.announce(record, pipeline.notify, options.links, options.environ)
             report.write_run_json(run_dir, record)
     return record, run_dir
+
+
+def reuse_cached(run: RunState, stage: Stage, current: StageRecord) -> bool:
+    """Take the stage's products, scraps, gates and pages from an earlier run with the same fingerprint."""
+    started = time.monotonic()
+    current.fingerprint = stage_fingerprint(run, stage)
+    if forced(run.options, stage.name):
+        return False
+    hit = run.cache.lookup(stage.name, current.fingerprint)
+    if hit is None:
+        return False
+    run.kernels.discard(stage.name)
+    run.cache.reuse(hit, run.run_dir, current)
+    current.duration_s = round(time.monotonic() - started, 3)
+    return True
+
+
+def execute_stage(run: RunState, stage: Stage, current: StageRecord) -> None:
+    """Run the stage's notebook (in the kernel started for it, if any) and remember it when it succeeded."""
+    if run.production is not None:
+        run.production.prepare()  # registering will follow: import MLflow while the stage runs
+    start_next_kernel(run, after=stage)
+    effect = deploy_key(run, stage) if stage.name in run.deploy else None
+    needed = run.production if run.production is not None and needs_champion(stage) else None
+    kernel = run.kernels.take(stage.name)  # from here on execute_notebook shuts it down
+    run_stage(stage, current, run.record, run.pipeline.root, run.run_dir, needed, run.options, kernel)
+    if current.status == "succeeded":
+        run.cache.remember(stage, current.fingerprint, run.run_dir, current)
+        if effect is not None:
+            run.cache.remember_effect(stage.name, effect, run.record.run_id)
+
+
+def stage_fingerprint(
+    run: RunState, stage: Stage, upstream: Mapping[str, str | None] | None = None
+) -> str | None:
+    """The stage's content hash (see runner/cache.py); None when it cannot be cached."""
+    if stage.inputs is None:
+        return None
+    known = upstream if upstream is not None else {n: s.fingerprint for n, s in run.record.stages.items()}
+    champion = current_champion(run.production, run.record) if needs_champion(stage) else None
+    return cache.stage_fingerprint(
+        stage,
+        run.pipeline.root,
+        injected=injected_parameters(stage, run.record, run.run_dir, champion),
+        champion=champion.version if champion else None,
+        upstream={name: known.get(name) for name in stage.needs},
+        hashes=run.cache.hashes,
+    )
+
+
+def start_next_kernel(run: RunState, after: Stage | None) -> None:
+    """Start the kernel of the next stage that will probably execute, so that it is ready when its turn comes.
+
+    A guess: the next selected stage that the cache cannot serve (a deploy stage only when a stage before it
+    executes in this run). A wrong guess costs one kernel start; the kernel is shut down unused.
+    """
+    if not run.kernels.enabled:
+        return
+    stages = list(run.pipeline.stages.values())
+    later = stages[stages.index(after) + 1 :] if after is not None else stages
+    guessed = {name: record.fingerprint for name, record in run.record.stages.items()}
+    for stage in later:
+        if run.options.selected is not None and stage.name not in run.options.selected:
+            continue
+        if stage.name in run.deploy:
+            if after is not None and run.record.mode == "full":
+                run.kernels.start(stage.name, stage.warmup)
+            return
+        if run.production is not None and needs_champion(stage) and not run.production.champion_known:
+            run.kernels.start(stage.name, stage.warmup)  # not worth waiting for the registry to guess
+            return
+        guessed[stage.name] = stage_fingerprint(run, stage, guessed)
+        if forced(run.options, stage.name) or run.cache.lookup(stage.name, guessed[stage.name]) is None:
+            run.kernels.start(stage.name, stage.warmup)
+            return
+
+
+def forced(options: RunOptions, stage: str) -> bool:
+    return options.force or stage in options.force_stages
+
+
+def deploy_key(run: RunState, stage: Stage) -> str:
+    """What a deploy stage deploys with: its code and parameters, and the champion it receives."""
+    champion = current_champion(run.production, run.record)
+    injected = injected_parameters(stage, run.record, run.run_dir, champion)
+    return cache.effect_key(stage, injected=injected, champion=champion.version if champion else None)
+
+
+def already_deployed(run: RunState, stage: Stage) -> str | None:
+    """Why a deploy stage need not run: this run left production as it was, and the same deployment of the
+    same champion (code, parameters) succeeded in an earlier run that is still in reports/."""
+    model = run.record.model
+    if stage.name not in run.deploy or model is None or forced(run.options, stage.name):
+        return None
+    if model.action != "unchanged" or model.promoted or model.champion_after != model.version:
+        return None
+    done_by = run.cache.effect_run(stage.name, deploy_key(run, stage))
+    if done_by is None:
+        return None
+    return (
+        f"not run: version {model.version} is already the champion and run {done_by} deployed it with this"
+        f" code and these parameters (--force {stage.name} deploys it again)"
+    )
 
 
 def needs_champion(stage: Stage) -> bool:
@@ -138,7 +283,7 @@ def release_model(pipeline: Pipeline, record: RunRecord, run_dir: Path, producti
     judged = (record.stages[model.candidate_stage], record.stages[model.metrics])
     if record.model is not None or record.first_problem is not None:
         return
-    if any(stage.status != "succeeded" for stage in judged):
+    if any(stage.status not in ("succeeded", "cached") for stage in judged):
         return  # not selected by --only: there is no candidate to judge
     record.model = lifecycle.release(pipeline, record, run_dir, production.registry, production.champion)
 
@@ -150,7 +295,9 @@ def new_run_record(pipeline: Pipeline, options: RunOptions) -> RunRecord:
         for name, stage in pipeline.stages.items()
     }
     return RunRecord(
-        run_id=f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}",
+        # the short part starts with the milliseconds: cached runs take less than a second, and run ids
+        # must still sort by time
+        run_id=f"{now:%Y%m%dT%H%M%SZ}-{now.microsecond // 1000:03d}{secrets.token_hex(2)[:3]}",
         pipeline=pipeline.name,
         trigger=options.trigger,
         mode=options.mode,
@@ -159,7 +306,12 @@ def new_run_record(pipeline: Pipeline, options: RunOptions) -> RunRecord:
         params=dict(pipeline.params),
         stages=stages,
         runner_version=__version__,
-        options={"only": list(options.only), "force": options.force, **options.extra},
+        options={
+            "only": list(options.only),
+            "force": options.force,
+            "force_stages": sorted(options.force_stages),
+            **options.extra,
+        },
     )
 
 
@@ -188,14 +340,19 @@ def run_stage(
     run_dir: Path,
     production: Production | None,
     options: RunOptions,
+    kernel: StartedKernel | None = None,
 ) -> None:
-    """Execute one stage, read its scraps, judge its gates, render its page; the outcome goes in `current`."""
+    """Execute one stage, read its scraps, judge its gates, render its page; the outcome goes in `current`.
+
+    `kernel` is the kernel started ahead for this stage, if any (execute_notebook shuts it down)."""
     current.status = "running"
     started = time.monotonic()
     champion = current_champion(production, record)
     parameters = {**stage.params, **injected_parameters(stage, record, run_dir, champion)}
     executed = run_dir / f"{stage.name}.ipynb"
-    result = execute_notebook(stage.notebook, executed, parameters, cwd=root, timeout_s=stage.timeout)
+    result = execute_notebook(
+        stage.notebook, executed, parameters, cwd=root, timeout_s=stage.timeout, kernel=kernel
+    )
     current.timings = result.timings
     current.notebook = executed.name if executed.is_file() else None
     current.scraps = read_scraps(executed)

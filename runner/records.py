@@ -40,9 +40,11 @@ class StageFailure:
 class StageTimings:
     """Where a stage's time went, in seconds."""
 
-    kernel_start_s: float = 0.0
+    kernel_start_s: float = 0.0  # waiting for the kernel: ~0 when it was started ahead (warm)
     execute_s: float = 0.0
     render_s: float = 0.0
+    warm_kernel: bool = False  # the kernel was started (and warmed up) while the previous stage ran
+    warmup_s: float = 0.0  # how long its warm-up took, in the background
 
 
 @dataclass
@@ -60,6 +62,8 @@ class StageRecord:
     failure: StageFailure | None = None
     skip_reason: str | None = None
     timings: StageTimings = field(default_factory=StageTimings)
+    fingerprint: str | None = None  # content hash of what decides its results; None: never cached
+    cached_from: str | None = None  # status `cached`: the run whose results (scraps, gates, pages) it reuses
 
     @property
     def failed_gates(self) -> list[GateResult]:

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,14 +89,39 @@ class Registry:
     """One registered model in one tracking store."""
 
     def __init__(self, tracking_uri: str, model_name: str, lock_dir: Path) -> None:
-        from mlflow import MlflowClient  # ~1 s: paid only with a model section or a registry command
-
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self.name = model_name
         self.tracking_uri = tracking_uri
         self.lock_path = lock_dir / "registry.lock"
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+        self.store = EmbeddedStore.at(tracking_uri, model_name)  # reads without MLflow, when it can
+
+    @property
+    def client(self) -> Any:
+        """MLflow's client, created on first use (importing MLflow takes over a second)."""
+        with self._client_lock:
+            if self._client is None:
+                from mlflow import MlflowClient
+
+                self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+            return self._client
 
     # --- reading ----------------------------------------------------------------------------------------
+    def champion_fast(self) -> Version | None:
+        """The champion, read straight from the embedded store when there is one (no MLflow import)."""
+        if self.store is not None:
+            with suppress(StoreUnreadable):
+                return self.store.by_alias(CHAMPION)
+        return self.by_alias(CHAMPION)
+
+    def find_by_fingerprint(self, fingerprint: str) -> Version | None:
+        if self.store is not None:
+            with suppress(StoreUnreadable):
+                return self.store.by_tag(f"{LINEAGE}fingerprint", fingerprint)
+        query = f"name = '{self.name}' and tags.`{LINEAGE}fingerprint` = '{fingerprint}'"
+        versions = [self._version(item) for item in self.client.search_model_versions(query)]
+        return max(versions, key=lambda v: int(v.version)) if versions else None
+
     def by_alias(self, alias: str) -> Version | None:
         from mlflow.exceptions import MlflowException
 
@@ -126,11 +153,6 @@ class Registry:
             for v in found
         ]
         return sorted(found, key=lambda v: int(v.version), reverse=True)
-
-    def find_by_fingerprint(self, fingerprint: str) -> Version | None:
-        query = f"name = '{self.name}' and tags.`{LINEAGE}fingerprint` = '{fingerprint}'"
-        found = [self._version(item) for item in self.client.search_model_versions(query)]
-        return max(found, key=lambda v: int(v.version)) if found else None
 
     def _version(self, item: Any) -> Version:
         created = datetime.fromtimestamp(item.creation_timestamp / 1000, UTC).isoformat(timespec="seconds")
@@ -212,3 +234,78 @@ class Registry:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class StoreUnreadable(Exception):
+    """The embedded store cannot answer a read (missing, locked, another schema): ask MLflow instead."""
+
+
+class EmbeddedStore:
+    """Read-only answers from the embedded sqlite store, in milliseconds and without importing MLflow.
+
+    A run whose stages were all cached still needs the champion (part of the evaluate stage's fingerprint)
+    and whether a version already holds the candidate; importing MLflow for that would cost more than the
+    whole run. The tables read here (model_versions, model_version_tags, registered_model_aliases) are
+    MLflow's own, pinned with MLflow; anything unexpected raises StoreUnreadable and the caller asks MLflow.
+    Writes always go through MLflow.
+    """
+
+    def __init__(self, path: Path, model_name: str) -> None:
+        self.path = path
+        self.name = model_name
+
+    @classmethod
+    def at(cls, tracking_uri: str, model_name: str) -> EmbeddedStore | None:
+        if not tracking_uri.startswith("sqlite:///") or os.environ.get("MLFLOW_WORKSPACE"):
+            return None
+        return cls(Path(tracking_uri.removeprefix("sqlite:///")), model_name)
+
+    def by_alias(self, alias: str) -> Version | None:
+        rows = self._query(
+            "SELECT version FROM registered_model_aliases"
+            " WHERE workspace = 'default' AND name = ? AND alias = ?",
+            (self.name, alias),
+        )
+        return self._version(int(rows[0][0])) if rows else None
+
+    def by_tag(self, key: str, value: str) -> Version | None:
+        """The newest live version carrying the tag `key` = `value`."""
+        rows = self._query(
+            "SELECT MAX(t.version) FROM model_version_tags t JOIN model_versions v"
+            " ON v.workspace = t.workspace AND v.name = t.name AND v.version = t.version"
+            " WHERE t.workspace = 'default' AND t.name = ? AND t.key = ? AND t.value = ?"
+            " AND v.current_stage != 'Deleted_Internal'",
+            (self.name, key, value),
+        )
+        return self._version(int(rows[0][0])) if rows and rows[0][0] is not None else None
+
+    def _version(self, number: int) -> Version | None:
+        where = " WHERE workspace = 'default' AND name = ? AND version = ?"
+        live = " AND current_stage != 'Deleted_Internal'"
+        columns = "SELECT creation_time, source FROM model_versions"
+        found = self._query(columns + where + live, (self.name, number))
+        if not found:
+            return None
+        tags = self._query("SELECT key, value FROM model_version_tags" + where, (self.name, number))
+        aliases = self._query("SELECT alias FROM registered_model_aliases" + where, (self.name, number))
+        created_ms, source = found[0]
+        return Version(
+            name=self.name,
+            version=str(number),
+            aliases=tuple(sorted(str(alias) for (alias,) in aliases)),
+            tags={str(key): str(value) for key, value in tags},
+            created_at=datetime.fromtimestamp((created_ms or 0) / 1000, UTC).isoformat(timespec="seconds"),
+            source=source or "",
+        )
+
+    def _query(self, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        if not self.path.is_file():
+            raise StoreUnreadable(f"{self.path} does not exist yet")  # MLflow creates it
+        try:
+            connection = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=5)
+            try:
+                return connection.execute(sql, parameters).fetchall()
+            finally:
+                connection.close()
+        except sqlite3.Error as error:
+            raise StoreUnreadable(str(error)) from None
