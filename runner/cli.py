@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -32,6 +33,8 @@ from runner.errors import (
 )
 from runner.project import PIPELINE_FILE
 
+DEFAULT_MINUTE_PRICE_USD = 0.008  # a 2-core Linux runner at GitHub's list price
+
 if TYPE_CHECKING:
     from runner.config import Pipeline
     from runner.notify import Links
@@ -44,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("traitlets").setLevel(logging.CRITICAL)
     # MLflow sets its own loggers to INFO when imported ("Created version 3 ...": the summary says it)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in [
+        key for key, value in os.environ.items() if key.startswith("MLFLOW_TRACKING_") and not value
+    ]:
+        del os.environ[name]  # a secret that is not set reaches a workflow step as an empty variable
     parser = build_parser()
     args = parser.parse_args(argv)
     # logs (CI, pipes) have no width: give tables room instead of rich's default of 80 columns
@@ -81,7 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="STAGE",
         help="run this stage and the stages it needs (repeatable)",
     )
-    run.add_argument("--force", action="store_true", help="run even when nothing is new")
+    run.add_argument(
+        "--force",
+        nargs="?",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="execute every stage even when the cache holds its results; --force STAGE: that stage and the"
+        " stages that need it (repeatable)",
+    )
     run.add_argument(
         "--mode",
         choices=["full", "evaluate"],
@@ -126,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     _pipeline_argument(rollback)
     rollback.set_defaults(handler=command_rollback)
 
+    _github_parser(commands)
+
     demo = commands.add_parser("demo", help="prepare the bundled retail demo's data")
     demo_commands = demo.add_subparsers(dest="demo_command", required=True, metavar="ACTION")
     fetch = demo_commands.add_parser("fetch", help="fetch the source sales file (verified by checksum)")
@@ -156,13 +173,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _github_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from runner.github import STATE_BRANCH
+
+    github = commands.add_parser("github", help="the steps of the GitHub Actions workflow")
+    actions = github.add_subparsers(dest="github_command", required=True, metavar="ACTION")
+    plan = actions.add_parser("plan", help="mode, trigger and `retrain run` arguments for this event")
+    plan.set_defaults(handler=command_github_plan)
+    comment = actions.add_parser("comment", help="post or update the pull request's comment about a run")
+    comment.add_argument("run_id", help="the run, a folder of reports/")
+    comment.add_argument("--artifact-url", default="", help="where the run's reports can be downloaded")
+    comment.set_defaults(handler=command_github_comment)
+    state = actions.add_parser(
+        "state", help=f"restore or save the embedded registry on branch {STATE_BRANCH}"
+    )
+    directions = state.add_subparsers(dest="action", required=True, metavar="pull|push")
+    pull = directions.add_parser("pull", help="restore mlruns/ from the state branch, when it exists")
+    push = directions.add_parser("push", help="commit mlruns/ to the state branch and push it")
+    push.add_argument("--run-id", default="", help="save only when this full run changed the registry")
+    for sub in (pull, push):
+        sub.add_argument("--remote", default="origin", help="the git remote (default: origin)")
+        sub.add_argument("--branch", default=STATE_BRANCH, help=f"the state branch (default: {STATE_BRANCH})")
+        sub.set_defaults(handler=command_github_state)
+    cost = actions.add_parser("summary-cost", help="add the job's minutes and their cost to the step summary")
+    cost.add_argument("--started", type=float, required=True, help="when the job started, in epoch seconds")
+    cost.add_argument("--run-id", default="", help="the run whose pipeline minutes to show")
+    cost.set_defaults(handler=command_github_summary_cost)
+    for sub in (comment, pull, push, cost):
+        _pipeline_argument(sub)
+
+
 def _pipeline_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "pipeline",
         nargs="?",
         type=Path,
-        default=Path(PIPELINE_FILE),
-        help="the pipeline file (default: pipeline.yaml)",
+        default=Path(os.environ.get("RETRAIN_PIPELINE") or PIPELINE_FILE),
+        help="the pipeline file (default: $RETRAIN_PIPELINE, else pipeline.yaml)",
     )
 
 
@@ -205,6 +252,7 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     from runner import display, graph
     from runner.pipeline import RunOptions, run_pipeline
 
+    force_all, force_named = _force_arguments(args)
     pipeline = _load(args)
     selected = _selection(args.only, list(pipeline.stages))
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -213,7 +261,9 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
         mode=args.mode,
         only=tuple(args.only),
         selected=frozenset(graph.with_upstream(selected, pipeline.needs)) if selected else None,
-        force=args.force,
+        force=force_all,
+        force_stages=_forced_stages(force_named, pipeline),
+        warm_kernels=os.environ.get("RETRAIN_WARM_KERNELS", "1") != "0",
         show_code=args.show_code,
         step_summary=Path(summary_file) if summary_file else None,
         notify=not args.no_notify,
@@ -236,37 +286,64 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     return code
 
 
+def _force_arguments(args: argparse.Namespace) -> tuple[bool, list[str]]:
+    """`--force` alone: every stage; `--force STAGE`: named stages. `retrain run --force pipeline.yaml`
+    (the pipeline after a bare --force, as before --force took a stage) still means the pipeline."""
+    named = []
+    force_all = False
+    for value in args.force:
+        if value is None:
+            force_all = True
+        elif value.endswith((".yaml", ".yml")) and args.pipeline == Path(PIPELINE_FILE):
+            args.pipeline, force_all = Path(value), True
+        else:
+            named.append(value)
+    return force_all, named
+
+
+def _forced_stages(named: list[str], pipeline: Pipeline) -> frozenset[str]:
+    """The stages `--force STAGE` executes: each named stage and every stage that needs it."""
+    from runner import graph
+
+    stages = list(pipeline.stages)
+    unknown = [name for name in named if name not in stages]
+    if unknown:
+        problems = [
+            Problem(
+                "command line",
+                f"--force {name}",
+                f"unknown stage '{name}'",
+                did_you_mean(name, stages) or f"stages are: {', '.join(stages)}",
+            )
+            for name in unknown
+        ]
+        raise ConfigError(problems)
+    return frozenset(named).union(*(graph.downstream_of(name, pipeline.needs) for name in named))
+
+
 def command_notify(args: argparse.Namespace, console: Console) -> int:
     from runner import notify, report
-    from runner.records import RunRecord
 
     pipeline = _load(args)
-    run_json = pipeline.root / "reports" / args.run_id / "run.json"
-    try:
-        record = RunRecord.from_json(json.loads(run_json.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise UsageError(f"cannot read run {args.run_id}: {run_json}: {error}") from None
+    record, run_dir = _run_record(pipeline.root, args.run_id)
     links = _links(artifact_url=args.artifact_url)
     record.notifications = notify.announce(record, pipeline.notify, links, os.environ)
-    report.write_run_json(run_json.parent, record)
+    report.write_run_json(run_dir, record)
     _show_notifications(console, record, links)
     return EXIT_OK
 
 
 def _github_outputs(record: RunRecord, run_dir: Path, console: Console) -> None:
     """In GitHub Actions: step outputs (run_id, status, model_version, report_dir) and ::error annotations."""
-    output = os.environ.get("GITHUB_OUTPUT")
-    if output:
-        version = record.model.version if record.model and record.model.version else ""
-        lines = [
-            f"run_id={record.run_id}",
-            f"status={record.status}",
-            f"model_version={version}",
-            f"report_dir={run_dir.relative_to(run_dir.parent.parent).as_posix()}",
-            f"exit_code={exit_code_for_status(record.status)}",
-        ]
-        with open(output, "a", encoding="utf-8") as handle:
-            handle.write("\n".join(lines) + "\n")
+    version = record.model.version if record.model and record.model.version else ""
+    outputs = {
+        "run_id": record.run_id,
+        "status": record.status,
+        "model_version": version,
+        "report_dir": run_dir.relative_to(run_dir.parent.parent).as_posix(),
+        "exit_code": str(exit_code_for_status(record.status)),
+    }
+    _write_outputs(outputs)
     if os.environ.get("GITHUB_ACTIONS") != "true":
         return
     for stage in record.stages.values():
@@ -280,13 +357,13 @@ def _github_outputs(record: RunRecord, run_dir: Path, console: Console) -> None:
         console.print(_annotation("Model not released", record.model.error), markup=False)
 
 
-def _annotation(title: str, message: str) -> str:
+def _annotation(title: str, message: str, level: str = "error") -> str:
     """A workflow command; %, CR and LF are escaped as GitHub requires, so one message stays one line."""
 
     def escape(text: str) -> str:
         return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
-    return f"::error title={escape(title).replace(',', '%2C').replace(':', '%3A')}::{escape(message)}"
+    return f"::{level} title={escape(title).replace(',', '%2C').replace(':', '%3A')}::{escape(message)}"
 
 
 def _links(artifact_url: str | None = None) -> Links:
@@ -387,6 +464,141 @@ def command_demo_replay(args: argparse.Namespace, console: Console) -> int:
         )
     console.print(table)
     return EXIT_OK
+
+
+def command_github_plan(args: argparse.Namespace, console: Console) -> int:
+    from runner import github
+
+    event_name = os.environ.get("GITHUB_EVENT_NAME", "")
+    chosen = github.plan(event_name, _event(), os.environ.get("GITHUB_REF", ""))
+    force = "true" if chosen.force else "false"
+    _write_outputs(
+        {"mode": chosen.mode, "trigger": chosen.trigger, "force": force, "args": chosen.command_line}
+    )
+    console.print(f"{event_name}: {chosen.mode} run ({chosen.reason})", soft_wrap=True, markup=False)
+    console.print(f"retrain run {chosen.command_line}", soft_wrap=True, markup=False)
+    return EXIT_OK
+
+
+def command_github_comment(args: argparse.Namespace, console: Console) -> int:
+    from runner import github
+
+    record, _ = _run_record(_project_root(args.pipeline), args.run_id)
+    event = _event()
+    number = (event.get("pull_request") or {}).get("number")
+    token, repository = os.environ.get("GITHUB_TOKEN"), os.environ.get("GITHUB_REPOSITORY", "")
+    if not isinstance(number, int):
+        raise UsageError("the event is not a pull request's: there is no pull request to comment on")
+    if not token:
+        raise UsageError("GITHUB_TOKEN is not set: give the step `env: GITHUB_TOKEN: ${{ github.token }}`")
+    marker = github.comment_marker(record.pipeline)
+    body = github.pr_comment_body(record, marker, _links().run_url or "", args.artifact_url)
+    api = os.environ.get("GITHUB_API_URL") or "https://api.github.com"
+    try:
+        url = github.upsert_pr_comment(api, repository, number, token, body, marker)
+    except github.GitHubApiError as error:
+        head = ((event.get("pull_request") or {}).get("head") or {}).get("repo") or {}
+        if error.status != 403 or head.get("full_name") in (None, repository):
+            raise
+        console.print(_annotation("No pull request comment", f"{error}", "warning"), markup=False)
+        return EXIT_OK  # a fork's pull request gets a read-only token: the step summary has the run
+    console.print(f"pull request #{number}: {url}", soft_wrap=True, markup=False)
+    return EXIT_OK
+
+
+def command_github_state(args: argparse.Namespace, console: Console) -> int:
+    from runner import github
+    from runner.project import MLFLOW_DIR
+
+    root = _project_root(args.pipeline)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        console.print("state: MLFLOW_TRACKING_URI is set: the registry lives on that server; nothing to do")
+        return EXIT_OK
+    env, store = github.git_environment(os.environ), root / MLFLOW_DIR
+    if args.action == "pull":
+        console.print(f"state: {github.pull_state(root, store, env, args.remote, args.branch)}", markup=False)
+        return EXIT_OK
+    message = "registry state"
+    if getattr(args, "run_id", ""):
+        record, _ = _run_record(root, args.run_id)
+        if record.mode != "full" or not github.registry_changed(record):
+            why = record.model.detail if record.model else "no model was registered"
+            console.print(f"state: run {record.run_id} did not change the registry ({why})", markup=False)
+            return EXIT_OK
+        assert record.model is not None
+        message = f"registry after run {record.run_id} ({record.trigger}, {record.git_sha or 'no sha'})\n\n"
+        message += record.model.detail
+    detail = github.push_state(root, store, env, message, args.remote, args.branch)
+    console.print(f"state: {detail}", soft_wrap=True, markup=False)
+    if "had moved" in detail and os.environ.get("GITHUB_ACTIONS") == "true":  # another run saved meanwhile
+        console.print(_annotation("Registry state replaced", detail, "warning"), markup=False)
+    return EXIT_OK
+
+
+def command_github_summary_cost(args: argparse.Namespace, console: Console) -> int:
+    import time
+
+    from runner import report
+
+    text = os.environ.get("RUNNER_MINUTE_PRICE_USD", "").strip()
+    try:
+        price = float(text) if text else DEFAULT_MINUTE_PRICE_USD
+    except ValueError:
+        price = math.nan
+    if not math.isfinite(price) or price < 0:
+        raise UsageError(f"RUNNER_MINUTE_PRICE_USD={text!r} is not a price in dollars a minute (e.g. 0.008)")
+    run_s = _run_record(_project_root(args.pipeline), args.run_id)[0].duration_s if args.run_id else None
+    markdown = report.cost_markdown(max(0.0, time.time() - args.started), price, run_s)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as handle:
+            handle.write("\n" + markdown)
+    console.print(markdown.splitlines()[2], soft_wrap=True, markup=False)
+    return EXIT_OK
+
+
+def _event() -> dict[str, Any]:
+    """The event payload GitHub wrote to $GITHUB_EVENT_PATH."""
+    path = os.environ.get("GITHUB_EVENT_PATH")
+    if not path:
+        raise UsageError("GITHUB_EVENT_PATH is not set: this command runs inside GitHub Actions")
+    try:
+        event = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UsageError(f"cannot read the event payload {path}: {error}") from None
+    if not isinstance(event, dict):
+        raise UsageError(f"the event payload {path} is not a JSON object")
+    return event
+
+
+def _write_outputs(values: dict[str, str]) -> None:
+    """Append `key=value` lines to $GITHUB_OUTPUT, when set (a line break would forge another output)."""
+    output = os.environ.get("GITHUB_OUTPUT")
+    if not output:
+        return
+    if any("\n" in value or "\r" in value for value in values.values()):
+        raise ValueError("step outputs must be one line each")
+    with open(output, "a", encoding="utf-8") as handle:
+        handle.writelines(f"{key}={value}\n" for key, value in values.items())
+
+
+def _project_root(pipeline: Path) -> Path:
+    if not pipeline.is_file():
+        raise UsageError(f"no pipeline file {pipeline} (pass its path, or set RETRAIN_PIPELINE)")
+    return pipeline.resolve().parent
+
+
+def _run_record(root: Path, run_id: str) -> tuple[RunRecord, Path]:
+    """A finished run's record, read from reports/<run_id>/run.json, and its folder."""
+    from runner.records import RunRecord
+
+    if not run_id or "/" in run_id or "\\" in run_id or run_id.startswith("."):
+        raise UsageError(f"not a run id: {run_id!r}")
+    run_json = root / "reports" / run_id / "run.json"
+    try:
+        return RunRecord.from_json(json.loads(run_json.read_text(encoding="utf-8"))), run_json.parent
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise UsageError(f"cannot read run {run_id}: {run_json}: {error}") from None
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -287,6 +288,7 @@ def summary_markdown(record: RunRecord) -> str:
         _md(outcome_sentence(record)),
         "",
         *([_md(model_sentence(record.model)), ""] if record.model else []),
+        *_comparison_table(record),
         "| stage | status | duration | gates |",
         "| --- | --- | ---: | ---: |",
     ]
@@ -304,6 +306,87 @@ def summary_markdown(record: RunRecord) -> str:
     for stage in record.stages.values():
         if stage.status == "failed":
             lines += ["", f"**Error in stage {_md(stage.name)}**", "", "```text", _failure_text(stage), "```"]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class MetricChange:
+    """One metric of this run's model beside the champion's (None: the champion has no such metric)."""
+
+    name: str
+    value: float
+    champion: float | None
+
+    @property
+    def change(self) -> str:
+        """`-0.005 (-6.0%)`; "-" when the champion has no such metric."""
+        if self.champion is None:
+            return "-"
+        change = self.value - self.champion
+        relative = f" ({change / self.champion:+.1%})" if self.champion else ""
+        return f"{change:+.4g}{relative}"
+
+
+def champion_comparison(record: RunRecord) -> tuple[str | None, list[MetricChange]]:
+    """This run's model metrics beside the champion's: (the champion's version or None, a row a metric).
+
+    From `record.model` (the metrics stage's numbers and the champion's, as the gates saw them), else from a
+    stage that recorded a `champion` scrap (what it measured for the production model on the same data).
+    """
+    model = record.model
+    if model is not None and model.metrics:
+        rows = [
+            MetricChange(key, value, model.champion_metrics.get(key)) for key, value in model.metrics.items()
+        ]
+        return model.champion_before, rows
+    for stage in reversed(record.stages.values()):
+        measured = stage.scraps.get("champion")
+        if isinstance(measured, dict) and "error" not in measured:
+            theirs = _numbers(measured)
+            rows = [
+                MetricChange(key, value, theirs.get(key)) for key, value in _numbers(stage.scraps).items()
+            ]
+            version = measured.get("version")
+            return (None if version is None else str(version)), rows
+    return None, []
+
+
+def _numbers(values: dict[str, Any]) -> dict[str, float]:
+    return {
+        key: float(value)
+        for key, value in values.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }
+
+
+def _comparison_table(record: RunRecord) -> list[str]:
+    """The metrics both this run's model and the champion have, with the change, as markdown lines."""
+    version, rows = champion_comparison(record)
+    rows = [row for row in rows if row.champion is not None]
+    if not rows:
+        return []
+    lines = [
+        f"| metric | this run | champion v{_md(version or '?')} | change |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    lines += [f"| {_md(row.name)} | {row.value:.4g} | {row.champion:.4g} | {row.change} |" for row in rows]
+    return [*lines, ""]
+
+
+def cost_markdown(job_s: float, price: float, run_s: float | None = None, weekly_budget: float = 5.0) -> str:
+    """A job's minutes (GitHub bills every started minute) and their cost, for the step summary."""
+    billed = max(1, math.ceil(job_s / 60))
+    cost = billed * price
+    pipeline = f"; the pipeline itself ran {run_s / 60:.1f} min" if run_s is not None else ""
+    lines = [
+        "#### Runner cost",
+        "",
+        f"This job: {job_s / 60:.1f} min so far, {billed} billed minute{'s' * (billed > 1)} ≈ **${cost:.3f}**"
+        f" at ${price:g}/min (`RUNNER_MINUTE_PRICE_USD`){pipeline}.",
+    ]
+    if cost > 0:
+        runs = math.floor(weekly_budget / cost + 1e-9)  # 5 // 0.008 is 624.0 in floating point
+        lines.append(f"A ${weekly_budget:g} weekly budget covers {runs} jobs like this one.")
     return "\n".join(lines) + "\n"
 
 
