@@ -305,19 +305,7 @@ def _forced_stages(named: list[str], pipeline: Pipeline) -> frozenset[str]:
     """The stages `--force STAGE` executes: each named stage and every stage that needs it."""
     from runner import graph
 
-    stages = list(pipeline.stages)
-    unknown = [name for name in named if name not in stages]
-    if unknown:
-        problems = [
-            Problem(
-                "command line",
-                f"--force {name}",
-                f"unknown stage '{name}'",
-                did_you_mean(name, stages) or f"stages are: {', '.join(stages)}",
-            )
-            for name in unknown
-        ]
-        raise ConfigError(problems)
+    _check_stage_names("--force", named, list(pipeline.stages))
     return frozenset(named).union(*(graph.downstream_of(name, pipeline.needs) for name in named))
 
 
@@ -398,19 +386,24 @@ def _show_notifications(console: Console, record: RunRecord, links: Links | None
 
 
 def _selection(only: list[str], stages: list[str]) -> list[str]:
-    unknown = [name for name in only if name not in stages]
-    if unknown:
-        problems = [
-            Problem(
-                "command line",
-                f"--only {name}",
-                f"unknown stage '{name}'",
-                did_you_mean(name, stages) or f"stages are: {', '.join(stages)}",
-            )
-            for name in unknown
-        ]
-        raise ConfigError(problems)
+    _check_stage_names("--only", only, stages)
     return only
+
+
+def _check_stage_names(option: str, names: list[str], stages: list[str]) -> None:
+    """ConfigError naming each stage an option names that the pipeline does not have."""
+    problems = [
+        Problem(
+            "command line",
+            f"{option} {name}",
+            f"unknown stage '{name}'",
+            did_you_mean(name, stages) or f"stages are: {', '.join(stages)}",
+        )
+        for name in names
+        if name not in stages
+    ]
+    if problems:
+        raise ConfigError(problems)
 
 
 def command_models(args: argparse.Namespace, console: Console) -> int:

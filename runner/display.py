@@ -124,10 +124,11 @@ def _duration(stage: StageRecord) -> str:
 
 
 def _gates_cell(stage: StageRecord) -> str:
+    reused = f"from run {stage.cached_from}" if stage.cached_from else ""
     if not stage.gates:
-        return stage.skip_reason or ""
+        return stage.skip_reason or reused
     passed = sum(gate.passed for gate in stage.gates)
-    return f"{passed}/{len(stage.gates)} gates passed"
+    return f"{passed}/{len(stage.gates)} gates passed" + (f", {reused}" if reused else "")
 
 
 def _shown_path(path: Path) -> str:

@@ -7,6 +7,7 @@ import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 ASSETS = Path(__file__).parent / "assets"
@@ -27,3 +28,16 @@ def make_project(tmp_path: Path) -> MakeProject:
         return root / "pipeline.yaml"
 
     return make
+
+
+def kernels_alive() -> list[psutil.Process]:
+    """Kernel processes started from this test process (other children, such as a test's MLflow server,
+    are not kernels)."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "ipykernel" in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found

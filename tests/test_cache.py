@@ -14,11 +14,10 @@ import sys
 from pathlib import Path
 
 import nbformat
-import psutil
 import pytest
 
 from runner.cli import main
-from tests.conftest import ASSETS
+from tests.conftest import ASSETS, kernels_alive
 from tests.test_lifecycle import aliases
 
 PIPELINE = """\
@@ -39,17 +38,6 @@ stages:
     notebook: notebooks/no_scrap.ipynb
     inputs: ["other/*.txt"]
 """
-
-
-def kernels_alive() -> list[psutil.Process]:
-    found = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "ipykernel" in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
-                found.append(child)
-        except psutil.NoSuchProcess:
-            continue
-    return found
 
 
 def run(capsys: pytest.CaptureFixture[str], pipeline: Path, *args: str) -> tuple[int, dict]:

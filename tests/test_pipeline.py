@@ -15,19 +15,7 @@ import psutil
 import pytest
 
 from runner.cli import main
-
-
-def kernels_alive() -> list[psutil.Process]:
-    """Kernel processes started from this test process (other children, such as a test's MLflow server,
-    are not kernels)."""
-    found = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "ipykernel" in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
-                found.append(child)
-        except psutil.NoSuchProcess:
-            continue
-    return found
+from tests.conftest import kernels_alive
 
 
 def run(capsys, pipeline: Path, *args: str) -> tuple[int, dict, str]:
