@@ -412,3 +412,11 @@ def test_stage_page_of_a_failed_notebook_shows_a_readable_traceback(failing_note
     assert failing_cell is not None and "train" in text_of(failing_cell.group(2))
     assert "stopped by an error" in html
     assert_offline(html)
+
+
+def test_a_cached_stage_names_the_run_it_comes_from(tmp_path: Path) -> None:
+    record = succeeded_run()
+    stage = next(iter(record.stages.values()))
+    stage.status, stage.cached_from = "cached", "20261120T060000Z-000001"
+    html = render_run_index(tmp_path, record).read_text(encoding="utf-8")
+    assert 'reused from run <a href="../20261120T060000Z-000001/index.html">' in html
