@@ -31,7 +31,7 @@ from runner.errors import (
     did_you_mean,
     exit_code_for_status,
 )
-from runner.project import PIPELINE_FILE
+from runner.project import PIPELINE_FILE, REPORTS_DIR
 
 DEFAULT_MINUTE_PRICE_USD = 0.008  # a 2-core Linux runner at GitHub's list price
 
@@ -587,7 +587,7 @@ def _run_record(root: Path, run_id: str) -> tuple[RunRecord, Path]:
 
     if not run_id or "/" in run_id or "\\" in run_id or run_id.startswith("."):
         raise UsageError(f"not a run id: {run_id!r}")
-    run_json = root / "reports" / run_id / "run.json"
+    run_json = root / REPORTS_DIR / run_id / "run.json"
     try:
         return RunRecord.from_json(json.loads(run_json.read_text(encoding="utf-8"))), run_json.parent
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from runner.cache import code_cells
 from runner.config import Pipeline, SmokeCheckSpec
 from runner.errors import UsageError
 from runner.project import MLFLOW_DIR, PRODUCTS_DIR, REPORTS_DIR, tracking_uri
@@ -40,8 +41,6 @@ def fingerprints(pipeline: Pipeline) -> dict[str, str]:
     """Content hashes: `data` (the model section's data files), `code` (every stage's code cells and
     parameters, and the Python modules beside the notebooks) and `fingerprint` (both): the same code on the
     same data gives the same fingerprint."""
-    import nbformat
-
     data = hashlib.sha256()
     model = pipeline.model
     for pattern in model.data if model else ():
@@ -49,8 +48,7 @@ def fingerprints(pipeline: Pipeline) -> dict[str, str]:
             data.update(path.relative_to(pipeline.root).as_posix().encode() + b"\0" + path.read_bytes())
     code = hashlib.sha256()
     for stage in pipeline.stages.values():
-        notebook = nbformat.read(stage.notebook, as_version=4)
-        cells = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+        cells = code_cells(stage.notebook)
         code.update(json.dumps([stage.name, cells, dict(stage.params)], sort_keys=True, default=str).encode())
     # modules beside the notebooks (shared feature code, say) are code too
     folders = {stage.notebook.parent for stage in pipeline.stages.values()}

@@ -46,7 +46,6 @@ class RunOptions:
     notify: bool = True  # False: a later `retrain notify` sends it (once the artifact's URL is known)
     links: Links = field(default_factory=Links)
     environ: Mapping[str, str] = field(default_factory=dict)  # where the notify section's secrets are read
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Observer(Protocol):
@@ -310,7 +309,6 @@ def new_run_record(pipeline: Pipeline, options: RunOptions) -> RunRecord:
             "only": list(options.only),
             "force": options.force,
             "force_stages": sorted(options.force_stages),
-            **options.extra,
         },
     )
 
