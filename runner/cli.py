@@ -160,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--root", type=Path, default=None, help="project folder (default: found from here)")
     replay = demo_commands.add_parser("replay", help="drop the next N weeks one by one, running after each")
     replay.add_argument("--weeks", type=int, default=6, help="how many weeks to replay (default 6)")
+    replay.add_argument(
+        "--corrupt",
+        type=int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="damage the Nth replayed week (text in Weekly_Sales, a repeated row) to see it quarantined",
+    )
     for sub in (next_week, replay):
         sub.add_argument(
             "--source",
@@ -249,12 +257,16 @@ def command_check(args: argparse.Namespace, console: Console) -> int:
 
 
 def command_run(args: argparse.Namespace, console: Console) -> int:
-    from runner import display, graph
+    from runner import display, graph, intake
     from runner.pipeline import RunOptions, run_pipeline
 
     force_all, force_named = _force_arguments(args)
     pipeline = _load(args)
     selected = _selection(args.only, list(pipeline.stages))
+    idle = intake.nothing_new(pipeline.data, pipeline.root, args.trigger, force_all or bool(force_named))
+    if idle is not None:
+        console.print(idle, soft_wrap=True)
+        return EXIT_OK
     summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
     options = RunOptions(
         trigger=args.trigger,
@@ -282,6 +294,9 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     console.print(display.summary(record))
     for line in display.problems(record):
         console.print(line, soft_wrap=True)
+    data = display.data_line(record)
+    if data is not None:
+        console.print(data, soft_wrap=True)
     console.print(display.outcome_line(record, run_dir, code), soft_wrap=True)
     return code
 
@@ -446,14 +461,22 @@ def command_demo_replay(args: argparse.Namespace, console: Console) -> int:
     from runner.replay import replay
 
     _load(args)  # a broken pipeline fails before any week is dropped
-    rows = replay(args.pipeline, args.weeks, source=args.source)
+    rows = replay(args.pipeline, args.weeks, source=args.source, corrupt=set(args.corrupt))
     table = Table(title=f"replay of {len(rows)} weeks", title_justify="left")
-    for column in ("week", "status", "exit", "version", "champion", "wape", "champion wape", "what happened"):
+    columns = ("week", "status", "exit", "version", "champion", "wape", "champion wape", "data")
+    for column in (*columns, "what happened"):
         table.add_column(column)
     for row in rows:
         shown = [f"{value:.4f}" if value is not None else "" for value in (row.wape, row.champion_wape)]
         table.add_row(
-            row.week, row.status, str(row.exit_code), row.version or "", row.champion or "", *shown, row.what
+            row.week,
+            row.status,
+            str(row.exit_code),
+            row.version or "",
+            row.champion or "",
+            *shown,
+            row.data,
+            row.what,
         )
     console.print(table)
     return EXIT_OK

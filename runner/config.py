@@ -112,6 +112,21 @@ class NotifySpec(BaseModel):
     retries: int = Field(default=3, ge=0)
 
 
+class DataSpec(BaseModel):
+    """The `data` section: where new labeled data arrives and where it goes once a run has judged it
+    (see runner/intake.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    new: list[str] = Field(min_length=1)  # globs, relative to the project root: the drops waiting
+    history: str  # the folder accepted drops are added to (append-only)
+    stage: StageName  # the stage that judges the data: when its gates fail, the drops are quarantined
+    accepted: str = "data/accepted"  # <accepted>/<run_id>/: the originals of the drops a run accepted
+    quarantine: str = "data/quarantine"  # <quarantine>/<run_id>/: refused drops, with REASON.md
+    # triggers that retrain nothing when no drop is waiting (a manual run or a code change still does)
+    skip_when_nothing_new: list[str] = Field(default_factory=lambda: ["schedule"])
+
+
 class PipelineSpec(BaseModel):
     """pipeline.yaml, version 1."""
 
@@ -122,6 +137,7 @@ class PipelineSpec(BaseModel):
     params: dict[ParamName, Any] = Field(default_factory=dict)
     stages: dict[StageName, StageSpec] = Field(min_length=1)
     model: ModelSpec | None = None
+    data: DataSpec | None = None
     notify: NotifySpec = Field(default_factory=NotifySpec)
     warmup: str = ""  # code run in each stage's kernel while the previous stage runs, e.g. "import pandas"
 
@@ -153,6 +169,7 @@ class Pipeline:
     params: Mapping[str, Any]  # pipeline-wide, after overrides
     stages: Mapping[str, Stage]  # in execution order
     model: ModelSpec | None = None
+    data: DataSpec | None = None
     notify: NotifySpec = field(default_factory=NotifySpec)
     # what the notebooks declare, to remember in reports/ once a run has created it (see params.py)
     declared: DeclaredParameters | None = field(default=None, compare=False, repr=False)
@@ -208,8 +225,7 @@ def _schema_problems(file: str, error: ValidationError) -> list[Problem]:
         loc = [part for part in item["loc"] if part not in ("[key]",)]
         where = _key_path(loc)
         if item["type"] == "extra_forbidden":
-            model = PipelineSpec if len(loc) == 1 else StageSpec
-            valid = list(model.model_fields)
+            valid = list(_section_model(loc).model_fields)
             name = str(loc[-1])
             problems.append(Problem(file, where, f"unknown key '{name}'", did_you_mean(name, valid)))
         elif item["type"] == "missing":
@@ -220,6 +236,16 @@ def _schema_problems(file: str, error: ValidationError) -> list[Problem]:
         else:
             problems.append(Problem(file, where, f"{item['msg']} (got {item['input']!r})"))
     return problems
+
+
+def _section_model(loc: list[int | str]) -> type[BaseModel]:
+    """The schema a key path points into, for "did you mean" among its valid keys."""
+    if len(loc) == 1:
+        return PipelineSpec
+    sections: dict[int | str, type[BaseModel]] = {"model": ModelSpec, "data": DataSpec, "notify": NotifySpec}
+    if loc[0] == "model" and len(loc) > 2 and loc[1] == "smoke_check":
+        return SmokeCheckSpec
+    return sections.get(loc[0], StageSpec)
 
 
 def _salvage(raw: dict[str, Any]) -> PipelineSpec | None:
@@ -280,6 +306,10 @@ def _check_semantics(
     problems.extend(_check_pipeline_params(file, spec, declared))
     if spec.model is not None:
         problems.extend(_check_model(file, spec.model, spec))
+    if spec.data is not None and spec.data.stage not in spec.stages:
+        message = f"data.stage '{spec.data.stage}' is not a stage"
+        fix = did_you_mean(spec.data.stage, list(spec.stages))
+        problems.append(Problem(file, "data.stage", message, fix))
     problems.extend(overrides.check_against(spec.params, declared))
     return problems
 
@@ -485,6 +515,7 @@ def _resolve(
         params=wide,
         stages=stages,
         model=spec.model,
+        data=spec.data,
         notify=spec.notify,
         declared=declared_parameters,
     )

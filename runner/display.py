@@ -94,6 +94,9 @@ def summary(record: RunRecord) -> Table:
     return table
 
 
+PROBLEMS_SHOWN = 5
+
+
 def problems(record: RunRecord) -> list[Text]:
     """What happened to the model, then one line per failed gate and failed stage, each whole (a log
     reader greps for them)."""
@@ -105,9 +108,40 @@ def problems(record: RunRecord) -> list[Text]:
     for stage in record.stages.values():
         for gate in stage.failed_gates:
             lines.append(Text(f"gate failed in {stage.name}: {gate.expr}  ->  {gate.detail}", style="yellow"))
+        if stage.failed_gates:
+            lines.extend(Text(f"  {line}", style="yellow") for line in listed_problems(stage))
         if stage.error:
             lines.append(Text(stage.error, style="red"))
     return lines
+
+
+def listed_problems(stage: StageRecord, limit: int = PROBLEMS_SHOWN) -> list[str]:
+    """The first rows of a stage's `problems` table scrap (a data check's findings: file, rule, column,
+    count, examples), one line each, so that the log names what to fix without opening the report."""
+    table = stage.scraps.get("problems")
+    if not isinstance(table, dict) or table.get("type") != "table":
+        return []
+    columns = [str(column) for column in table.get("columns", [])]
+    rows = [dict(zip(columns, row, strict=False)) for row in table.get("rows", [])]
+    lines = []
+    for row in rows[:limit]:
+        where = ", ".join(str(row[key]) for key in ("file", "column") if row.get(key))
+        rest = {key: value for key, value in row.items() if key not in ("file", "column")}
+        lines.append(f"{where}: " + "; ".join(f"{key} {value}" for key, value in rest.items() if value != ""))
+    if len(rows) > limit:
+        lines.append(f"... and {len(rows) - limit} more in the report")
+    return lines
+
+
+def data_line(record: RunRecord) -> Text | None:
+    """What became of the run's new data (accepted, quarantined, kept), when the pipeline declares it."""
+    data = record.data
+    if data is None or data.action in ("none", "pending"):
+        return None
+    text = Text(f"new data {data.action}: ")
+    text.stylize({"accepted": "green", "quarantined": "bold red"}.get(data.action, "yellow"), 0, len(text))
+    text.append(data.detail)
+    return text
 
 
 def outcome_line(record: RunRecord, run_dir: Path, exit_code: int) -> Text:

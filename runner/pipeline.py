@@ -3,7 +3,8 @@
     validated pipeline -> for each stage in order: fingerprint -> reuse an earlier identical run's results
     (cache) or execute the notebook (papermill, in a kernel started while the previous stage ran), read its
     scraps (scrapbook), evaluate its gates -> stop at the first failure, later stages skipped -> model
-    lifecycle -> reports (stage HTML, run.json, run index, history, step summary) -> notifications
+    lifecycle -> new data accepted, quarantined or kept (intake) -> reports (stage HTML, run.json, run index,
+    history, step summary) -> notifications
 
 Every step is a function call with its data passed in and returned. Progress is told to an `Observer`
 (the CLI draws it); nothing here prints.
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from runner import __version__, cache, lifecycle, notify, report
+from runner import __version__, cache, intake, lifecycle, notify, report
 from runner.cache import StageCache
 from runner.config import Pipeline, Stage
 from runner.execute import StartedKernel, WarmKernels, execute_notebook
@@ -119,7 +120,10 @@ def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) ->
     """Run every selected stage in order; return the run's record and its folder under reports/."""
     check_reachable(tracking_uri(pipeline.root))  # an unreachable server fails the run before any training
     production = Production(pipeline) if pipeline.model is not None else None
+    drops = intake.waiting(pipeline.data, pipeline.root) if pipeline.data is not None else []
     record = new_run_record(pipeline, options)
+    if pipeline.data is not None:
+        record.data = intake.record_drops(drops, pipeline.root)
     run_dir = pipeline.root / REPORTS_DIR / record.run_id
     (run_dir / PRODUCTS_DIR).mkdir(parents=True)
     if pipeline.declared is not None:
@@ -159,6 +163,7 @@ def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) ->
     finally:
         kernels.close()  # the kernels started for stages that did not run
         finish_run(record, started)
+        settle_data(pipeline, record, drops)
         write_reports(pipeline, record, run_dir, options)
         if options.notify:
             record.notifications = notify.announce(record, pipeline.notify, options.links, options.environ)
@@ -285,6 +290,17 @@ def release_model(pipeline: Pipeline, record: RunRecord, run_dir: Path, producti
     if any(stage.status not in ("succeeded", "cached") for stage in judged):
         return  # not selected by --only: there is no candidate to judge
     record.model = lifecycle.release(pipeline, record, run_dir, production.registry, production.champion)
+
+
+def settle_data(pipeline: Pipeline, record: RunRecord, drops: list[intake.Drop]) -> None:
+    """Accept the new data after a successful run, quarantine it when its checks refused it, else keep it."""
+    if pipeline.data is None:
+        return
+    try:
+        record.data = intake.settle(pipeline.data, record, drops, pipeline.root)
+    except OSError as error:  # each move is atomic: what moved is where it went, the rest is where it was
+        record.data = intake.record_drops(drops, pipeline.root)
+        record.data.action, record.data.detail = "kept", f"moving the new data failed: {error}"
 
 
 def new_run_record(pipeline: Pipeline, options: RunOptions) -> RunRecord:

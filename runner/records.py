@@ -111,6 +111,17 @@ class NotificationRecord:
 
 
 @dataclass
+class DataRecord:
+    """The new data of a run (the drops waiting when it started) and what became of them."""
+
+    drops: list[str] = field(default_factory=list)  # relative to the project root
+    action: Literal["pending", "none", "accepted", "quarantined", "kept"] = "pending"
+    folder: str | None = None  # data/accepted/<run_id> or data/quarantine/<run_id>
+    files: list[str] = field(default_factory=list)  # where the drops went: history files or quarantine
+    detail: str = ""
+
+
+@dataclass
 class RunRecord:
     run_id: str
     pipeline: str
@@ -127,6 +138,7 @@ class RunRecord:
     options: dict[str, Any] = field(default_factory=dict)
     model: ModelRecord | None = None
     notifications: list[NotificationRecord] = field(default_factory=list)
+    data: DataRecord | None = None  # with a `data` section in pipeline.yaml
 
     def to_json(self) -> dict[str, Any]:
         """The `run.json` document; NaN and infinities become strings, as scrapbook stores them."""
@@ -140,12 +152,13 @@ class RunRecord:
         Non-finite floats stay the strings `to_json` wrote. Raises KeyError, TypeError or AttributeError
         when the document does not have the record's shape.
         """
-        nested = ("stages", "model", "notifications")
+        nested = ("stages", "model", "notifications", "data")
         fields = {key: value for key, value in data.items() if key not in nested}
         stages = {str(name): _stage_from_json(item) for name, item in data["stages"].items()}
         model = _model_from_json(data["model"]) if data.get("model") else None
         sent = [NotificationRecord(**item) for item in data.get("notifications", [])]
-        return cls(stages=stages, model=model, notifications=sent, **fields)
+        data_record = DataRecord(**data["data"]) if data.get("data") else None
+        return cls(stages=stages, model=model, notifications=sent, data=data_record, **fields)
 
     @property
     def first_problem(self) -> StageRecord | None:

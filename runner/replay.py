@@ -1,11 +1,15 @@
 """Replay the demo's story week by week: drop the next real week into data/new, run the pipeline, repeat.
 
 It answers "what would this pipeline have done over the last N weeks?": which versions it registered,
-which it promoted, which it refused and why. Nothing is printed here; the CLI draws the table.
+which it promoted, which it refused and why, and what became of each week's data. `corrupt` weeks (counted
+from 1) are damaged on purpose before their run, as a broken export would be: the data stage must refuse
+them and move them to quarantine, and the following week re-sends the same week, clean, as a shop would after
+fixing its export. Nothing is printed here; the CLI draws the table.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,7 @@ class ReplayWeek:
     wape: float | None
     champion_wape: float | None
     what: str  # what happened to the model, or why the run stopped
+    data: str  # what became of the week's data: accepted, quarantined, kept
 
 
 class Quiet:
@@ -44,7 +49,12 @@ class Quiet:
 
 
 def replay(
-    pipeline_path: Path, weeks: int, *, source: Path | None = None, observer: Observer | None = None
+    pipeline_path: Path,
+    weeks: int,
+    *,
+    source: Path | None = None,
+    corrupt: Collection[int] = (),
+    observer: Observer | None = None,
 ) -> list[ReplayWeek]:
     """Drop `weeks` real weeks one at a time, running the pipeline after each; one row per week.
 
@@ -52,12 +62,27 @@ def replay(
     """
     rows = []
     root = pipeline_path.resolve().parent
-    for _ in range(weeks):
+    for number in range(1, weeks + 1):
         drop = demo.next_week(root, source=source)
+        if number in corrupt:
+            damage(drop)
         pipeline = load_pipeline(pipeline_path)
         record, _ = run_pipeline(pipeline, RunOptions(trigger="replay"), observer or Quiet())
-        rows.append(_row(drop.stem.removeprefix("sales-"), record))
+        label = drop.stem.removeprefix("sales-") + (" (corrupted)" if number in corrupt else "")
+        rows.append(_row(label, record))
     return rows
+
+
+def damage(drop: Path) -> None:
+    """Break a drop the way exports break: a sales figure written as text and a row sent twice."""
+    lines = drop.read_text(encoding="utf-8").splitlines(keepends=True)
+    header = lines[0].rstrip("\r\n").split(",")
+    sales = header.index("Weekly_Sales")
+    fields = lines[1].split(",")
+    fields[sales] = "n/a"
+    lines[1] = ",".join(fields)
+    lines.append(lines[-1])
+    drop.write_text("".join(lines), encoding="utf-8")
 
 
 def _row(week: str, record: RunRecord) -> ReplayWeek:
@@ -78,6 +103,7 @@ def _row(week: str, record: RunRecord) -> ReplayWeek:
         wape=float(wape) if isinstance(wape, int | float) else None,
         champion_wape=float(champion_wape) if isinstance(champion_wape, int | float) else None,
         what=_what(record),
+        data=record.data.action if record.data is not None else "",
     )
 
 

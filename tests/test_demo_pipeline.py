@@ -96,10 +96,19 @@ def test_replay_registers_a_version_a_week_and_compares_with_the_champion(tmp_pa
     champion = first["model"]["champion_after"] if first["model"] else None
     measured = second["stages"]["evaluate"]["scraps"].get("champion")
     assert (measured or {}).get("version") == champion  # judged against whatever production held
-    assert sorted(path.name for path in (root / "data" / "new").iterdir()) == [
-        "sales-2012-03-16.csv",
-        "sales-2012-03-23.csv",
-    ]
+    # a week a run succeeded on joins the history (its original kept in data/accepted/<run_id>/); a refused
+    # week stays in data/new/ for the next run: every week is in exactly one of the two, none is lost
+    accepted = {name for record in (first, second) for name in record["data"]["files"]}
+    for record in (first, second):
+        action = record["data"]["action"]
+        assert action == ("accepted" if record["status"] == "succeeded" else "kept"), record["data"]
+        for drop in record["data"]["drops"] if action == "accepted" else []:
+            assert (root / "data" / "accepted" / record["run_id"] / Path(drop).name).is_file()
+    waiting = {f"data/new/{path.name}" for path in (root / "data" / "new").iterdir()}
+    in_history = {name for name in accepted if (root / name).is_file()}
+    weeks = {Path(name).name for name in waiting | in_history}
+    assert weeks == {"sales-2012-03-16.csv", "sales-2012-03-23.csv"}
+    assert not waiting & {f"data/new/{Path(name).name}" for name in in_history}
 
 
 def test_stage_notebooks_run_standalone_under_nbval(demo_project: Path):

@@ -1,0 +1,524 @@
+"""The sales data's contract: what a weekly sales file must satisfy before a model may learn from it.
+
+The validate notebook reads every file in the history and every new drop through `check_files`, which
+returns one table of problems (rule, column, file, failing rows, examples with their line numbers) and the
+rows that passed. Problems are collected, never raised: a bad file is reported with everything wrong in it at
+once, so that it can be fixed in one go.
+
+Three layers, each reported in the same table:
+- the file itself (`read_sales_file`): readable, UTF-8, text not binary, comma-delimited, a header and rows,
+  no truncated last line. A file that fails here has no rows to check further;
+- each file's rows against the schema (pandera, lazy): the columns and their types, missing values, ranges,
+  allowed categories, the key (Store, Dept, Date) unique, no date in the future;
+- the new weeks against the history (`check_new_against_history`): no week already in the history, no gap,
+  no duplicate across files, every department present, a believable number of rows and of weeks, sales in
+  the range the history has seen.
+
+Rules that depend on the data's own history (row counts, sales range) take their bounds from it, so the
+contract follows the shop as it grows instead of going stale.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pandera.pandas as pa
+
+KEY = ["Store", "Dept", "Date"]
+LABEL = "Weekly_Sales"
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+NUMBER_PATTERN = r"^\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$"
+INTEGER_PATTERN = r"^\s*\d+\s*$"
+HOLIDAY_VALUES = {"TRUE": True, "FALSE": False, "True": True, "False": False, "true": True, "false": False}
+STORE_TYPES = ["A", "B", "C"]
+MARKDOWNS = [f"MarkDown{i}" for i in range(1, 6)]  # promotions: only recorded from November 2011 on
+SNIFF_BYTES = 64 * 1024  # enough of a file's start to tell text from binary and find its delimiter
+
+# Every column a sales file may have: its type, whether it must be present and whether it may be empty.
+# `id` (Store_Dept) and the store facts are carried by the export but not used by the model.
+COLUMNS: dict[str, tuple[str, bool, bool]] = {
+    # name: (kind, required, nullable)
+    "id": ("text", False, True),
+    "Store": ("integer", True, False),
+    "Dept": ("integer", True, False),
+    "Date": ("date", True, False),
+    "Weekly_Sales": ("number", True, False),
+    "IsHoliday": ("boolean", True, False),
+    "Type": ("category", False, True),
+    "Size": ("integer", False, True),
+    "Temperature": ("number", True, False),
+    "Fuel_Price": ("number", True, False),
+    **{name: ("number", False, True) for name in MARKDOWNS},
+    "CPI": ("number", True, False),
+    "Unemployment": ("number", True, False),
+}
+
+# What each rule means, as the report's table shows it next to the rule's name.
+RULES = {
+    "unreadable": "the file can be opened and read",
+    "not UTF-8": "the file is UTF-8 text",
+    "binary": "the file is text, not binary",
+    "empty": "the file has a header line",
+    "no rows": "the file has rows after its header",
+    "delimiter": "values are separated by commas",
+    "malformed line": "every line has as many values as the header",
+    "truncated last line": "the file ends with a complete line",
+    "missing column": "every required column is present",
+    "unknown column": "no column outside the contract",
+    "missing value": "required values are present",
+    "not a date": "dates are written YYYY-MM-DD",
+    "not a number": "numbers are plain decimal numbers",
+    "not a whole number": "Store, Dept and Size are whole numbers",
+    "not a holiday flag": "IsHoliday is TRUE or FALSE",
+    "store type": f"Type is one of {', '.join(STORE_TYPES)}",
+    "duplicate key": "each (Store, Dept, Date) appears once",
+    "negative sales": "Weekly_Sales is zero or more",
+    "out of range": "the value is within its physical range",
+    "future date": "no date after today",
+    "not a Friday": "weeks are dated by their Friday, as in the history",
+    "already in history": "a new week is not already in the history",
+    "gap": "new weeks follow the history's last week without a gap",
+    "too many weeks": "a drop holds at most the allowed number of weeks",
+    "row count": "a week has about as many rows as the history's weeks",
+    "departments complete": "every new week has all the departments of the history",
+    "sales out of range": "sales stay within the range the history has seen, with a margin",
+}
+
+# Physical bounds: a value outside them is a unit or entry error, whatever the history says.
+RANGES = {
+    "Store": (1, 10_000),
+    "Dept": (1, 99),
+    "Size": (1, 10_000_000),
+    "Temperature": (-60.0, 140.0),  # Fahrenheit
+    "Fuel_Price": (0.0, 20.0),  # dollars a gallon
+    "CPI": (50.0, 1_000.0),
+    "Unemployment": (0.0, 50.0),  # percent
+}
+
+
+@dataclass
+class Checked:
+    """What `check_files` found: the rows that passed (typed, with `file` and `line`) and every problem."""
+
+    rows: pd.DataFrame
+    problems: pd.DataFrame
+    rejected_files: list[str] = field(default_factory=list)  # files with at least one problem
+
+
+@dataclass
+class _Problems:
+    found: list[dict[str, object]] = field(default_factory=list)
+
+    def add(self, rule: str, column: str, file: str, count: int, examples: str) -> None:
+        self.found.append(
+            {
+                "rule": rule,
+                "meaning": RULES.get(rule, rule),
+                "column": column,
+                "file": file,
+                "count": int(count),
+                "examples": examples.strip()[:300],
+            }
+        )
+
+    def table(self) -> pd.DataFrame:
+        columns = ["rule", "meaning", "column", "file", "count", "examples"]
+        return pd.DataFrame(self.found, columns=columns).astype({"count": "int64"})
+
+
+def check_files(
+    history_files: list[Path],
+    new_files: list[Path],
+    *,
+    root: Path,
+    unknown_columns: str = "fail",
+    max_weeks_per_drop: int = 4,
+    row_count_tolerance: float = 2.0,
+    sales_margin: float = 10.0,
+    today: date | None = None,
+) -> Checked:
+    """Check the history and the new drops against the contract; see the module's docstring.
+
+    `unknown_columns` is "fail" or "warn": a column outside the contract is a problem, or only a note
+    (then the rule reads "unknown column (warning)" and does not reject the file).
+    """
+    if unknown_columns not in ("fail", "warn"):
+        raise ValueError(f"unknown_columns must be 'fail' or 'warn', not {unknown_columns!r}")
+    problems = _Problems()
+    today = today or date.today()
+    frames = []
+    for role, paths in (("history", history_files), ("new", new_files)):
+        for path in paths:
+            name = _relative(path, root)
+            raw = read_sales_file(path, name, problems)
+            if raw is None:
+                continue
+            typed = _check_schema(raw, name, problems, unknown_columns=unknown_columns, today=today)
+            typed["file"] = name
+            typed["role"] = role
+            frames.append(typed)
+    rows = pd.concat(frames, ignore_index=True) if frames else _empty_rows()
+    history = rows[rows["role"] == "history"]
+    new = rows[rows["role"] == "new"]
+    check_new_against_history(
+        history,
+        new,
+        problems,
+        max_weeks_per_drop=max_weeks_per_drop,
+        row_count_tolerance=row_count_tolerance,
+        sales_margin=sales_margin,
+    )
+    table = problems.table()
+    failing = table[~table["rule"].str.endswith("(warning)")]
+    rejected = sorted({file for cell in failing["file"] for file in cell.split(", ") if file})
+    return Checked(rows=rows, problems=table, rejected_files=rejected)
+
+
+# --- the file itself --------------------------------------------------------------------------------------
+
+
+def read_sales_file(path: Path, name: str, problems: _Problems) -> pd.DataFrame | None:
+    """The file's values as text (line numbers kept in `line`), or None when it cannot be read as a CSV."""
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(SNIFF_BYTES)
+    except OSError as exc:
+        problems.add("unreadable", "", name, 1, f"{type(exc).__name__}: {exc}")
+        return None
+    if not start.strip():
+        problems.add("empty", "", name, 1, "the file is empty: no header, no rows")
+        return None
+    if b"\x00" in start:
+        offset = start.index(b"\x00")
+        problems.add("binary", "", name, 1, f"a NUL byte at offset {offset}: this is not a CSV text file")
+        return None
+    header_line = start.splitlines()[0].decode("utf-8", errors="replace")
+    header = next(csv.reader([header_line]))
+    if len(header) == 1:
+        delimiter = next((mark for mark in (";", "\t", "|") if mark in header_line), None)
+        if delimiter is not None:
+            problems.add(
+                "delimiter",
+                "",
+                name,
+                1,
+                f"line 1 is one column {header_line[:80]!r}: the file looks separated by {delimiter!r}",
+            )
+            return None
+    try:
+        raw = pd.read_csv(
+            path,
+            dtype=str,
+            keep_default_na=False,
+            na_values=["", "NA"],  # the export writes NA for a week without promotions
+            skip_blank_lines=False,
+            encoding="utf-8",
+        )
+    except UnicodeDecodeError:
+        line, offset, byte = _first_non_utf8(path)
+        problems.add(
+            "not UTF-8", "", name, 1, f"line {line} (byte offset {offset}): byte {byte:#04x} is not UTF-8"
+        )
+        return None
+    except pd.errors.ParserError as exc:
+        problems.add("malformed line", "", name, 1, str(exc).replace("Error tokenizing data. C error: ", ""))
+        return None
+    except (pd.errors.EmptyDataError, OSError) as exc:
+        problems.add("unreadable", "", name, 1, f"{type(exc).__name__}: {exc}")
+        return None
+    if raw.empty:
+        problems.add("no rows", "", name, 1, f"only a header: {header_line[:80]}")
+        return None
+    raw.insert(0, "line", raw.index + 2)  # line 1 is the header
+    _check_last_line(path, name, len(raw.columns) - 1, problems)
+    return raw
+
+
+def _check_last_line(path: Path, name: str, n_columns: int, problems: _Problems) -> None:
+    """A file cut short mid-line (an interrupted export or upload) ends without a newline and few fields."""
+    with path.open("rb") as handle:
+        handle.seek(0, io.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - 4096))
+        tail = handle.read()
+    if tail.endswith((b"\n", b"\r")):
+        return
+    last = tail.splitlines()[-1].decode("utf-8", errors="replace")
+    fields = next(csv.reader([last]), [])
+    if len(fields) < n_columns:
+        problems.add(
+            "truncated last line",
+            "",
+            name,
+            1,
+            f"the last line has {len(fields)} of {n_columns} values and no line end: {last[:60]!r}",
+        )
+
+
+def _first_non_utf8(path: Path) -> tuple[int, int, int]:
+    """Line, byte offset and value of the first byte that is not UTF-8 (pandas decodes in chunks: the
+    position its error gives is within a chunk, not the file)."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return data.count(b"\n", 0, exc.start) + 1, exc.start, data[exc.start]
+    return 0, 0, 0
+
+
+# --- each file's rows against the schema ------------------------------------------------------------------
+
+
+def _text_schema(columns: list[str], unknown_columns: str) -> pa.DataFrameSchema:
+    """The schema of the raw text: columns present, values written as their type says."""
+    patterns = {
+        "date": (DATE_PATTERN, "not a date"),
+        "number": (NUMBER_PATTERN, "not a number"),
+        "integer": (INTEGER_PATTERN, "not a whole number"),
+    }
+    schema_columns = {}
+    for name, (kind, required, nullable) in COLUMNS.items():
+        checks = []
+        if kind in patterns:
+            pattern, rule = patterns[kind]
+            checks.append(pa.Check.str_matches(pattern, error=rule))
+        elif kind == "boolean":
+            checks.append(pa.Check.isin(list(HOLIDAY_VALUES), error="not a holiday flag"))
+        elif kind == "category":
+            checks.append(pa.Check.isin(STORE_TYPES, error="store type"))
+        schema_columns[name] = pa.Column(str, checks, required=required, nullable=nullable)
+    schema_columns["line"] = pa.Column(int)
+    return pa.DataFrameSchema(schema_columns, strict=unknown_columns == "fail")
+
+
+def _typed_schema(today: date) -> pa.DataFrameSchema:
+    """The schema of the typed rows: ranges, the key, dates that make sense."""
+    columns = {
+        "Date": pa.Column(
+            "datetime64[ns]",
+            [
+                pa.Check.le(pd.Timestamp(today), error="future date"),
+                pa.Check(lambda dates: dates.dt.day_of_week == 4, error="not a Friday"),
+            ],
+            nullable=True,
+        ),
+        LABEL: pa.Column(float, pa.Check.ge(0, error="negative sales"), nullable=True),
+        **{
+            name: pa.Column(
+                None, pa.Check.in_range(low, high, error="out of range"), nullable=True, required=False
+            )
+            for name, (low, high) in RANGES.items()
+        },
+    }
+    return pa.DataFrameSchema(columns, unique=KEY, report_duplicates="all")
+
+
+def _check_schema(
+    raw: pd.DataFrame, name: str, problems: _Problems, *, unknown_columns: str, today: date
+) -> pd.DataFrame:
+    known = [column for column in raw.columns if column in COLUMNS or column == "line"]
+    unknown = [column for column in raw.columns if column not in known]
+    if unknown and unknown_columns == "warn":
+        problems.add(
+            "unknown column (warning)", ", ".join(unknown), name, len(unknown), "kept out of the data"
+        )
+    text = raw[known] if unknown_columns == "warn" else raw
+    _collect(_text_schema(list(text.columns), unknown_columns), text, name, problems)
+    typed = _typed(raw[known])
+    _collect(_typed_schema(today), typed, name, problems)
+    return typed
+
+
+def _typed(raw: pd.DataFrame) -> pd.DataFrame:
+    """The values with their types; text that is not of its type becomes missing (already reported)."""
+    typed = pd.DataFrame({"line": raw["line"]}, index=raw.index)
+    for name, (kind, _, _) in COLUMNS.items():
+        if name not in raw.columns:
+            continue
+        values = raw[name]
+        if kind == "date":
+            typed[name] = pd.to_datetime(values, format="%Y-%m-%d", errors="coerce").astype("datetime64[ns]")
+        elif kind in ("number", "integer"):
+            typed[name] = pd.to_numeric(values, errors="coerce").astype("float64")
+        elif kind == "boolean":
+            typed[name] = values.map(HOLIDAY_VALUES).astype("boolean")
+        else:
+            typed[name] = values
+    return typed
+
+
+def _collect(schema: pa.DataFrameSchema, frame: pd.DataFrame, name: str, problems: _Problems) -> None:
+    """Run `schema` lazily and add one problem per (rule, column) with examples and their line numbers."""
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as errors:
+        cases = errors.failure_cases
+        cases = cases.assign(rule=cases["check"].astype(str).map(_rule_name))
+        # a duplicate key is one problem, though pandera reports it once per key column
+        cases.loc[cases["rule"] == "duplicate key", "column"] = ", ".join(KEY)
+        cases = cases.drop_duplicates(["rule", "column", "index"])
+        for (rule, column), group in cases.groupby(["rule", "column"], dropna=False, sort=False):
+            column_name = "" if pd.isna(column) else str(column)
+            if rule in ("missing column", "unknown column"):  # pandera gives the column as the failure case
+                column_name = ", ".join(str(case) for case in group["failure_case"])
+            examples = _examples(group, frame, rule)
+            count = group["index"].nunique() if group["index"].notna().any() else len(group)
+            problems.add(rule, column_name, name, count, examples)
+
+
+def _rule_name(check: str) -> str:
+    if check == "column_in_dataframe":
+        return "missing column"
+    if check == "column_in_schema":
+        return "unknown column"
+    if check == "not_nullable":
+        return "missing value"
+    if check in ("multiple_fields_uniqueness", "field_uniqueness"):
+        return "duplicate key"
+    return check
+
+
+def _examples(group: pd.DataFrame, frame: pd.DataFrame, rule: str, limit: int = 3) -> str:
+    shown = []
+    for _, case in group.head(limit * 4).iterrows():
+        index = case["index"]
+        if pd.isna(index) or index not in frame.index:
+            shown.append(str(case["failure_case"]))
+            continue
+        line = int(frame.at[index, "line"])
+        if rule == "duplicate key":
+            key = ", ".join(str(_text(frame.at[index, column])) for column in KEY if column in frame.columns)
+            shown.append(f"line {line}: {key}")
+        elif rule == "missing value":
+            shown.append(f"line {line}")
+        else:
+            shown.append(f"line {line}: {_text(case['failure_case'])!r}")
+        if len(dict.fromkeys(shown)) >= limit:
+            break
+    return "; ".join(dict.fromkeys(shown))
+
+
+def _text(value: object) -> object:
+    if isinstance(value, pd.Timestamp):
+        return f"{value:%Y-%m-%d}"
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# --- the new weeks against the history --------------------------------------------------------------------
+
+
+def check_new_against_history(
+    history: pd.DataFrame,
+    new: pd.DataFrame,
+    problems: _Problems,
+    *,
+    max_weeks_per_drop: int,
+    row_count_tolerance: float,
+    sales_margin: float,
+) -> None:
+    """Do the new weeks continue the history: no overlap, no gap, all departments, believable sizes?"""
+    if new.empty:
+        return
+    history_weeks = set(history["Date"].dropna())
+    last = max(history_weeks) if history_weeks else None
+    schema = pa.DataFrameSchema(
+        {
+            "Date": pa.Column(
+                "datetime64[ns]",
+                pa.Check(lambda dates: ~dates.isin(history_weeks), error="already in history"),
+                nullable=True,
+            )
+        },
+    )
+    # the same key in two drops (within one file, the schema above reported it already)
+    across = new.dropna(subset=KEY).drop_duplicates([*KEY, "file"])
+    repeated = across[across.duplicated(KEY, keep=False)]
+    if not repeated.empty:
+        files = ", ".join(sorted(repeated["file"].unique()))
+        _collect(pa.DataFrameSchema(unique=KEY, report_duplicates="all"), repeated, files, problems)
+    for name, rows in new.groupby("file", sort=True):
+        _collect(schema, rows, str(name), problems)
+        weeks = rows["Date"].dropna().nunique()
+        if weeks > max_weeks_per_drop:
+            problems.add(
+                "too many weeks", "Date", str(name), weeks, f"{weeks} weeks, at most {max_weeks_per_drop}"
+            )
+    fresh = new[~new["Date"].isin(history_weeks)].dropna(subset=["Date"])
+    if last is not None and not fresh.empty:
+        expected = last
+        for week in sorted(fresh["Date"].unique()):
+            expected = expected + pd.Timedelta(days=7)
+            if week != expected:
+                files = ", ".join(sorted(fresh.loc[fresh["Date"] == week, "file"].unique()))
+                problems.add(
+                    "gap",
+                    "Date",
+                    files,
+                    (pd.Timestamp(week) - expected).days // 7,
+                    f"{pd.Timestamp(week):%Y-%m-%d} comes after {expected - pd.Timedelta(days=7):%Y-%m-%d}: "
+                    f"{expected:%Y-%m-%d} is missing",
+                )
+                break
+    if history.empty:
+        return
+    usual = history.groupby("Date").size().median()
+    for week, rows in fresh.groupby("Date"):
+        files = ", ".join(sorted(rows["file"].unique()))
+        if not usual / row_count_tolerance <= len(rows) <= usual * row_count_tolerance:
+            problems.add(
+                "row count",
+                "",
+                files,
+                len(rows),
+                f"{pd.Timestamp(week):%Y-%m-%d}: {len(rows)} rows, the history's weeks have {usual:.0f}",
+            )
+        known = set(history["Dept"].dropna().astype(int))
+        absent = sorted(known - set(rows["Dept"].dropna().astype(int)))
+        if absent:
+            problems.add(
+                "departments complete",
+                "Dept",
+                files,
+                len(absent),
+                f"{pd.Timestamp(week):%Y-%m-%d}: no Dept {', '.join(map(str, absent))}",
+            )
+    highest = history[LABEL].max()
+    if pd.notna(highest):
+        too_high = fresh[fresh[LABEL] > highest * sales_margin]
+        for name, rows in too_high.groupby("file"):
+            examples = "; ".join(
+                f"line {line}: {value:,.2f}" for line, value in rows[["line", LABEL]].head(3).values
+            )
+            problems.add(
+                "sales out of range",
+                LABEL,
+                str(name),
+                len(rows),
+                f"{examples} (history's highest: {highest:,.2f}, x{sales_margin:g} allowed)",
+            )
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def _empty_rows() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "line": pd.Series(dtype="int64"),
+            "Store": pd.Series(dtype="float64"),
+            "Dept": pd.Series(dtype="float64"),
+            "Date": pd.Series(dtype="datetime64[ns]"),
+            LABEL: pd.Series(dtype="float64"),
+            "IsHoliday": pd.Series(dtype="boolean"),
+            "file": pd.Series(dtype="str"),
+            "role": pd.Series(dtype="str"),
+        }
+    )

@@ -1,0 +1,180 @@
+"""The sales data's contract (notebooks/sales_contract.py), the drift measures (runner/drift.py) and the
+intake's crash recovery (runner/intake.py), without kernels: the same checks the validate stage runs."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from runner import drift, intake
+from runner.config import DataSpec
+from tests.conftest import PROJECT_ROOT
+
+sys.path.insert(0, str(PROJECT_ROOT / "notebooks"))
+import sales_contract  # noqa: E402  (a module of the notebooks folder, as the validate stage imports it)
+
+DROPS = PROJECT_ROOT / "tests" / "assets" / "drops"
+HISTORY = PROJECT_ROOT / "data" / "history" / "sales.csv"
+TODAY = date(2026, 11, 26)
+
+# fixture, the rule it breaks, what the message says about where (line, column, value)
+BAD_DROPS = [
+    ("empty.csv", "empty", "no header"),
+    ("header_only.csv", "no rows", "only a header"),
+    ("missing_column.csv", "missing column", "Temperature"),
+    ("unknown_column.csv", "unknown column", "Region"),
+    ("text_in_sales.csv", "not a number", "line 4: 'abc'"),
+    ("negative_sales.csv", "negative sales", "line 3: -1520.5"),
+    ("missing_sales.csv", "missing value", "line 5"),
+    ("duplicate_key.csv", "duplicate key", "line 6: 1, 38, 2012-04-06"),
+    ("overlaps_history.csv", "already in history", "line 2: '2012-03-30'"),
+    ("gap.csv", "gap", "2012-04-06 is missing"),
+    ("future_dates.csv", "future date", "line 2: '2031-01-03'"),
+    ("unparseable_dates.csv", "not a date", "line 2: '04/06/2012'"),
+    ("semicolon_delimited.csv", "delimiter", "separated by ';'"),
+    ("latin1.csv", "not UTF-8", "line 5"),
+    ("truncated_last_line.csv", "truncated last line", "10 of 17 values"),
+    ("ten_times_rows.csv", "row count", "70 rows, the history's weeks have 7"),
+    ("binary.csv", "binary", "NUL byte at offset 8"),
+]
+
+
+def check(*new: Path, **options) -> sales_contract.Checked:
+    return sales_contract.check_files([HISTORY], list(new), root=PROJECT_ROOT, today=TODAY, **options)
+
+
+@pytest.mark.parametrize(("fixture", "rule", "where"), BAD_DROPS, ids=[case[0] for case in BAD_DROPS])
+def test_each_kind_of_bad_drop_is_named_with_its_rule_and_place(fixture, rule, where):
+    checked = check(DROPS / fixture)
+    first = checked.problems.iloc[0]
+    assert (first["rule"], first["file"]) == (rule, f"tests/assets/drops/{fixture}"), checked.problems
+    assert where in f"{first['column']} {first['examples']}", checked.problems.to_dict("records")
+    assert checked.rejected_files == [f"tests/assets/drops/{fixture}"]  # never the history
+
+
+def test_the_real_week_after_the_history_meets_the_contract():
+    checked = check(DROPS / "good.csv")
+    assert checked.problems.empty, checked.problems
+    new = checked.rows[checked.rows["role"] == "new"]
+    assert len(new) == 7 and set(new["Date"]) == {pd.Timestamp("2012-04-06")}
+    assert len(checked.rows) == 114 * 7
+
+
+def test_violations_are_collected_all_at_once():
+    broken = (DROPS / "good.csv").read_text().splitlines(keepends=True)
+    broken[2] = broken[2].replace(",FALSE,", ",perhaps,")
+    broken[3] = broken[3].replace("2012-04-06", "2012-4-6")
+    broken.append(broken[1])
+    rules = set(check_text(broken)["rule"])
+    assert {"not a holiday flag", "not a date", "duplicate key"} <= rules
+
+
+def check_text(lines: list[str]) -> pd.DataFrame:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        drop = Path(scratch) / "drop.csv"
+        drop.write_text("".join(lines))
+        return check(drop).problems
+
+
+def test_an_unknown_column_only_warns_when_configured_so():
+    checked = check(DROPS / "unknown_column.csv", unknown_columns="warn")
+    assert list(checked.problems["rule"]) == ["unknown column (warning)"]
+    assert checked.rejected_files == []
+    with pytest.raises(ValueError, match="unknown_columns"):
+        check(DROPS / "good.csv", unknown_columns="sometimes")
+
+
+def test_two_drops_with_the_same_week_are_refused_together(tmp_path: Path):
+    copy = tmp_path / "again.csv"
+    copy.write_text((DROPS / "good.csv").read_text())
+    checked = sales_contract.check_files(
+        [HISTORY], [DROPS / "good.csv", copy], root=PROJECT_ROOT, today=TODAY
+    )
+    duplicate = checked.problems[checked.problems["rule"] == "duplicate key"]
+    assert len(duplicate) == 1 and "good.csv" in duplicate.iloc[0]["file"]
+    assert str(copy) in duplicate.iloc[0]["file"]
+
+
+# --- drift ------------------------------------------------------------------------------------------------
+
+
+def test_psi_is_zero_for_the_same_distribution_and_grows_with_a_shift():
+    rng = np.random.default_rng(7)
+    reference = pd.Series(rng.normal(0, 1, 5000))
+    same = pd.Series(rng.normal(0, 1, 5000))
+    shifted = pd.Series(rng.normal(1, 1, 5000))
+    assert drift.psi_numeric(reference, same) < 0.02
+    assert drift.psi_numeric(reference, shifted) > drift.DRIFT_PSI
+    assert drift.psi_numeric(reference, shifted) > drift.psi_numeric(reference, reference + 0.3)
+
+
+def test_psi_of_categories_counts_a_new_category():
+    reference = pd.Series(["a"] * 50 + ["b"] * 50)
+    assert drift.psi_categorical(reference, reference) == pytest.approx(0.0)
+    # hand-computed: shares (0.5, 0.5, 0) -> (0.25, 0.25, 0.5), the empty bin floored at 1e-4
+    expected = 2 * (0.25 - 0.5) * np.log(0.25 / 0.5) + (0.5 - 1e-4) * np.log(0.5 / 1e-4)
+    current = pd.Series(["a"] * 25 + ["b"] * 25 + ["c"] * 50)
+    assert drift.psi_categorical(reference, current) == pytest.approx(expected)
+
+
+def test_drift_table_verdicts_and_the_ks_confirmation():
+    rng = np.random.default_rng(3)
+    reference = pd.DataFrame({"x": rng.normal(0, 1, 2000), "y": rng.normal(0, 1, 2000), "k": ["a"] * 2000})
+    current = pd.DataFrame({"x": rng.normal(2, 1, 500), "y": rng.normal(0, 1, 500), "k": ["a"] * 500})
+    table = drift.drift_table(reference, current, numeric=["x", "y"], categorical=["k"])
+    assert list(table.columns) == drift.TABLE_COLUMNS
+    verdicts = dict(zip(table["feature"], table["verdict"], strict=True))
+    assert verdicts == {"x": "drift", "y": "ok", "k": "ok"}
+    assert table.set_index("feature").loc["x", "ks_pvalue"] < 1e-6
+    assert drift.verdict(table) == "warn"  # one feature in three drifts
+    assert drift.max_psi(table) == pytest.approx(table["psi"].max())
+    # a large PSI on a handful of rows that the KS test does not confirm is only a warning
+    assert drift.feature_verdict(0.4, ks_p=0.3) == "warn"
+    assert drift.feature_verdict(0.4, ks_p=0.001) == "drift"
+    assert drift.feature_verdict(float("nan")) == "no data"
+
+
+def test_drift_of_empty_data_is_no_data():
+    empty = pd.DataFrame({"x": pd.Series(dtype=float)})
+    table = drift.drift_table(empty, empty, numeric=["x"])
+    assert drift.verdict(table) == "no data" and drift.max_psi(table) == 0.0
+
+
+# --- intake: an interrupted acceptance is finished, never repeated -----------------------------------------
+
+
+def test_a_drop_already_accepted_before_a_crash_is_not_seen_again(tmp_path: Path):
+    data = DataSpec(new=["data/new/*.csv"], history="data/history", stage="validate")
+    for folder in ("data/new", "data/history", "data/accepted/run-1"):
+        (tmp_path / folder).mkdir(parents=True)
+    content = (DROPS / "good.csv").read_bytes()
+    # the crash came after the copy into the history and before the removal from data/new
+    (tmp_path / "data/new/sales-2012-04-06.csv").write_bytes(content)
+    (tmp_path / "data/history/sales-2012-04-06.csv").write_bytes(content)
+    (tmp_path / "data/accepted/run-1/sales-2012-04-06.csv").write_bytes(content)
+    other = tmp_path / "data/new/sales-2012-04-13.csv"
+    other.write_bytes((DROPS / "gap.csv").read_bytes())
+
+    waiting = intake.waiting(data, tmp_path)
+
+    assert [drop.path for drop in waiting] == [other]
+    assert not (tmp_path / "data/new/sales-2012-04-06.csv").exists()
+    assert (tmp_path / "data/history/sales-2012-04-06.csv").read_bytes() == content
+
+
+def test_a_drop_in_the_history_without_its_original_kept_is_not_removed(tmp_path: Path):
+    """Without the copy in data/accepted/, removing the drop could lose it: it is left for a person."""
+    data = DataSpec(new=["data/new/*.csv"], history="data/history", stage="validate")
+    for folder in ("data/new", "data/history"):
+        (tmp_path / folder).mkdir(parents=True)
+    content = (DROPS / "good.csv").read_bytes()
+    (tmp_path / "data/new/sales.csv").write_bytes(content)
+    (tmp_path / "data/history/sales.csv").write_bytes(content)
+    assert [drop.path.name for drop in intake.waiting(data, tmp_path)] == ["sales.csv"]
