@@ -16,7 +16,7 @@ from runner.config import DataSpec
 from tests.conftest import PROJECT_ROOT
 
 sys.path.insert(0, str(PROJECT_ROOT / "notebooks"))
-import sales_contract  # noqa: E402  (a module of the notebooks folder, as the validate stage imports it)
+import sales_contract
 
 DROPS = PROJECT_ROOT / "tests" / "assets" / "drops"
 HISTORY = PROJECT_ROOT / "data" / "history" / "sales.csv"
