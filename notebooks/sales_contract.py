@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -152,19 +153,27 @@ def check_files(
     problems = _Problems()
     today = today or date.today()
     frames = []
+    names = [_relative(path, root) for path in [*history_files, *new_files]]
     for role, paths in (("history", history_files), ("new", new_files)):
         for path in paths:
             name = _relative(path, root)
-            raw = read_sales_file(path, name, problems)
-            if raw is None:
+            typed = read_sales_file(path, name, problems)
+            if typed is None:
                 continue
-            typed = _check_schema(raw, name, problems, unknown_columns=unknown_columns, today=today)
-            typed["file"] = name
-            typed["role"] = role
+            unknown = [column for column in typed.columns if column not in COLUMNS and column != "line"]
+            if unknown and unknown_columns == "warn":
+                problems.add("unknown column (warning)", ", ".join(unknown), name, len(unknown), "left out")
+                typed = typed.drop(columns=unknown)
+            _collect(_schema(today, unknown_columns), typed, name, problems)
+            # categories: a 10M-row history costs 10 MB of codes instead of 10M strings
+            typed["file"] = pd.Categorical([name] * len(typed), categories=names)
+            typed["role"] = pd.Categorical([role] * len(typed), categories=["history", "new"])
             frames.append(typed)
     rows = pd.concat(frames, ignore_index=True) if frames else _empty_rows()
-    history = rows[rows["role"] == "history"]
-    new = rows[rows["role"] == "new"]
+    del frames
+    is_history = (rows["role"] == "history").to_numpy()
+    history = rows.loc[is_history, ["Date", "Dept", LABEL]]  # three columns: no copy of a large history
+    new = rows[~is_history]
     check_new_against_history(
         history,
         new,
@@ -183,7 +192,13 @@ def check_files(
 
 
 def read_sales_file(path: Path, name: str, problems: _Problems) -> pd.DataFrame | None:
-    """The file's values as text (line numbers kept in `line`), or None when it cannot be read as a CSV."""
+    """The file's rows, typed, with their line numbers in `line`; None when it cannot be read as a CSV.
+
+    A clean file is parsed straight into its types by pyarrow (multi-threaded: a 10M-row history in
+    seconds). A file that pyarrow cannot type, or that holds blank lines (which would shift the line
+    numbers), is read again as text, where every value that is not of its type is reported with its line,
+    and the rows with such values are left out of the typed rows (their problems are already reported).
+    """
     try:
         with path.open("rb") as handle:
             start = handle.read(SNIFF_BYTES)
@@ -210,6 +225,71 @@ def read_sales_file(path: Path, name: str, problems: _Problems) -> pd.DataFrame 
                 f"line 1 is one column {header_line[:80]!r}: the file looks separated by {delimiter!r}",
             )
             return None
+    _check_last_line(path, name, len(header), problems)
+    typed = _read_typed(path, header)
+    if typed is not None:
+        return typed
+    raw = _read_text(path, name, header_line, problems)
+    if raw is None:
+        return None
+    known = [column for column in raw.columns if column in COLUMNS or column == "line"]
+    failures = _collect(_text_schema(), raw[known], name, problems)
+    typed = _typed(raw[known].drop(index=failures))
+    for column in raw.columns:
+        if column not in known:
+            typed[column] = raw[column].drop(index=failures)  # judged by the schema: unknown column
+    return typed
+
+
+# pyarrow's types for a clean file: integers that may be missing are read as floats, and dates with pyarrow's
+# own parser, which takes ISO dates only (pandas' would also take 04/06/2012, and guess which is the month)
+FAST_TYPES = {
+    name: {
+        "integer": "float64" if nullable else "int64",
+        "number": "float64",
+        "date": "timestamp[ns][pyarrow]",
+    }.get(kind, "str")
+    for name, (kind, _, nullable) in COLUMNS.items()
+}
+
+
+def _read_typed(path: Path, header: list[str]) -> pd.DataFrame | None:
+    """The file parsed into its types by pyarrow, or None when a value is not of its type."""
+    try:
+        frame = pd.read_csv(
+            path,
+            engine="pyarrow",
+            dtype={column: FAST_TYPES[column] for column in header if column in FAST_TYPES},
+            keep_default_na=False,
+            na_values=["", "NA"],
+        )
+    except Exception:
+        return None
+    if "IsHoliday" in frame.columns and not frame["IsHoliday"].dropna().isin(list(HOLIDAY_VALUES)).all():
+        return None
+    if frame.empty or _count_lines(path) != len(frame) + 1:
+        return None  # blank lines: pyarrow skips them, and the line numbers would be wrong
+    frame.insert(0, "line", np.arange(2, len(frame) + 2))
+    for column, (kind, _, _) in COLUMNS.items():
+        if column not in frame.columns:
+            continue
+        if kind == "date":
+            frame[column] = frame[column].astype("datetime64[ns]")
+        elif kind == "integer":
+            frame[column] = frame[column].astype("float64")
+        elif kind == "boolean":
+            frame[column] = _flags(frame[column])
+    return frame
+
+
+def _flags(values: pd.Series) -> pd.Series:
+    """TRUE/FALSE text as nullable booleans, vectorised (mapping through Python objects costs more memory)."""
+    truth = values.isin([text for text, flag in HOLIDAY_VALUES.items() if flag]).to_numpy()
+    known = values.isin(list(HOLIDAY_VALUES)).to_numpy()
+    return pd.Series(pd.arrays.BooleanArray(truth, ~known), index=values.index)
+
+
+def _read_text(path: Path, name: str, header_line: str, problems: _Problems) -> pd.DataFrame | None:
     try:
         raw = pd.read_csv(
             path,
@@ -235,8 +315,17 @@ def read_sales_file(path: Path, name: str, problems: _Problems) -> pd.DataFrame 
         problems.add("no rows", "", name, 1, f"only a header: {header_line[:80]}")
         return None
     raw.insert(0, "line", raw.index + 2)  # line 1 is the header
-    _check_last_line(path, name, len(raw.columns) - 1, problems)
     return raw
+
+
+def _count_lines(path: Path) -> int:
+    """Lines in the file, a last line without its newline included."""
+    count, last = 0, b"\n"
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 24), b""):
+            count += block.count(b"\n")
+            last = block[-1:]
+    return count + (last != b"\n")
 
 
 def _check_last_line(path: Path, name: str, n_columns: int, problems: _Problems) -> None:
@@ -274,68 +363,50 @@ def _first_non_utf8(path: Path) -> tuple[int, int, int]:
 # --- each file's rows against the schema ------------------------------------------------------------------
 
 
-def _text_schema(columns: list[str], unknown_columns: str) -> pa.DataFrameSchema:
-    """The schema of the raw text: columns present, values written as their type says."""
+def _text_schema() -> pa.DataFrameSchema:
+    """The text of a file that pyarrow could not type: each value written as its type says."""
     patterns = {
         "date": (DATE_PATTERN, "not a date"),
         "number": (NUMBER_PATTERN, "not a number"),
         "integer": (INTEGER_PATTERN, "not a whole number"),
     }
-    schema_columns = {}
-    for name, (kind, required, nullable) in COLUMNS.items():
-        checks = []
+    columns = {}
+    for name, (kind, _, _) in COLUMNS.items():
         if kind in patterns:
             pattern, rule = patterns[kind]
-            checks.append(pa.Check.str_matches(pattern, error=rule))
-        elif kind == "boolean":
-            checks.append(pa.Check.isin(list(HOLIDAY_VALUES), error="not a holiday flag"))
-        elif kind == "category":
-            checks.append(pa.Check.isin(STORE_TYPES, error="store type"))
-        schema_columns[name] = pa.Column(str, checks, required=required, nullable=nullable)
-    schema_columns["line"] = pa.Column(int)
-    return pa.DataFrameSchema(schema_columns, strict=unknown_columns == "fail")
-
-
-def _typed_schema(today: date) -> pa.DataFrameSchema:
-    """The schema of the typed rows: ranges, the key, dates that make sense."""
-    columns = {
-        "Date": pa.Column(
-            "datetime64[ns]",
-            [
-                pa.Check.le(pd.Timestamp(today), error="future date"),
-                pa.Check(lambda dates: dates.dt.day_of_week == 4, error="not a Friday"),
-            ],
-            nullable=True,
-        ),
-        LABEL: pa.Column(float, pa.Check.ge(0, error="negative sales"), nullable=True),
-        **{
-            name: pa.Column(
-                None, pa.Check.in_range(low, high, error="out of range"), nullable=True, required=False
+            columns[name] = pa.Column(
+                str, pa.Check.str_matches(pattern, error=rule), nullable=True, required=False
             )
-            for name, (low, high) in RANGES.items()
+        elif kind == "boolean":
+            check = pa.Check.isin(list(HOLIDAY_VALUES), error="not a holiday flag")
+            columns[name] = pa.Column(str, check, nullable=True, required=False)
+    return pa.DataFrameSchema(columns)
+
+
+def _schema(today: date, unknown_columns: str) -> pa.DataFrameSchema:
+    """The schema of the typed rows: the columns, missing values, ranges, categories, the key, the dates."""
+    checks: dict[str, list[pa.Check]] = {
+        "Date": [
+            pa.Check.le(pd.Timestamp(today), error="future date"),
+            pa.Check(lambda dates: dates.dt.day_of_week == 4, error="not a Friday"),
+            pa.Check(lambda dates: dates == dates.dt.normalize(), error="not a date"),  # a time of day
+        ],
+        LABEL: [pa.Check.ge(0, error="negative sales")],
+        "Type": [pa.Check.isin(STORE_TYPES, error="store type")],
+        **{
+            name: [pa.Check.in_range(low, high, error="out of range")] for name, (low, high) in RANGES.items()
         },
     }
-    return pa.DataFrameSchema(columns, unique=KEY, report_duplicates="all")
-
-
-def _check_schema(
-    raw: pd.DataFrame, name: str, problems: _Problems, *, unknown_columns: str, today: date
-) -> pd.DataFrame:
-    known = [column for column in raw.columns if column in COLUMNS or column == "line"]
-    unknown = [column for column in raw.columns if column not in known]
-    if unknown and unknown_columns == "warn":
-        problems.add(
-            "unknown column (warning)", ", ".join(unknown), name, len(unknown), "kept out of the data"
-        )
-    text = raw[known] if unknown_columns == "warn" else raw
-    _collect(_text_schema(list(text.columns), unknown_columns), text, name, problems)
-    typed = _typed(raw[known])
-    _collect(_typed_schema(today), typed, name, problems)
-    return typed
+    columns = {
+        name: pa.Column(None, checks.get(name, []), required=required, nullable=nullable)
+        for name, (_, required, nullable) in COLUMNS.items()
+    }
+    columns["line"] = pa.Column(None)
+    return pa.DataFrameSchema(columns, unique=KEY, report_duplicates="all", strict=unknown_columns == "fail")
 
 
 def _typed(raw: pd.DataFrame) -> pd.DataFrame:
-    """The values with their types; text that is not of its type becomes missing (already reported)."""
+    """The text's values with their types (values that are not of their type were reported and dropped)."""
     typed = pd.DataFrame({"line": raw["line"]}, index=raw.index)
     for name, (kind, _, _) in COLUMNS.items():
         if name not in raw.columns:
@@ -346,16 +417,17 @@ def _typed(raw: pd.DataFrame) -> pd.DataFrame:
         elif kind in ("number", "integer"):
             typed[name] = pd.to_numeric(values, errors="coerce").astype("float64")
         elif kind == "boolean":
-            typed[name] = values.map(HOLIDAY_VALUES).astype("boolean")
+            typed[name] = _flags(values)
         else:
             typed[name] = values
     return typed
 
 
-def _collect(schema: pa.DataFrameSchema, frame: pd.DataFrame, name: str, problems: _Problems) -> None:
-    """Run `schema` lazily and add one problem per (rule, column) with examples and their line numbers."""
+def _collect(schema: pa.DataFrameSchema, frame: pd.DataFrame, name: str, problems: _Problems) -> list[object]:
+    """Run `schema` lazily, add one problem per (rule, column) with examples and their line numbers, and
+    return the index of the rows that broke a rule."""
     try:
-        schema.validate(frame, lazy=True)
+        schema.validate(frame, lazy=True, inplace=True)  # nothing is coerced: no copy of a large frame
     except pa.errors.SchemaErrors as errors:
         cases = errors.failure_cases
         cases = cases.assign(rule=cases["check"].astype(str).map(_rule_name))
@@ -369,6 +441,8 @@ def _collect(schema: pa.DataFrameSchema, frame: pd.DataFrame, name: str, problem
             examples = _examples(group, frame, rule)
             count = group["index"].nunique() if group["index"].notna().any() else len(group)
             problems.add(rule, column_name, name, count, examples)
+        return [index for index in cases["index"].dropna().unique() if index in frame.index]
+    return []
 
 
 def _rule_name(check: str) -> str:
@@ -423,11 +497,13 @@ def check_new_against_history(
     row_count_tolerance: float,
     sales_margin: float,
 ) -> None:
-    """Do the new weeks continue the history: no overlap, no gap, all departments, believable sizes?"""
+    """Do the new weeks continue the history: no overlap, no gap, all departments, believable sizes?
+
+    `history` needs only the columns Date, Dept and the label."""
     if new.empty:
         return
-    history_weeks = set(history["Date"].dropna())
-    last = max(history_weeks) if history_weeks else None
+    history_weeks = pd.DatetimeIndex(history["Date"].dropna().unique())
+    last = history_weeks.max() if len(history_weeks) else None
     schema = pa.DataFrameSchema(
         {
             "Date": pa.Column(
@@ -443,7 +519,7 @@ def check_new_against_history(
     if not repeated.empty:
         files = ", ".join(sorted(repeated["file"].unique()))
         _collect(pa.DataFrameSchema(unique=KEY, report_duplicates="all"), repeated, files, problems)
-    for name, rows in new.groupby("file", sort=True):
+    for name, rows in new.groupby("file", sort=True, observed=True):
         _collect(schema, rows, str(name), problems)
         weeks = rows["Date"].dropna().nunique()
         if weeks > max_weeks_per_drop:
@@ -469,6 +545,7 @@ def check_new_against_history(
     if history.empty:
         return
     usual = history.groupby("Date").size().median()
+    known = {int(dept) for dept in history["Dept"].dropna().unique()}
     for week, rows in fresh.groupby("Date"):
         files = ", ".join(sorted(rows["file"].unique()))
         if not usual / row_count_tolerance <= len(rows) <= usual * row_count_tolerance:
@@ -479,7 +556,6 @@ def check_new_against_history(
                 len(rows),
                 f"{pd.Timestamp(week):%Y-%m-%d}: {len(rows)} rows, the history's weeks have {usual:.0f}",
             )
-        known = set(history["Dept"].dropna().astype(int))
         absent = sorted(known - set(rows["Dept"].dropna().astype(int)))
         if absent:
             problems.add(
@@ -492,7 +568,7 @@ def check_new_against_history(
     highest = history[LABEL].max()
     if pd.notna(highest):
         too_high = fresh[fresh[LABEL] > highest * sales_margin]
-        for name, rows in too_high.groupby("file"):
+        for name, rows in too_high.groupby("file", observed=True):
             examples = "; ".join(
                 f"line {line}: {value:,.2f}" for line, value in rows[["line", LABEL]].head(3).values
             )

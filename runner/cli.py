@@ -203,11 +203,20 @@ def _github_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         sub.add_argument("--remote", default="origin", help="the git remote (default: origin)")
         sub.add_argument("--branch", default=STATE_BRANCH, help=f"the state branch (default: {STATE_BRANCH})")
         sub.set_defaults(handler=command_github_state)
+    data = actions.add_parser("data", help="commit and push what a run did with the new data")
+    data_directions = data.add_subparsers(dest="action", required=True, metavar="push")
+    data_push = data_directions.add_parser(
+        "push", help="commit the drops a run accepted or quarantined and push them to the branch"
+    )
+    data_push.add_argument("--run-id", required=True, help="the run, a folder of reports/")
+    data_push.add_argument("--remote", default="origin", help="the git remote (default: origin)")
+    data_push.add_argument("--branch", default=None, help="the branch (default: $GITHUB_REF_NAME)")
+    data_push.set_defaults(handler=command_github_data)
     cost = actions.add_parser("summary-cost", help="add the job's minutes and their cost to the step summary")
     cost.add_argument("--started", type=float, required=True, help="when the job started, in epoch seconds")
     cost.add_argument("--run-id", default="", help="the run whose pipeline minutes to show")
     cost.set_defaults(handler=command_github_summary_cost)
-    for sub in (comment, pull, push, cost):
+    for sub in (comment, pull, push, data_push, cost):
         _pipeline_argument(sub)
 
 
@@ -548,6 +557,29 @@ def command_github_state(args: argparse.Namespace, console: Console) -> int:
     console.print(f"state: {detail}", soft_wrap=True, markup=False)
     if "had moved" in detail and os.environ.get("GITHUB_ACTIONS") == "true":  # another run saved meanwhile
         console.print(_annotation("Registry state replaced", detail, "warning"), markup=False)
+    return EXIT_OK
+
+
+def command_github_data(args: argparse.Namespace, console: Console) -> int:
+    from pathlib import PurePosixPath
+
+    from runner import github
+
+    pipeline = _load(args)
+    record, _ = _run_record(pipeline.root, args.run_id)
+    if pipeline.data is None or record.data is None or record.data.action not in ("accepted", "quarantined"):
+        console.print(f"data: run {record.run_id} moved no data", markup=False)
+        return EXIT_OK
+    branch = args.branch or os.environ.get("GITHUB_REF_NAME", "")
+    if not branch or os.environ.get("GITHUB_REF_TYPE", "branch") != "branch":
+        raise UsageError("no branch to push the data moves to: pass --branch (or run in a branch's workflow)")
+    data = pipeline.data
+    folders = {str(PurePosixPath(pattern).parent) for pattern in data.new}
+    paths = sorted(folders | {data.history, data.accepted, data.quarantine})
+    message = f"data {record.data.action} by run {record.run_id} ({record.trigger})\n\n{record.data.detail}"
+    env = github.git_environment(os.environ)
+    detail = github.push_data(pipeline.root, paths, env, message, branch, args.remote)
+    console.print(f"data: {detail}", soft_wrap=True, markup=False)
     return EXIT_OK
 
 

@@ -352,6 +352,49 @@ def push_state(
     raise StateError(f"{branch} kept moving on {remote}: not saved after {attempts} attempts")
 
 
+def push_data(
+    repo: Path,
+    paths: list[str],
+    env: Mapping[str, str],
+    message: str,
+    branch: str,
+    remote: str = "origin",
+    attempts: int = 3,
+) -> str:
+    """Commit what a run moved under `paths` (drops accepted into the history or quarantined) and push it to
+    `branch`, so that the next run's checkout starts from it. When the branch moved meanwhile (a new drop was
+    pushed), the commit is replayed on top of it; a conflict leaves the branch alone and says so."""
+    present = [path for path in paths if (repo / path).exists() or _tracked(repo, path, env)]
+    if not present:
+        return "no data folder to save"
+    _git(repo, ["add", "--all", "--", *present], env)
+    if _run_git(repo, ["diff", "--cached", "--quiet"], env).returncode == 0:
+        return "no data moved: nothing to commit"
+    _git(repo, ["commit", "--quiet", "--no-verify", "-m", message], env)
+    for _ in range(attempts):
+        pushed = _run_git(repo, ["push", "--porcelain", remote, f"HEAD:refs/heads/{branch}"], env)
+        if pushed.returncode == 0:
+            return f"pushed the data moves to {branch} at {_git(repo, ['rev-parse', '--short', 'HEAD'], env)}"
+        if "rejected" not in pushed.stdout + pushed.stderr:
+            raise StateError(f"git push to {remote} {branch} failed: {_last_line(pushed.stderr)}")
+        _git(repo, ["fetch", "--quiet", "--no-tags", "--depth=1", remote, f"refs/heads/{branch}"], env)
+        # no rename detection: a drop moved out of data/new/ is not "data/new/ renamed", whatever git guesses
+        replay = ["-c", "merge.directoryRenames=false", "rebase", "--quiet", "-X", "no-renames"]
+        replayed = _run_git(repo, [*replay, "--onto", "FETCH_HEAD", "HEAD~1"], env)
+        if replayed.returncode != 0:
+            _run_git(repo, ["rebase", "--abort"], env)
+            raise StateError(
+                f"{branch} changed the same data files meanwhile: the data moves were not pushed "
+                f"({_last_line(replayed.stderr)}); the run's report says what moved"
+            )
+    raise StateError(f"{branch} kept moving on {remote}: data moves not pushed after {attempts} attempts")
+
+
+def _tracked(repo: Path, path: str, env: Mapping[str, str]) -> bool:
+    """Whether git tracks files under `path` (a folder emptied by a run still has removals to commit)."""
+    return bool(_run_git(repo, ["ls-files", "--", path], env).stdout.strip())
+
+
 def _snapshot(repo: Path, store: Path, env: Mapping[str, str]) -> str:
     """The store's files as a git tree (lock and journal files left out); returns the tree's id."""
     git_dir = _git(repo, ["rev-parse", "--absolute-git-dir"], env)

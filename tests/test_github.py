@@ -638,3 +638,49 @@ def test_state_command_saves_nothing_after_an_evaluate_run(origin: Path, monkeyp
     assert main(["github", "state", "push", "--run-id", record.run_id, str(work / "pipeline.yaml")]) == 0
     assert f"run {record.run_id} did not change the registry (mode evaluate" in capsys.readouterr().out
     assert git(origin, "branch", "--list", "retrain-state") == ""
+
+
+# --- the data a run moved, committed back to the branch -----------------------------------------------
+def clone_main(origin: Path, name: str) -> Path:
+    work = clone(origin, name)
+    git(work, "checkout", "--quiet", "-B", "main", "origin/main")
+    return work
+
+
+def test_data_moves_are_committed_and_pushed_on_top_of_a_branch_that_moved(origin: Path) -> None:
+    seed = clone_main(origin, "with-drop")
+    (seed / "data" / "new").mkdir(parents=True)
+    (seed / "data" / "history").mkdir(parents=True)
+    (seed / "data" / "new" / "sales-2012-04-06.csv").write_text("week 14\n")
+    (seed / "data" / "history" / "sales.csv").write_text("weeks 1-13\n")
+    git(seed, "add", ".")
+    git(seed, "commit", "--quiet", "-m", "a drop")
+    git(seed, "push", "--quiet", "origin", "HEAD:main")
+    work = clone_main(origin, "work")
+    # the run accepted the drop: a copy in the history and in data/accepted/<run>, none left in data/new
+    (work / "data" / "accepted" / "run-1").mkdir(parents=True)
+    for target in ("data/history/sales-2012-04-06.csv", "data/accepted/run-1/sales-2012-04-06.csv"):
+        (work / target).write_text("week 14\n")
+    (work / "data" / "new" / "sales-2012-04-06.csv").unlink()
+    # meanwhile someone pushed the next drop
+    other = clone_main(origin, "other")
+    (other / "data" / "new" / "sales-2012-04-13.csv").write_text("week 15\n")
+    git(other, "add", ".")
+    git(other, "commit", "--quiet", "-m", "next drop")
+    git(other, "push", "--quiet", "origin", "HEAD:main")
+
+    paths = ["data/new", "data/history", "data/accepted", "data/quarantine"]
+    said = github.push_data(work, paths, ENV, "data accepted by run run-1", "main")
+
+    assert said.startswith("pushed the data moves to main at "), said
+    log = git(origin, "log", "--format=%s", "main").splitlines()
+    assert log[:2] == ["data accepted by run run-1", "next drop"]
+    assert git(origin, "ls-tree", "-r", "--name-only", "main").split() == [
+        ".gitignore",
+        "data/accepted/run-1/sales-2012-04-06.csv",
+        "data/history/sales-2012-04-06.csv",
+        "data/history/sales.csv",
+        "data/new/sales-2012-04-13.csv",
+        "pipeline.yaml",
+    ]
+    assert github.push_data(work, paths, ENV, "again", "main") == "no data moved: nothing to commit"
