@@ -77,7 +77,9 @@ def measure(script: str) -> tuple[dict, float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
     args = parser.parse_args()
     notebooks = str(PROJECT / "notebooks")
@@ -97,7 +99,9 @@ def main() -> None:
             source.unlink()
             made = time.perf_counter() - started
             size_mb = (history.stat().st_size + new.stat().st_size) / 1e6
-            script = CHILD.format(notebooks=notebooks, baseline=False, history=str(history), new=str(new), root=scratch)
+            script = CHILD.format(
+                notebooks=notebooks, baseline=False, history=str(history), new=str(new), root=scratch
+            )
             result, _, peak_mb = measure(script)
             frame_mb = result["frame_bytes"] / 1e6
             print(
