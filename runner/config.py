@@ -124,7 +124,7 @@ class DataSpec(BaseModel):
     accepted: str = "data/accepted"  # <accepted>/<run_id>/: the originals of the drops a run accepted
     quarantine: str = "data/quarantine"  # <quarantine>/<run_id>/: refused drops, with REASON.md
     # triggers that retrain nothing when no drop is waiting (a manual run or a code change still does)
-    skip_when_nothing_new: list[str] = Field(default_factory=lambda: ["schedule"])
+    skip_when_nothing_new: list[str] = Field(default_factory=lambda: ["schedule", "push"])
 
 
 class PipelineSpec(BaseModel):
