@@ -10,11 +10,11 @@ fixing its export. Nothing is printed here; the CLI draws the table.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from runner import demo
+from runner import demo, lifecycle
 from runner.config import load_pipeline
 from runner.errors import exit_code_for_status
 from runner.pipeline import Observer, RunOptions, run_pipeline
@@ -69,7 +69,11 @@ def replay(
         pipeline = load_pipeline(pipeline_path)
         record, _ = run_pipeline(pipeline, RunOptions(trigger="replay"), observer or Quiet())
         label = drop.stem.removeprefix("sales-") + (" (corrupted)" if number in corrupt else "")
-        rows.append(_row(label, record))
+        row = _row(label, record)
+        if row.champion is None and pipeline.model is not None:  # stopped before evaluate saw the champion
+            champion = lifecycle.open_registry(pipeline).champion_fast()
+            row = replace(row, champion=champion.version if champion else None)
+        rows.append(row)
     return rows
 
 
