@@ -185,18 +185,32 @@ def _pygments_css(html: str) -> str:
 
 
 # --- the run's index, the history of runs -------------------------------------------------------------------
-def render_run_index(run_dir: Path, record: RunRecord) -> Path:
-    """Write `<run_dir>/index.html`, the run at a glance; returns its path."""
+def render_run_index(run_dir: Path, record: RunRecord, *, tracking_uri: str | None = None) -> Path:
+    """Write `<run_dir>/index.html`, the run's story: the decision, gates with margins, challenger against
+    champion, data and drift, timings, links; returns its path. `tracking_uri` links the MLflow run when it
+    names a tracking server."""
+    from runner import story
+
     stages = list(record.stages.values())
+    version, comparison = champion_comparison(record)
+    longest = max((stage.duration_s for stage in stages), default=0.0)
     return _write_page(
         run_dir / "index.html",
         "run.html.j2",
         record=record,
+        decision=story.decision_sentence(record),
         outcome=outcome_sentence(record),
         model_text=model_sentence(record.model) if record.model else None,
         failures=[(stage, _failure_text(stage)) for stage in stages if stage.status == "failed"],
         skipped=[stage for stage in stages if stage.status == "skipped"],
-        gates=[(stage.name, gate) for stage in stages for gate in stage.gates],
+        gates=story.gate_rows(record),
+        champion_version=version,
+        comparison=comparison,
+        forecast_chart=story.forecast_chart(record),
+        data=story.data_summary(record),
+        drift=story.drift_summary(record),
+        mlflow=story.mlflow_run(record, tracking_uri),
+        longest=longest or 1.0,
         scraps=[(stage.name, key, _value(value)) for stage in stages for key, value in stage.scraps.items()],
     )
 

@@ -202,7 +202,10 @@ def test_gate_failed_run_index_names_the_gate_and_its_values(tmp_path: Path) -> 
     sentence = "Stopped by a gate in stage evaluate: wape <= params.wape_threshold (wape = 0.079 > 0.0001)."
     assert outcome_sentence(record) == sentence
     assert sentence in text_of(html)
-    assert "wape = 0.079, params.wape_threshold = 0.0001" in text_of(html)
+    text = text_of(html)
+    assert "Refused by gate `wape <= params.wape_threshold` in stage evaluate: wape = 0.079 > 0.0001." in text
+    # the gates table: value, threshold (and what it was computed from), margin (negative: failed by)
+    assert "0.079 ≤ 0.0001 params.wape_threshold -0.0789 -78900.0% of threshold" in text
     assert 'class="badge s-gate_failed"' in html
     assert "register: upstream stage evaluate did not pass its gates" in text_of(html)
     assert 'href="register.html"' not in html  # a skipped stage has no page to link
