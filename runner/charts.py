@@ -49,7 +49,7 @@ def line_chart(
     css_class: str = "chart",
 ) -> Markup:
     """An SVG line chart; an empty Markup when no series has a value."""
-    found = [value for line in series for value in line.values if _finite(value)]
+    found = [float(value) for line in series for value in line.values if value is not None and _finite(value)]
     if not found or not x_labels:
         return Markup("")
     low, high, ticks = _y_scale(min(found), max(found))
@@ -121,7 +121,8 @@ def _polyline(line: Series, x_at: Callable[[float], float], y_at: Callable[[floa
 
 
 def _legend(series: Sequence[Series]) -> str:
-    parts, x = [], _LEFT
+    parts: list[str] = []
+    x = float(_LEFT)
     for line in series:
         dash = ' stroke-dasharray="5 4"' if line.dashed else ""
         parts.append(
@@ -145,7 +146,7 @@ def _y_scale(low: float, high: float) -> tuple[float, float, list[float]]:
 
 def _nice(raw: float) -> float:
     magnitude = 10 ** math.floor(math.log10(raw))
-    return next(step * magnitude for step in (1, 2, 2.5, 5, 10) if step * magnitude >= raw)
+    return float(next(step * magnitude for step in (1, 2, 2.5, 5, 10) if step * magnitude >= raw))
 
 
 def _finite(value: float | None) -> bool:

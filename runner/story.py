@@ -117,8 +117,8 @@ def _gate_row(stage: str, gate: GateResult) -> GateRow:
 
 
 def _number(node: ast.expr, values: Mapping[str, Any]) -> float | None:
-    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
-        return float(node.value)
+    if isinstance(node, ast.Constant):
+        return _float(node.value) if not isinstance(node.value, str) else None
     if isinstance(node, ast.Name | ast.Attribute):
         value = values.get(ast.unparse(node))
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
@@ -164,7 +164,8 @@ class Drift:
 
 def drift_summary(record: RunRecord) -> Drift | None:
     """The drift scraps of the stage that measured drift, or None when no stage did."""
-    stage = _stage_with(record, "drift") or _stage_with(record, "drift_verdict") or _stage_with(record, "max_psi")
+    found = (_stage_with(record, key) for key in ("drift", "drift_verdict", "max_psi"))
+    stage = next((stage for stage in found if stage is not None), None)
     if stage is None:
         return None
     scraps = stage.scraps
