@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
 from runner.records import ModelRecord, RunRecord, StageRecord
+
+if TYPE_CHECKING:
+    from runner.history import Remembered
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STAGE_TEMPLATE = "stage"
@@ -215,32 +218,34 @@ def render_run_index(run_dir: Path, record: RunRecord, *, tracking_uri: str | No
     )
 
 
-def render_history_index(reports_dir: Path, *, metric: str = "wape") -> Path:
-    """Write `<reports_dir>/index.html`, every run folder with a run.json, newest first; returns its path.
-
-    A run.json that cannot be read or does not have a run's shape is listed as unreadable, never fatal.
+def render_history_index(
+    reports_dir: Path, *, metric: str = "wape", known: Remembered | None = None
+) -> Path:
+    """Write `<reports_dir>/index.html`: every run, newest first, from the run folders and from what MLflow
+    remembers (`known`, see runner.history), with the metric across runs and across versions; returns its
+    path. A run.json that cannot be read or does not have a run's shape is listed as unreadable, never fatal.
     """
-    rows: list[dict[str, Any]] = []
-    unreadable: list[tuple[str, str]] = []
-    for folder in sorted(reports_dir.iterdir(), reverse=True):  # run ids sort by time
-        if not (folder / "run.json").is_file():
-            continue  # not a run folder, or a run that has not written its record yet
-        try:
-            record = RunRecord.from_json(json.loads((folder / "run.json").read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            unreadable.append((folder.name, f"{type(exc).__name__}: {exc}"[:200]))
-            continue
-        has_index, value = (folder / "index.html").is_file(), _metric(record, metric)
-        rows.append(dict(record=record, folder=folder.name, has_index=has_index, metric=value))
-    pipelines = {row["record"].pipeline for row in rows}
+    from runner import history
+
+    known = known or history.Remembered()
+    records, unreadable = history.read_run_folders(reports_dir)
+    rows = history.build_rows(records, known, metric)
+    pipelines = {record.pipeline for record, _ in records}
+    newest_first = list(reversed(rows))
     return _write_page(
         reports_dir / "index.html",
         "history.html.j2",
-        rows=rows,
+        rows=newest_first,
         unreadable=unreadable,
         heading=f"{pipelines.pop()}: runs" if len(pipelines) == 1 else "Runs",
         metric=metric,
-        show_metric=any(row["metric"] is not None for row in rows),
+        show_metric=any(row.metric is not None for row in rows),
+        statuses=history.filter_values(rows, "status"),
+        triggers=history.filter_values(rows, "trigger"),
+        runs_chart=history.runs_chart(rows, metric),
+        versions_chart=history.versions_chart(known.versions, metric),
+        known=known,
+        from_mlflow=sum(row.source == "mlflow" for row in rows),
     )
 
 
@@ -307,13 +312,6 @@ def _failure_text(stage: StageRecord) -> str:
     if failure.kind != "error" and failure.evalue and failure.evalue not in failure.message:
         lines.append(failure.evalue)
     return "\n".join(lines)
-
-
-def _metric(record: RunRecord, name: str) -> Any:
-    """The value of scrap `name` in the last stage that glued it, or None."""
-    return next(
-        (stage.scraps[name] for stage in reversed(record.stages.values()) if name in stage.scraps), None
-    )
 
 
 # --- GitHub step summary ------------------------------------------------------------------------------------

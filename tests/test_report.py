@@ -283,7 +283,7 @@ def test_history_lists_runs_newest_first_and_survives_broken_run_json(tmp_path: 
 
 def test_history_of_an_empty_reports_folder(tmp_path: Path) -> None:
     html = render_history_index(tmp_path).read_text(encoding="utf-8")
-    assert "No run has written a run.json yet." in html
+    assert "No run has written a run.json yet, and the MLflow store knows of none." in html
 
 
 # --- step summary -------------------------------------------------------------------------------------------
