@@ -122,6 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
     _pipeline_argument(notify)
     notify.set_defaults(handler=command_notify)
 
+    rerender = commands.add_parser(
+        "report", help="draw a run's pages again from its run.json and notebooks (runs nothing)"
+    )
+    rerender.add_argument(
+        "run_id", nargs="?", default=None, help="the run, a folder of reports/ (default: the latest)"
+    )
+    _pipeline_argument(rerender)
+    rerender.add_argument(
+        "--show-code", action="store_true", help="show code cells expanded in the stage pages"
+    )
+    rerender.set_defaults(handler=command_report)
+
     check = commands.add_parser("check", help="validate the pipeline and parameters; run nothing")
     _pipeline_argument(check)
     _parameter_arguments(check)
@@ -319,6 +331,28 @@ def command_notify(args: argparse.Namespace, console: Console) -> int:
     report.write_run_json(run_dir, record)
     _show_notifications(console, record, links)
     return EXIT_OK
+
+
+def command_report(args: argparse.Namespace, console: Console) -> int:
+    from runner.pipeline import rerender_run
+
+    pipeline = _load(args)
+    run_id = args.run_id or _latest_run(pipeline.root)
+    record, run_dir = _run_record(pipeline.root, run_id)
+    rendered = rerender_run(pipeline, record, run_dir, show_code=args.show_code)
+    stages = ", ".join(rendered) if rendered else "no stage page (no executed notebook)"
+    console.print(f"run {record.run_id}: rendered {stages}, the run page and the history", soft_wrap=True)
+    console.print(f"report: {(run_dir / 'index.html').relative_to(pipeline.root)}", soft_wrap=True)
+    return EXIT_OK
+
+
+def _latest_run(root: Path) -> str:
+    """The newest run folder with a run.json (run ids sort by time)."""
+    reports = root / REPORTS_DIR
+    runs = sorted(path.parent.name for path in reports.glob("*/run.json")) if reports.is_dir() else []
+    if not runs:
+        raise UsageError(f"no run in {reports}: `retrain run` makes one")
+    return runs[-1]
 
 
 def _github_outputs(record: RunRecord, run_dir: Path, console: Console) -> None:
@@ -588,6 +622,10 @@ def _run_record(root: Path, run_id: str) -> tuple[RunRecord, Path]:
     if not run_id or "/" in run_id or "\\" in run_id or run_id.startswith("."):
         raise UsageError(f"not a run id: {run_id!r}")
     run_json = root / REPORTS_DIR / run_id / "run.json"
+    if not run_json.parent.is_dir():
+        known = sorted(path.parent.name for path in (root / REPORTS_DIR).glob("*/run.json"))
+        latest = f"; the latest is {known[-1]}" if known else ""
+        raise UsageError(f"no run {run_id} in {root / REPORTS_DIR} ({len(known)} runs there{latest})")
     try:
         return RunRecord.from_json(json.loads(run_json.read_text(encoding="utf-8"))), run_json.parent
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:

@@ -396,6 +396,28 @@ def injected_parameters(
     return {key: value for key, value in available.items() if key in stage.declared}
 
 
+def rerender_run(pipeline: Pipeline, record: RunRecord, run_dir: Path, show_code: bool = False) -> list[str]:
+    """Draw a finished run's pages again (after a template change, say) from its run.json and executed
+    notebooks, then the history; nothing is executed. Returns the stage pages rendered."""
+    rendered = []
+    for stage in record.stages.values():
+        executed = run_dir / stage.notebook if stage.notebook else None
+        if executed is None or not executed.is_file():
+            continue  # skipped, or failed before papermill wrote anything: there is no page to draw
+        configured = pipeline.stages.get(stage.name)
+        html = run_dir / f"{stage.name}.html"
+        title = f"{record.pipeline} · {stage.name}"
+        report.render_stage_html(
+            executed, html, title=title, show_code=show_code or bool(configured and configured.show_code)
+        )
+        stage.html = html.name
+        rendered.append(stage.name)
+    report.write_run_json(run_dir, record)
+    report.render_run_index(run_dir, record, tracking_uri=tracking_uri(pipeline.root))
+    report.render_history_index(run_dir.parent, known=remembered_runs(pipeline))
+    return rendered
+
+
 def remembered_runs(pipeline: Pipeline) -> history.Remembered:
     """What the MLflow store knows of past runs, for the history page (in CI, older run folders are gone)."""
     if pipeline.model is None:
