@@ -117,7 +117,9 @@ def _row_from_record(record: RunRecord, has_page: bool, metric: str) -> HistoryR
     value = next(
         (stage.scraps[metric] for stage in reversed(record.stages.values()) if metric in stage.scraps), None
     )
-    notes = [model.detail] if model is not None and model.detail else []
+    from runner.story import decision_sentence
+
+    notes = [decision_sentence(record)]
     return HistoryRow(
         run_id=record.run_id,
         started_at=record.started_at,
@@ -129,7 +131,7 @@ def _row_from_record(record: RunRecord, has_page: bool, metric: str) -> HistoryR
         metric=value if isinstance(value, int | float) and not isinstance(value, bool) else None,
         champion=(model.champion_after if model else None) or "",  # "" = known: no change recorded
         has_page=has_page,
-        notes=notes if model is None or not model.error else [model.error],
+        notes=notes,
     )
 
 
