@@ -211,7 +211,14 @@ def _github_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     cost.add_argument("--started", type=float, required=True, help="when the job started, in epoch seconds")
     cost.add_argument("--run-id", default="", help="the run whose pipeline minutes to show")
     cost.set_defaults(handler=command_github_summary_cost)
-    for sub in (comment, pull, push, cost):
+    pages = actions.add_parser(
+        "pages", help="build the GitHub Pages site: the last N runs' pages and the history, kept on a branch"
+    )
+    pages.add_argument("--keep", type=int, default=20, help="how many runs' pages to keep (default 20)")
+    pages.add_argument("--site", type=Path, default=Path("_site"), help="the folder to build (default _site)")
+    pages.add_argument("--remote", default="origin", help="the git remote (default: origin)")
+    pages.set_defaults(handler=command_github_pages)
+    for sub in (comment, pull, push, cost, pages):
         _pipeline_argument(sub)
 
 
@@ -559,6 +566,24 @@ def command_github_state(args: argparse.Namespace, console: Console) -> int:
     console.print(f"state: {detail}", soft_wrap=True, markup=False)
     if "had moved" in detail and os.environ.get("GITHUB_ACTIONS") == "true":  # another run saved meanwhile
         console.print(_annotation("Registry state replaced", detail, "warning"), markup=False)
+    return EXIT_OK
+
+
+def command_github_pages(args: argparse.Namespace, console: Console) -> int:
+    from runner import github, publish
+    from runner.pipeline import remembered_runs
+
+    if args.keep < 1:
+        raise UsageError(f"--keep {args.keep}: keep at least one run")
+    pipeline = _load(args)
+    site = args.site if args.site.is_absolute() else pipeline.root / args.site
+    if site.exists() and any(site.iterdir()):
+        raise UsageError(f"{site} is not empty: the site is built in an empty folder")
+    env = github.git_environment(os.environ)
+    known = remembered_runs(pipeline)
+    reports = pipeline.root / REPORTS_DIR
+    said = publish.publish(pipeline.root, reports, site, args.keep, known, env, args.remote)
+    console.print(f"pages: {said}", soft_wrap=True, markup=False)
     return EXIT_OK
 
 
