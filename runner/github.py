@@ -302,16 +302,23 @@ def git_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def pull_state(
-    repo: Path, store: Path, env: Mapping[str, str], remote: str = "origin", branch: str = STATE_BRANCH
+    repo: Path,
+    store: Path,
+    env: Mapping[str, str],
+    remote: str = "origin",
+    branch: str = STATE_BRANCH,
+    marker: str = RESTORED_REF,
 ) -> str:
-    """Restore `store` from the state branch's latest commit, when the branch exists."""
+    """Restore `store` from the state branch's latest commit, when the branch exists. `marker` is the ref
+    that remembers which commit was restored (one per branch kept this way)."""
     if store.exists() and any(store.iterdir()):
         raise StateError(f"{store} already holds a store: move it away before restoring {branch}")
     tip = _fetch_tip(repo, env, remote, branch)
     if tip is None:
-        _git(repo, ["update-ref", "-d", RESTORED_REF], env)
-        return f"{remote} has no branch {branch} yet: the registry starts empty"
-    _git(repo, ["update-ref", RESTORED_REF, tip], env)
+        _git(repo, ["update-ref", "-d", marker], env)
+        what = "the registry" if branch == STATE_BRANCH else store.name
+        return f"{remote} has no branch {branch} yet: {what} starts empty"
+    _git(repo, ["update-ref", marker, tip], env)
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:  # a private index: the checkout's own stays untouched
         indexed = {**env, "GIT_INDEX_FILE": str(Path(scratch, "index"))}
@@ -328,6 +335,7 @@ def push_state(
     remote: str = "origin",
     branch: str = STATE_BRANCH,
     attempts: int = 3,
+    marker: str = RESTORED_REF,
 ) -> str:
     """Commit `store` as the state branch's next commit and push it. A push that is not a fast-forward
     (another run pushed first) is retried on top of the new tip: the newest state wins, both stay in the
@@ -335,7 +343,7 @@ def push_state(
     if not store.is_dir() or not any(store.iterdir()):
         return f"nothing to save: {store} is empty"
     tree = _snapshot(repo, store, env)
-    restored = _run_git(repo, ["rev-parse", "--verify", "--quiet", RESTORED_REF], env).stdout.strip()
+    restored = _run_git(repo, ["rev-parse", "--verify", "--quiet", marker], env).stdout.strip()
     for _ in range(attempts):
         tip = _fetch_tip(repo, env, remote, branch) or ""
         if tip and _git(repo, ["rev-parse", f"{tip}^{{tree}}"], env) == tree:

@@ -21,15 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from runner import __version__, cache, intake, lifecycle, notify, report
+from runner import __version__, cache, history, intake, lifecycle, notify, report
 from runner.cache import StageCache
 from runner.config import Pipeline, Stage
 from runner.execute import StartedKernel, WarmKernels, execute_notebook
 from runner.gates import GateScope, evaluate_gate
 from runner.notify import Links
-from runner.project import PRODUCTS_DIR, REPORTS_DIR, git_sha, tracking_uri
+from runner.project import MLFLOW_DIR, PRODUCTS_DIR, REPORTS_DIR, git_sha, tracking_uri
 from runner.records import ModelRecord, RunRecord, StageFailure, StageRecord
-from runner.registry import CHAMPION, RegistryError, Version, check_reachable
+from runner.registry import CHAMPION, Registry, RegistryError, Version, check_reachable
 from runner.scraps import read_scraps
 
 
@@ -412,6 +412,38 @@ def injected_parameters(
     return {key: value for key, value in available.items() if key in stage.declared}
 
 
+def rerender_run(pipeline: Pipeline, record: RunRecord, run_dir: Path, show_code: bool = False) -> list[str]:
+    """Draw a finished run's pages again (after a template change, say) from its run.json and executed
+    notebooks, then the history; nothing is executed. Returns the stage pages rendered."""
+    rendered = []
+    for stage in record.stages.values():
+        executed = run_dir / stage.notebook if stage.notebook else None
+        if executed is None or not executed.is_file():
+            continue  # skipped, or failed before papermill wrote anything: there is no page to draw
+        configured = pipeline.stages.get(stage.name)
+        html = run_dir / f"{stage.name}.html"
+        title = f"{record.pipeline} · {stage.name}"
+        report.render_stage_html(
+            executed, html, title=title, show_code=show_code or bool(configured and configured.show_code)
+        )
+        stage.html = html.name
+        rendered.append(stage.name)
+    report.write_run_json(run_dir, record)
+    report.render_run_index(run_dir, record, tracking_uri=tracking_uri(pipeline.root))
+    report.render_history_index(run_dir.parent, known=remembered_runs(pipeline))
+    return rendered
+
+
+def remembered_runs(pipeline: Pipeline) -> history.Remembered:
+    """What the MLflow store knows of past runs, for the history page (in CI, older run folders are gone)."""
+    if pipeline.model is None:
+        return history.Remembered()
+    uri = tracking_uri(pipeline.root)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return history.Remembered()  # no store yet: nothing to remember, and no reason to create one
+    return history.remembered(Registry(uri, pipeline.model.name, lock_dir=pipeline.root / MLFLOW_DIR))
+
+
 def cancel_running_stages(record: RunRecord) -> None:
     for stage in record.stages.values():
         if stage.status in ("running", "pending"):
@@ -438,7 +470,7 @@ def finish_run(record: RunRecord, started: float) -> None:
 
 def write_reports(pipeline: Pipeline, record: RunRecord, run_dir: Path, options: RunOptions) -> None:
     report.write_run_json(run_dir, record)
-    report.render_run_index(run_dir, record)
-    report.render_history_index(run_dir.parent)
+    report.render_run_index(run_dir, record, tracking_uri=tracking_uri(pipeline.root))
+    report.render_history_index(run_dir.parent, known=remembered_runs(pipeline))
     if options.step_summary is not None:
         report.write_step_summary(record, options.step_summary)

@@ -114,6 +114,35 @@ class Registry:
                 return self.store.by_alias(CHAMPION)
         return self.by_alias(CHAMPION)
 
+    def versions_fast(self) -> list[Version]:
+        """Every version, newest first, from the embedded store when there is one (the history page)."""
+        if self.store is not None:
+            with suppress(StoreUnreadable):
+                return self.store.versions()
+        return self.versions()
+
+    def tagged_runs(self, tag: str = "run_id") -> list[TrackedRun]:
+        """The MLflow tracking runs that carry `tag` (a notebook tags its run with the retrain run id), oldest
+        first; from the embedded store when there is one."""
+        if self.store is not None:
+            with suppress(StoreUnreadable):
+                return self.store.tagged_runs(tag)
+        from mlflow.entities import ViewType
+
+        experiments = [item.experiment_id for item in self.client.search_experiments(view_type=ViewType.ALL)]
+        query = f"tags.`{tag}` != ''"
+        found = self.client.search_runs(experiments, filter_string=query) if experiments else []
+        runs = [
+            TrackedRun(
+                run_id=item.data.tags[tag],
+                mlflow_run_id=item.info.run_id,
+                started_at=_iso(item.info.start_time),
+                tags=dict(item.data.tags),
+            )
+            for item in found
+        ]
+        return sorted(runs, key=lambda run: run.started_at)
+
     def find_by_fingerprint(self, fingerprint: str) -> Version | None:
         if self.store is not None:
             with suppress(StoreUnreadable):
@@ -236,6 +265,20 @@ class Registry:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@dataclass(frozen=True)
+class TrackedRun:
+    """An MLflow tracking run that names the retrain run it belongs to (its `run_id` tag)."""
+
+    run_id: str
+    mlflow_run_id: str
+    started_at: str
+    tags: Mapping[str, str]
+
+
+def _iso(milliseconds: int | None) -> str:
+    return datetime.fromtimestamp((milliseconds or 0) / 1000, UTC).isoformat(timespec="seconds")
+
+
 class StoreUnreadable(Exception):
     """The embedded store cannot answer a read (missing, locked, another schema): ask MLflow instead."""
 
@@ -279,6 +322,30 @@ class EmbeddedStore:
         )
         return self._version(int(rows[0][0])) if rows and rows[0][0] is not None else None
 
+    def versions(self) -> list[Version]:
+        """Every live version, newest first."""
+        rows = self._query(
+            "SELECT version FROM model_versions WHERE workspace = 'default' AND name = ?"
+            " AND current_stage != 'Deleted_Internal' ORDER BY version DESC",
+            (self.name,),
+        )
+        found = (self._version(int(number)) for (number,) in rows)
+        return [version for version in found if version is not None]
+
+    def tagged_runs(self, tag: str) -> list[TrackedRun]:
+        """Active tracking runs carrying `tag`, oldest first."""
+        rows = self._query(
+            "SELECT t.value, r.run_uuid, r.start_time FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid"
+            " WHERE t.key = ? AND r.lifecycle_stage = 'active' ORDER BY r.start_time",
+            (tag,),
+        )
+        found = []
+        for value, uuid, start in rows:
+            tags = self._query("SELECT key, value FROM tags WHERE run_uuid = ?", (uuid,))
+            started = _iso(start)
+            found.append(TrackedRun(str(value), str(uuid), started, {str(k): str(v) for k, v in tags}))
+        return found
+
     def _version(self, number: int) -> Version | None:
         where = " WHERE workspace = 'default' AND name = ? AND version = ?"
         live = " AND current_stage != 'Deleted_Internal'"
@@ -294,7 +361,7 @@ class EmbeddedStore:
             version=str(number),
             aliases=tuple(sorted(str(alias) for (alias,) in aliases)),
             tags={str(key): str(value) for key, value in tags},
-            created_at=datetime.fromtimestamp((created_ms or 0) / 1000, UTC).isoformat(timespec="seconds"),
+            created_at=_iso(created_ms),
             source=source or "",
         )
 

@@ -18,11 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
 from runner.records import ModelRecord, RunRecord, StageRecord
+
+if TYPE_CHECKING:
+    from runner.history import Remembered
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STAGE_TEMPLATE = "stage"
@@ -90,6 +93,7 @@ def render_stage_html(
     }
     html, _ = _stage_exporter().from_notebook_node(notebook, resources=resources)
     html = _REMOTE_LOAD.sub(r"\1data-blocked-\2\3", html)
+    html = _unwrap_plain_tokens(html)
     html = html.replace(_PYGMENTS_MARKER, _pygments_css(html), 1)
     atomic_write_text(html_path, html)
 
@@ -147,6 +151,29 @@ def _notebook_facts(metadata: Any) -> list[tuple[str, str]]:
     return facts
 
 
+def _unwrap_plain_tokens(html: str) -> str:
+    """Drop the pygments spans that change nothing on screen: tokens of a class the style leaves unstyled
+    (names, punctuation) and whitespace. They were over half the bytes of highlighted code (~30 KB of the
+    evaluate stage's page) and the text reads the same without them."""
+    plain = _plain_token_classes()
+    html = html.replace("<pre><span></span>", "<pre>")  # pygments opens every block with an empty span
+    return _TOKEN_SPAN.sub(lambda m: m.group(2) if m.group(1) in plain else m.group(0), html)
+
+
+_TOKEN_SPAN = re.compile(r'<span class="([\w-]*)">([^<]*)</span>')
+
+
+@lru_cache(maxsize=1)
+def _plain_token_classes() -> frozenset[str]:
+    from pygments.formatters import HtmlFormatter
+    from pygments.token import STANDARD_TYPES
+
+    rules = HtmlFormatter(style=_PYGMENTS_STYLE).get_style_defs(".highlight")
+    styled = set(re.findall(r"\.highlight \.([\w-]+) \{", rules))
+    # whitespace is styled (a colour) but blank: unwrapping it changes nothing either
+    return frozenset({*(set(STANDARD_TYPES.values()) - styled - {""}), "w"})
+
+
 def _pygments_css(html: str) -> str:
     """The pygments rules for the token classes that occur in `html` (a few hundred bytes, not 5 KB)."""
     from pygments.formatters import HtmlFormatter
@@ -161,48 +188,64 @@ def _pygments_css(html: str) -> str:
 
 
 # --- the run's index, the history of runs -------------------------------------------------------------------
-def render_run_index(run_dir: Path, record: RunRecord) -> Path:
-    """Write `<run_dir>/index.html`, the run at a glance; returns its path."""
+def render_run_index(run_dir: Path, record: RunRecord, *, tracking_uri: str | None = None) -> Path:
+    """Write `<run_dir>/index.html`, the run's story: the decision, gates with margins, challenger against
+    champion, data and drift, timings, links; returns its path. `tracking_uri` links the MLflow run when it
+    names a tracking server."""
+    from runner import story
+
     stages = list(record.stages.values())
+    version, comparison = champion_comparison(record)
+    longest = max((stage.duration_s for stage in stages), default=0.0)
     return _write_page(
         run_dir / "index.html",
         "run.html.j2",
         record=record,
+        decision=story.decision_sentence(record),
         outcome=outcome_sentence(record),
         model_text=model_sentence(record.model) if record.model else None,
         failures=[(stage, _failure_text(stage)) for stage in stages if stage.status == "failed"],
         skipped=[stage for stage in stages if stage.status == "skipped"],
-        gates=[(stage.name, gate) for stage in stages for gate in stage.gates],
+        gates=story.gate_rows(record),
+        champion_version=version,
+        comparison=comparison,
+        forecast_chart=story.forecast_chart(record),
+        data=story.data_summary(record),
+        drift=story.drift_summary(record),
+        mlflow=story.mlflow_run(record, tracking_uri),
+        longest=longest or 1.0,
         scraps=[(stage.name, key, _value(value)) for stage in stages for key, value in stage.scraps.items()],
     )
 
 
-def render_history_index(reports_dir: Path, *, metric: str = "wape") -> Path:
-    """Write `<reports_dir>/index.html`, every run folder with a run.json, newest first; returns its path.
-
-    A run.json that cannot be read or does not have a run's shape is listed as unreadable, never fatal.
+def render_history_index(
+    reports_dir: Path, *, metric: str = "wape", known: Remembered | None = None
+) -> Path:
+    """Write `<reports_dir>/index.html`: every run, newest first, from the run folders and from what MLflow
+    remembers (`known`, see runner.history), with the metric across runs and across versions; returns its
+    path. A run.json that cannot be read or does not have a run's shape is listed as unreadable, never fatal.
     """
-    rows: list[dict[str, Any]] = []
-    unreadable: list[tuple[str, str]] = []
-    for folder in sorted(reports_dir.iterdir(), reverse=True):  # run ids sort by time
-        if not (folder / "run.json").is_file():
-            continue  # not a run folder, or a run that has not written its record yet
-        try:
-            record = RunRecord.from_json(json.loads((folder / "run.json").read_text(encoding="utf-8")))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            unreadable.append((folder.name, f"{type(exc).__name__}: {exc}"[:200]))
-            continue
-        has_index, value = (folder / "index.html").is_file(), _metric(record, metric)
-        rows.append(dict(record=record, folder=folder.name, has_index=has_index, metric=value))
-    pipelines = {row["record"].pipeline for row in rows}
+    from runner import history
+
+    known = known or history.Remembered()
+    records, unreadable = history.read_run_folders(reports_dir)
+    rows = history.build_rows(records, known, metric)
+    pipelines = {record.pipeline for record, _ in records}
+    newest_first = list(reversed(rows))
     return _write_page(
         reports_dir / "index.html",
         "history.html.j2",
-        rows=rows,
+        rows=newest_first,
         unreadable=unreadable,
         heading=f"{pipelines.pop()}: runs" if len(pipelines) == 1 else "Runs",
         metric=metric,
-        show_metric=any(row["metric"] is not None for row in rows),
+        show_metric=any(row.metric is not None for row in rows),
+        statuses=history.filter_values(rows, "status"),
+        triggers=history.filter_values(rows, "trigger"),
+        runs_chart=history.runs_chart(rows, metric),
+        versions_chart=history.versions_chart(known.versions, metric),
+        known=known,
+        from_mlflow=sum(row.source == "mlflow" for row in rows),
     )
 
 
@@ -269,13 +312,6 @@ def _failure_text(stage: StageRecord) -> str:
     if failure.kind != "error" and failure.evalue and failure.evalue not in failure.message:
         lines.append(failure.evalue)
     return "\n".join(lines)
-
-
-def _metric(record: RunRecord, name: str) -> Any:
-    """The value of scrap `name` in the last stage that glued it, or None."""
-    return next(
-        (stage.scraps[name] for stage in reversed(record.stages.values()) if name in stage.scraps), None
-    )
 
 
 # --- GitHub step summary ------------------------------------------------------------------------------------

@@ -202,7 +202,10 @@ def test_gate_failed_run_index_names_the_gate_and_its_values(tmp_path: Path) -> 
     sentence = "Stopped by a gate in stage evaluate: wape <= params.wape_threshold (wape = 0.079 > 0.0001)."
     assert outcome_sentence(record) == sentence
     assert sentence in text_of(html)
-    assert "wape = 0.079, params.wape_threshold = 0.0001" in text_of(html)
+    text = text_of(html)
+    assert "Refused by gate `wape <= params.wape_threshold` in stage evaluate: wape = 0.079 > 0.0001." in text
+    # the gates table: value, threshold (and what it was computed from), margin (negative: failed by)
+    assert "0.079 ≤ 0.0001 params.wape_threshold -0.0789 -78900.0% of threshold" in text
     assert 'class="badge s-gate_failed"' in html
     assert "register: upstream stage evaluate did not pass its gates" in text_of(html)
     assert 'href="register.html"' not in html  # a skipped stage has no page to link
@@ -280,7 +283,7 @@ def test_history_lists_runs_newest_first_and_survives_broken_run_json(tmp_path: 
 
 def test_history_of_an_empty_reports_folder(tmp_path: Path) -> None:
     html = render_history_index(tmp_path).read_text(encoding="utf-8")
-    assert "No run has written a run.json yet." in html
+    assert "No run has written a run.json yet, and the MLflow store knows of none." in html
 
 
 # --- step summary -------------------------------------------------------------------------------------------
