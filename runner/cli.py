@@ -1,6 +1,7 @@
 """The `retrain` command: the only place that prints and chooses exit codes.
 
-Exit codes: 0 success; 1 a stage failed; 2 configuration or usage error; 3 a gate failed; 130 interrupted.
+Exit codes: 0 success; 1 a stage failed; 2 configuration or usage error; 3 a gate failed; 130 interrupted;
+`retrain monitor` only: 4 the champion has decayed (1: the monitor notebook failed).
 A RetrainError is shown as its message alone; anything else is a bug and is shown with its traceback.
 """
 
@@ -140,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--to", metavar="VERSION", default=None, help="the version to go back to")
     _pipeline_argument(rollback)
     rollback.set_defaults(handler=command_rollback)
+
+    monitor = commands.add_parser(
+        "monitor", help="score the champion on the weeks it has not seen; exit 4 when it has decayed"
+    )
+    _pipeline_argument(monitor)
+    monitor.set_defaults(handler=command_monitor)
 
     _github_parser(commands)
 
@@ -284,6 +291,43 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
         console.print(line, soft_wrap=True)
     console.print(display.outcome_line(record, run_dir, code), soft_wrap=True)
     return code
+
+
+def command_monitor(args: argparse.Namespace, console: Console) -> int:
+    from runner import monitor
+
+    pipeline = _load(args)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a cancelled workflow sends SIGTERM
+    try:
+        with console.status("monitoring the champion"):
+            check = monitor.run_monitor(pipeline)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _write_outputs(
+        {
+            "status": check.status,
+            "decay": "true" if check.status == "decay" else "false",
+            "live": "" if check.live is None else repr(check.live),
+            "registered": "" if check.registered is None else repr(check.registered),
+            "check_id": check.check_id,
+            "report_dir": check.report_dir or "",
+        }
+    )
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as handle:
+            handle.write(monitor.summary_markdown(check) + "\n")
+    if check.status == "decay" and os.environ.get("GITHUB_ACTIONS") == "true":
+        console.print(_annotation("Champion decayed", check.detail, "warning"), markup=False)
+    where = f"; report: {check.report_dir}/{monitor.NOTEBOOK_NAME}.html" if check.report_dir else ""
+    logged = pipeline.monitor.log_source if pipeline.monitor else ""
+    console.print(
+        f"{check.status}: {check.detail} (exit {check.exit_code}; logged to {logged}{where})",
+        soft_wrap=True,
+        markup=False,
+        style="red" if check.exit_code else "",
+    )
+    return check.exit_code
 
 
 def _force_arguments(args: argparse.Namespace) -> tuple[bool, list[str]]:
