@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _github_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from runner.github import STATE_BRANCH
+    from runner.github import MONITORING_BRANCH, STATE_BRANCH
 
     github = commands.add_parser("github", help="the steps of the GitHub Actions workflow")
     actions = github.add_subparsers(dest="github_command", required=True, metavar="ACTION")
@@ -200,7 +200,16 @@ def _github_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     push.add_argument("--run-id", default="", help="save only when this full run changed the registry")
     for sub in (pull, push):
         sub.add_argument("--remote", default="origin", help="the git remote (default: origin)")
-        sub.add_argument("--branch", default=STATE_BRANCH, help=f"the state branch (default: {STATE_BRANCH})")
+        sub.add_argument(
+            "--branch",
+            default=None,
+            help=f"the state branch (default: {STATE_BRANCH}; with --monitoring, {MONITORING_BRANCH})",
+        )
+        sub.add_argument(
+            "--monitoring",
+            action="store_true",
+            help="the folder of the monitoring log (pipeline.yaml: monitor.log) instead of mlruns/",
+        )
         sub.set_defaults(handler=command_github_state)
     cost = actions.add_parser("summary-cost", help="add the job's minutes and their cost to the step summary")
     cost.add_argument("--started", type=float, required=True, help="when the job started, in epoch seconds")
@@ -548,6 +557,9 @@ def command_github_state(args: argparse.Namespace, console: Console) -> int:
     from runner.project import MLFLOW_DIR
 
     root = _project_root(args.pipeline)
+    if args.monitoring:
+        return _monitoring_state(args, root, console)
+    args.branch = args.branch or github.STATE_BRANCH
     if os.environ.get("MLFLOW_TRACKING_URI"):
         console.print("state: MLFLOW_TRACKING_URI is set: the registry lives on that server; nothing to do")
         return EXIT_OK
@@ -569,6 +581,27 @@ def command_github_state(args: argparse.Namespace, console: Console) -> int:
     console.print(f"state: {detail}", soft_wrap=True, markup=False)
     if "had moved" in detail and os.environ.get("GITHUB_ACTIONS") == "true":  # another run saved meanwhile
         console.print(_annotation("Registry state replaced", detail, "warning"), markup=False)
+    return EXIT_OK
+
+
+def _monitoring_state(args: argparse.Namespace, root: Path, console: Console) -> int:
+    """`retrain github state pull|push --monitoring`: the monitoring log's folder on its own branch."""
+    from runner import github
+
+    monitor = _load(args).monitor
+    if monitor is None:
+        raise UsageError(f"{args.pipeline} has no `monitor` section: there is no monitoring log to keep")
+    folder = monitor.log.parent
+    if folder.resolve() == root.resolve():
+        fix = "put the log in a folder of its own (monitor.log: monitoring/checks.jsonl): that folder is kept"
+        raise UsageError(f"monitor.log {monitor.log_source} is in the project root; {fix}")
+    env, branch = github.git_environment(os.environ), args.branch or github.MONITORING_BRANCH
+    if args.action == "pull":
+        said = github.pull_state(root, folder, env, args.remote, branch, what="the log")
+    else:
+        message = f"monitoring log: {monitor.log_source}"
+        said = github.push_state(root, folder, env, message, args.remote, branch)
+    console.print(f"monitoring log: {said}", soft_wrap=True, markup=False)
     return EXIT_OK
 
 
