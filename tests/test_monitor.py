@@ -291,3 +291,38 @@ def demo_registered(pipeline: Path) -> float:
     """The champion's wape as its run's evaluate stage measured it (what the registry holds)."""
     run_dir = max(path for path in (pipeline.parent / "reports").iterdir() if (path / "run.json").is_file())
     return float(json.loads((run_dir / "run.json").read_text())["stages"]["evaluate"]["scraps"]["wape"])
+
+
+def test_the_log_travels_on_its_own_branch(tmp_path, capsys, monkeypatch):
+    from runner.monitor import append_line
+    from tests.test_github import clone, git
+
+    bare = tmp_path / "origin.git"
+    seed = tmp_path / "seed"
+    toy_project(seed)
+    (seed / ".gitignore").write_text("mlruns/\nmonitoring/\nreports/\n")
+    git(seed, "init", "--quiet")
+    git(seed, "add", ".")
+    git(seed, "commit", "--quiet", "-m", "project")
+    git(tmp_path, "init", "--quiet", "--bare", str(bare))
+    git(seed, "push", "--quiet", str(bare), "HEAD:refs/heads/main")
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+
+    first = clone(bare, "first")
+    state = ["github", "state"]
+    assert main([*state, "pull", "--monitoring", str(first / "pipeline.yaml")]) == 0
+    assert "origin has no branch retrain-monitoring yet: the log starts empty" in capsys.readouterr().out
+    append_line(first / "monitoring" / "checks.jsonl", {"status": "ok"})
+    assert main([*state, "push", "--monitoring", str(first / "pipeline.yaml")]) == 0
+    assert "saved monitoring/ to retrain-monitoring" in capsys.readouterr().out
+    assert git(bare, "ls-tree", "--name-only", "retrain-monitoring") == "checks.jsonl"
+    assert git(bare, "branch", "--list", "retrain-state") == ""  # the registry's branch is not touched
+
+    second = clone(bare, "second")
+    assert main([*state, "pull", "--monitoring", str(second / "pipeline.yaml")]) == 0
+    append_line(second / "monitoring" / "checks.jsonl", {"status": "decay"})
+    assert main([*state, "push", "--monitoring", str(second / "pipeline.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "had moved" not in out, out  # what this clone restored is still the tip: no race to report
+    kept = git(bare, "show", "retrain-monitoring:checks.jsonl").splitlines()
+    assert [json.loads(line)["status"] for line in kept] == ["ok", "decay"]
