@@ -1,6 +1,7 @@
 """The `retrain` command: the only place that prints and chooses exit codes.
 
-Exit codes: 0 success; 1 a stage failed; 2 configuration or usage error; 3 a gate failed; 130 interrupted.
+Exit codes: 0 success; 1 a stage failed; 2 configuration or usage error; 3 a gate failed; 130 interrupted;
+`retrain monitor` only: 4 the champion has decayed (1: the monitor notebook failed).
 A RetrainError is shown as its message alone; anything else is a bug and is shown with its traceback.
 """
 
@@ -153,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     _pipeline_argument(rollback)
     rollback.set_defaults(handler=command_rollback)
 
+    monitor = commands.add_parser(
+        "monitor", help="score the champion on the weeks it has not seen; exit 4 when it has decayed"
+    )
+    _pipeline_argument(monitor)
+    monitor.set_defaults(handler=command_monitor)
+
     _github_parser(commands)
 
     demo = commands.add_parser("demo", help="prepare the bundled retail demo's data")
@@ -194,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _github_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from runner.github import STATE_BRANCH
+    from runner.github import MONITORING_BRANCH, STATE_BRANCH
 
     github = commands.add_parser("github", help="the steps of the GitHub Actions workflow")
     actions = github.add_subparsers(dest="github_command", required=True, metavar="ACTION")
@@ -213,7 +220,16 @@ def _github_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     push.add_argument("--run-id", default="", help="save only when this full run changed the registry")
     for sub in (pull, push):
         sub.add_argument("--remote", default="origin", help="the git remote (default: origin)")
-        sub.add_argument("--branch", default=STATE_BRANCH, help=f"the state branch (default: {STATE_BRANCH})")
+        sub.add_argument(
+            "--branch",
+            default=None,
+            help=f"the state branch (default: {STATE_BRANCH}; with --monitoring, {MONITORING_BRANCH})",
+        )
+        sub.add_argument(
+            "--monitoring",
+            action="store_true",
+            help="the folder of the monitoring log (pipeline.yaml: monitor.log) instead of mlruns/",
+        )
         sub.set_defaults(handler=command_github_state)
     data = actions.add_parser("data", help="commit and push what a run did with the new data")
     data_directions = data.add_subparsers(dest="action", required=True, metavar="push")
@@ -327,6 +343,43 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
         console.print(data, soft_wrap=True)
     console.print(display.outcome_line(record, run_dir, code), soft_wrap=True)
     return code
+
+
+def command_monitor(args: argparse.Namespace, console: Console) -> int:
+    from runner import monitor
+
+    pipeline = _load(args)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a cancelled workflow sends SIGTERM
+    try:
+        with console.status("monitoring the champion"):
+            check = monitor.run_monitor(pipeline)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _write_outputs(
+        {
+            "status": check.status,
+            "decay": "true" if check.status == "decay" else "false",
+            "live": "" if check.live is None else repr(check.live),
+            "registered": "" if check.registered is None else repr(check.registered),
+            "check_id": check.check_id,
+            "report_dir": check.report_dir or "",
+        }
+    )
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as handle:
+            handle.write(monitor.summary_markdown(check) + "\n")
+    if check.status == "decay" and os.environ.get("GITHUB_ACTIONS") == "true":
+        console.print(_annotation("Champion decayed", check.detail, "warning"), markup=False)
+    where = f"; report: {check.report_dir}/{monitor.NOTEBOOK_NAME}.html" if check.report_dir else ""
+    logged = pipeline.monitor.log_source if pipeline.monitor else ""
+    console.print(
+        f"{check.status}: {check.detail} (exit {check.exit_code}; logged to {logged}{where})",
+        soft_wrap=True,
+        markup=False,
+        style="red" if check.exit_code else "",
+    )
+    return check.exit_code
 
 
 def _force_arguments(args: argparse.Namespace) -> tuple[bool, list[str]]:
@@ -577,6 +630,9 @@ def command_github_state(args: argparse.Namespace, console: Console) -> int:
     from runner.project import MLFLOW_DIR
 
     root = _project_root(args.pipeline)
+    if args.monitoring:
+        return _monitoring_state(args, root, console)
+    args.branch = args.branch or github.STATE_BRANCH
     if os.environ.get("MLFLOW_TRACKING_URI"):
         console.print("state: MLFLOW_TRACKING_URI is set: the registry lives on that server; nothing to do")
         return EXIT_OK
@@ -639,6 +695,27 @@ def command_github_pages(args: argparse.Namespace, console: Console) -> int:
     reports = pipeline.root / REPORTS_DIR
     said = publish.publish(pipeline.root, reports, site, args.keep, known, env, args.remote)
     console.print(f"pages: {said}", soft_wrap=True, markup=False)
+    return EXIT_OK
+
+
+def _monitoring_state(args: argparse.Namespace, root: Path, console: Console) -> int:
+    """`retrain github state pull|push --monitoring`: the monitoring log's folder on its own branch."""
+    from runner import github
+
+    monitor = _load(args).monitor
+    if monitor is None:
+        raise UsageError(f"{args.pipeline} has no `monitor` section: there is no monitoring log to keep")
+    folder = monitor.log.parent
+    if folder.resolve() == root.resolve():
+        fix = "put the log in a folder of its own (monitor.log: monitoring/checks.jsonl): that folder is kept"
+        raise UsageError(f"monitor.log {monitor.log_source} is in the project root; {fix}")
+    env, branch = github.git_environment(os.environ), args.branch or github.MONITORING_BRANCH
+    if args.action == "pull":
+        said = github.pull_state(root, folder, env, args.remote, branch, what="the log")
+    else:
+        message = f"monitoring log: {monitor.log_source}"
+        said = github.push_state(root, folder, env, message, args.remote, branch)
+    console.print(f"monitoring log: {said}", soft_wrap=True, markup=False)
     return EXIT_OK
 
 

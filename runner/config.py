@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from runner import graph
 from runner.errors import ConfigError, Problem, did_you_mean
 from runner.gates import Gate, GateSyntaxError, parse_gate
+from runner.monitor_spec import Monitor, MonitorSpec, check_monitor, resolve_monitor
 from runner.params import INJECTED, DeclaredParameters, NotebookParameter, Overrides, check_value
 from runner.project import REPORTS_DIR
 
@@ -140,6 +141,7 @@ class PipelineSpec(BaseModel):
     data: DataSpec | None = None
     notify: NotifySpec = Field(default_factory=NotifySpec)
     warmup: str = ""  # code run in each stage's kernel while the previous stage runs, e.g. "import pandas"
+    monitor: MonitorSpec | None = None  # `retrain monitor`: the champion checked for decay (monitor_spec.py)
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,7 @@ class Pipeline:
     notify: NotifySpec = field(default_factory=NotifySpec)
     # what the notebooks declare, to remember in reports/ once a run has created it (see params.py)
     declared: DeclaredParameters | None = field(default=None, compare=False, repr=False)
+    monitor: Monitor | None = None  # the `monitor` section, for `retrain monitor`
 
     @property
     def needs(self) -> dict[str, tuple[str, ...]]:
@@ -242,7 +245,12 @@ def _section_model(loc: list[int | str]) -> type[BaseModel]:
     """The schema a key path points into, for "did you mean" among its valid keys."""
     if len(loc) == 1:
         return PipelineSpec
-    sections: dict[int | str, type[BaseModel]] = {"model": ModelSpec, "data": DataSpec, "notify": NotifySpec}
+    sections: dict[int | str, type[BaseModel]] = {
+        "model": ModelSpec,
+        "data": DataSpec,
+        "notify": NotifySpec,
+        "monitor": MonitorSpec,
+    }
     if loc[0] == "model" and len(loc) > 2 and loc[1] == "smoke_check":
         return SmokeCheckSpec
     return sections.get(loc[0], StageSpec)
@@ -259,7 +267,22 @@ def _salvage(raw: dict[str, Any]) -> PipelineSpec | None:
         return None
     salvaged = {str(name): _salvage_stage(body) for name, body in stages.items()}
     params = raw.get("params") if isinstance(raw.get("params"), dict) else {}
-    return PipelineSpec.model_construct(version=1, name=str(raw.get("name")), params=params, stages=salvaged)
+    salvaged_spec = PipelineSpec.model_construct(
+        version=1, name=str(raw.get("name")), params=params, stages=salvaged
+    )
+    try:  # a valid monitor section still gets its deeper checks
+        monitor = MonitorSpec.model_validate(raw["monitor"]) if raw.get("monitor") is not None else None
+    except ValidationError:
+        monitor = None
+    return salvaged_spec.model_copy(update={"monitor": monitor, "model": _salvage_model(raw)})
+
+
+def _salvage_model(raw: dict[str, Any]) -> ModelSpec | None:
+    """The model section when it is valid (the monitor section needs to know there is one)."""
+    try:
+        return ModelSpec.model_validate(raw["model"]) if isinstance(raw.get("model"), dict) else None
+    except ValidationError:
+        return None
 
 
 def _salvage_stage(body: Any) -> StageSpec:
@@ -303,7 +326,13 @@ def _check_semantics(
     problems.extend(_check_cycles(file, spec))
     problems.extend(_check_files_and_warmup(file, spec))
     problems.extend(_check_gates(file, spec, overrides))
-    problems.extend(_check_pipeline_params(file, spec, declared))
+    monitor_declared: frozenset[str] = frozenset()
+    if spec.monitor is not None:
+        found, monitor_declared = check_monitor(
+            file, root, spec.monitor, spec.params, spec.model is not None, declared_parameters
+        )
+        problems.extend(found)
+    problems.extend(_check_pipeline_params(file, spec, declared, monitor_declared))
     if spec.model is not None:
         problems.extend(_check_model(file, spec.model, spec))
     if spec.data is not None and spec.data.stage not in spec.stages:
@@ -423,7 +452,10 @@ def _check_gate_names(
 
 
 def _check_pipeline_params(
-    file: str, spec: PipelineSpec, declared: Mapping[str, Mapping[str, NotebookParameter]]
+    file: str,
+    spec: PipelineSpec,
+    declared: Mapping[str, Mapping[str, NotebookParameter]],
+    monitor_declared: frozenset[str] = frozenset(),
 ) -> list[Problem]:
     """A pipeline-wide parameter that no notebook declares and no gate reads is a typo waiting to bite."""
     gate_params = {
@@ -434,7 +466,7 @@ def _check_pipeline_params(
         if name.startswith("params.")
     }
     problems = []
-    every_declared = {key for params in declared.values() for key in params}
+    every_declared = {key for params in declared.values() for key in params} | monitor_declared
     for key, value in spec.params.items():
         where = f"params.{key}"
         if key in INJECTED:
@@ -518,6 +550,7 @@ def _resolve(
         data=spec.data,
         notify=spec.notify,
         declared=declared_parameters,
+        monitor=resolve_monitor(root, spec.monitor, wide, declared_parameters) if spec.monitor else None,
     )
 
 

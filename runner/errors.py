@@ -6,7 +6,8 @@
     └── DemoDataError            exit 2  the demo's data cannot be fetched or prepared
 
 A stage that fails or a gate that fails is not an exception: it is a status in the run record, and the CLI
-maps the run's status to exit codes 1 and 3 (see `exit_code_for_status`).
+maps the run's status to exit codes 1 and 3 (see `exit_code_for_status`). `retrain monitor` exits 4 when
+the champion has decayed: a finding, not an error.
 Ctrl-C and SIGTERM end a run as `cancelled` (exit 130). Anything else that escapes is a bug: the CLI prints
 its traceback.
 """
@@ -20,6 +21,7 @@ EXIT_OK = 0
 EXIT_STAGE_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_GATE_FAILED = 3
+EXIT_DECAY = 4  # `retrain monitor` only: the champion has decayed (see runner/monitor.py)
 EXIT_INTERRUPTED = 130
 
 _EXIT_BY_RUN_STATUS = {

@@ -6,7 +6,9 @@ state between runs.
 - `pr_comment_body` / `upsert_pr_comment`: one comment per pull request with the challenger's metrics against
   the champion's, found again by a hidden marker and edited in place (REST API through urllib).
 - `pull_state` / `push_state`: the embedded MLflow store (`mlruns/`) kept on an orphan branch, restored before
-  a run and committed after a full run that changed the registry (git through subprocess).
+  a run and committed after a full run that changed the registry (git through subprocess). The monitoring
+  log's folder goes the same way on a branch of its own (`retrain monitor` only reads the registry: saving the
+  registry's folder after a check could put back a state that a retrain saved meanwhile).
 
 Nothing here prints: the CLI does, and picks the exit codes.
 """
@@ -32,6 +34,7 @@ from runner.records import RunRecord
 from runner.report import champion_comparison, outcome_sentence
 
 STATE_BRANCH = "retrain-state"
+MONITORING_BRANCH = "retrain-monitoring"  # the monitoring log's folder: apart from the registry, see below
 RESTORED_REF = "refs/retrain/restored"  # the state commit this checkout restored: a later push checks it
 EVENTS = ("push", "schedule", "workflow_dispatch", "repository_dispatch", "pull_request")
 _PARAM_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -301,24 +304,29 @@ def git_environment(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def restored_ref(branch: str) -> str:
+    """Where a checkout remembers what it restored from `branch` (one job may restore two branches)."""
+    return RESTORED_REF if branch == STATE_BRANCH else f"{RESTORED_REF}-{branch}"
+
+
 def pull_state(
     repo: Path,
     store: Path,
     env: Mapping[str, str],
     remote: str = "origin",
     branch: str = STATE_BRANCH,
-    marker: str = RESTORED_REF,
+    what: str | None = None,
 ) -> str:
-    """Restore `store` from the state branch's latest commit, when the branch exists. `marker` is the ref
-    that remembers which commit was restored (one per branch kept this way)."""
+    """Restore `store` from the state branch's latest commit, when the branch exists; `what` names the store
+    in the message (default: the registry, or the store's folder for another branch)."""
     if store.exists() and any(store.iterdir()):
         raise StateError(f"{store} already holds a store: move it away before restoring {branch}")
     tip = _fetch_tip(repo, env, remote, branch)
     if tip is None:
-        _git(repo, ["update-ref", "-d", marker], env)
-        what = "the registry" if branch == STATE_BRANCH else store.name
-        return f"{remote} has no branch {branch} yet: {what} starts empty"
-    _git(repo, ["update-ref", marker, tip], env)
+        _git(repo, ["update-ref", "-d", restored_ref(branch)], env)
+        named = what or ("the registry" if branch == STATE_BRANCH else store.name)
+        return f"{remote} has no branch {branch} yet: {named} starts empty"
+    _git(repo, ["update-ref", restored_ref(branch), tip], env)
     store.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:  # a private index: the checkout's own stays untouched
         indexed = {**env, "GIT_INDEX_FILE": str(Path(scratch, "index"))}
@@ -335,7 +343,6 @@ def push_state(
     remote: str = "origin",
     branch: str = STATE_BRANCH,
     attempts: int = 3,
-    marker: str = RESTORED_REF,
 ) -> str:
     """Commit `store` as the state branch's next commit and push it. A push that is not a fast-forward
     (another run pushed first) is retried on top of the new tip: the newest state wins, both stay in the
@@ -343,7 +350,7 @@ def push_state(
     if not store.is_dir() or not any(store.iterdir()):
         return f"nothing to save: {store} is empty"
     tree = _snapshot(repo, store, env)
-    restored = _run_git(repo, ["rev-parse", "--verify", "--quiet", marker], env).stdout.strip()
+    restored = _run_git(repo, ["rev-parse", "--verify", "--quiet", restored_ref(branch)], env).stdout.strip()
     for _ in range(attempts):
         tip = _fetch_tip(repo, env, remote, branch) or ""
         if tip and _git(repo, ["rev-parse", f"{tip}^{{tree}}"], env) == tree:

@@ -16,7 +16,6 @@ from runner import github, report
 from runner.history import Remembered
 
 PAGES_BRANCH = "retrain-pages"
-PAGES_RESTORED_REF = "refs/retrain/pages-restored"
 PAGE_FILES = ("run.json", "*.html", "*.ipynb")
 
 
@@ -51,8 +50,8 @@ def publish(
 ) -> str:
     """Restore the published site from its branch into `site` (empty or missing), add the runs in
     `reports_dir`, keep the newest `keep`, save the branch; returns what happened in one line."""
-    restored = github.pull_state(repo, site, env, remote, PAGES_BRANCH, marker=PAGES_RESTORED_REF)
+    restored = github.pull_state(repo, site, env, remote, PAGES_BRANCH)
     kept = build_site(reports_dir, site, keep, known)
     message = f"reports: {', '.join(kept[:3])}{' …' if len(kept) > 3 else ''} ({len(kept)} runs kept)"
-    saved = github.push_state(repo, site, env, message, remote, PAGES_BRANCH, marker=PAGES_RESTORED_REF)
+    saved = github.push_state(repo, site, env, message, remote, PAGES_BRANCH)
     return f"{restored}; {len(kept)} runs in {site.name}/; {saved}"

@@ -69,8 +69,16 @@ def write_run_json(run_dir: Path, record: RunRecord) -> Path:
 
 
 # --- stage pages --------------------------------------------------------------------------------------------
+RUN_CRUMBS = (("This run", "index.html"), ("All runs", "../index.html"))  # a stage page's links
+
+
 def render_stage_html(
-    executed_notebook: Path, html_path: Path, *, title: str, show_code: bool = False
+    executed_notebook: Path,
+    html_path: Path,
+    *,
+    title: str,
+    show_code: bool = False,
+    crumbs: tuple[tuple[str, str], ...] = RUN_CRUMBS,
 ) -> None:
     """Render an executed stage notebook as a light, self-contained HTML page.
 
@@ -89,6 +97,7 @@ def render_stage_html(
             "css": (TEMPLATES_DIR / "report.css").read_text(encoding="utf-8"),
             "notebook_href": Path(os.path.relpath(executed_notebook, html_path.parent)).as_posix(),
             "facts": _notebook_facts(notebook.metadata),
+            "crumbs": crumbs,  # links above the title, relative to the page
         },
     }
     html, _ = _stage_exporter().from_notebook_node(notebook, resources=resources)

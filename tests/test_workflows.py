@@ -728,3 +728,92 @@ def test_a_monitoring_dispatch_whose_gate_fails_shows_red_after_upload_and_notif
     assert "::error title=Gate failed in evaluate::" in job.step("Run the pipeline").log
     assert "**Failed gates**" in job.summary and "#### Message" in job.summary  # no webhook: the message
     assert "did not change the registry" in job.step("Save the registry").log
+
+
+# --- monitor.yml: the daily check of the champion -----------------------------------------------------------
+MONITOR = WORKFLOWS / "monitor.yml"
+
+
+def monitor_steps() -> dict[str, dict[str, Any]]:
+    return {step["name"]: step for step in workflow(MONITOR)["jobs"]["monitor"]["steps"]}
+
+
+def test_monitor_runs_daily_or_on_demand_one_at_a_time_with_least_privilege() -> None:
+    flow = workflow(MONITOR)
+    assert flow["on"] == {"schedule": [{"cron": "30 5 * * *"}], "workflow_dispatch": None}
+    assert flow["permissions"] == {}
+    assert flow["concurrency"] == {"group": "monitor", "cancel-in-progress": False}
+    (name, job), *others = flow["jobs"].items()
+    assert name == "monitor" and not others
+    assert job["permissions"] == {"contents": "write"} and job["timeout-minutes"] <= 30
+    secrets_by_step = {}
+    for step in job["steps"]:
+        assert "${{" not in step.get("run", ""), f"{step['name']}: an expression in a script"
+        used = sorted(set(re.findall(r"secrets\.(\w+)", json.dumps(step))))
+        if used:
+            secrets_by_step[step["name"]] = used
+    assert secrets_by_step == {
+        "Restore the registry (read only)": ["MLFLOW_TRACKING_URI"],
+        "Check the champion": ["MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME"],
+    }
+    tokens = sorted(name for name, step in monitor_steps().items() if "github.token" in json.dumps(step))
+    assert tokens == [
+        "Restore the monitoring log",
+        "Restore the registry (read only)",
+        "Save the monitoring log",
+        "Start the retrain workflow",
+    ]
+
+
+def test_monitor_pins_the_same_action_commits_as_retrain() -> None:
+    pinned = set(re.findall(r"uses: (\S+)(.*)", RETRAIN.read_text()))
+    used = set(re.findall(r"uses: (\S+)(.*)", MONITOR.read_text()))
+    assert used and used <= pinned, used - pinned
+
+
+def test_monitor_keeps_the_log_apart_from_the_registry() -> None:
+    steps = monitor_steps()
+    assert steps["Restore the registry (read only)"]["run"] == "retrain github state pull"
+    assert steps["Restore the monitoring log"]["run"] == "retrain github state pull --monitoring"
+    assert steps["Save the monitoring log"]["run"] == "retrain github state push --monitoring"
+    assert "state push" not in json.dumps([s for n, s in steps.items() if n != "Save the monitoring log"])
+    log = yaml.safe_load((PROJECT_ROOT / "pipeline.yaml").read_text())["monitor"]["log"]
+    assert "/" in log  # the log's folder is what the branch keeps: never the project root
+    upload = steps["Upload the report"]
+    assert upload["with"]["path"] == "${{ steps.monitor.outputs.report_dir }}/"
+
+
+def test_a_decay_dispatches_what_retrain_accepts_as_a_monitoring_run() -> None:
+    from runner import github
+
+    step = monitor_steps()["Start the retrain workflow"]
+    assert step["if"] == "steps.monitor.outputs.decay == 'true'"
+    assert step["env"] == {"GH_TOKEN": "${{ github.token }}"}
+    command = step["run"].replace("\\\n", " ")
+    assert 'gh api "repos/$GITHUB_REPOSITORY/dispatches"' in command
+    event_type = re.search(r"-f event_type=(\w+)", command)
+    trigger = re.search(r'-f "client_payload\[trigger\]=(\w+)"', command)
+    assert event_type and trigger
+    assert workflow()["on"]["repository_dispatch"] == {"types": [event_type.group(1)]}
+    payload = {"action": event_type.group(1), "client_payload": {"trigger": trigger.group(1)}}
+    planned = github.plan("repository_dispatch", payload, "refs/heads/main")
+    assert (planned.mode, planned.trigger) == ("full", "monitoring")
+
+
+@pytest.mark.parametrize(("exit_code", "outcome"), [(0, 0), (4, 0), (1, 1), (2, 2), (130, 130)])
+def test_the_check_step_lets_decay_through_and_fails_on_anything_else(
+    tmp_path: Path, exit_code: int, outcome: int
+) -> None:
+    """The step's own script in bash -eo pipefail, as the workflow's default shell runs it, with a stand-in
+    `retrain` that ends as `retrain monitor` would."""
+    stand_in = tmp_path / "bin" / "retrain"
+    stand_in.parent.mkdir()
+    stand_in.write_text(f'#!/bin/bash\n[ "$1" = monitor ] || exit 99\nexit {exit_code}\n')
+    stand_in.chmod(0o755)
+    script = tmp_path / "step.sh"
+    script.write_text(monitor_steps()["Check the champion"]["run"])
+    env = {**os.environ, "PATH": f"{stand_in.parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], env=env, check=False
+    )
+    assert done.returncode == outcome

@@ -1,0 +1,328 @@
+"""`retrain monitor`: the champion scored on data it has not seen, against its registered metric.
+
+Real notebooks, a real registry: the toy model of tests/assets/model (y = factor * x, registered by a real
+`retrain run`) with its monitor notebook reading `data/live/*.csv`, on the embedded store and on a real
+`mlflow server`; then the demo's own 06_monitor.ipynb on real Walmart weeks that its champion never saw.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from runner import demo
+from runner.cli import main
+from tests.conftest import ASSETS, PROJECT_ROOT
+from tests.test_lifecycle import PIPELINE, mlflow_server, store  # noqa: F401  (fixtures)
+
+MONITOR = """
+monitor:
+  notebook: notebooks/monitor.ipynb
+  metric: wape
+  max_decay: {max_decay}
+  min_weeks: {min_weeks}
+  log: monitoring/checks.jsonl
+  timeout: 120
+"""
+
+
+def toy_project(root: Path, name: str = "toy", max_decay: float = 0.5, min_weeks: int = 1) -> Path:
+    """The toy model's project with a monitor section; nothing run yet."""
+    shutil.copytree(ASSETS / "model", root / "notebooks")
+    (root / "data").mkdir(parents=True)
+    rows = "\n".join(f"{x},{2 * x + (1 if x % 2 else -1) * 0.5}" for x in range(1, 41))
+    (root / "data" / "points.csv").write_text("x,y\n" + rows + "\n")
+    text = PIPELINE.format(name=name, promotion="auto") + MONITOR.format(
+        max_decay=max_decay, min_weeks=min_weeks
+    )
+    (root / "pipeline.yaml").write_text(text)
+    return root / "pipeline.yaml"
+
+
+def live_week(root: Path, week: str, factor: float) -> None:
+    """A week of labeled data the champion has not seen: y = factor * x for x = 41..50."""
+    folder = root / "data" / "live"
+    folder.mkdir(exist_ok=True)
+    rows = "\n".join(f"{x},{factor * x}" for x in range(41, 51))
+    (folder / f"{week}.csv").write_text("x,y\n" + rows + "\n")
+
+
+def monitor(capsys: pytest.CaptureFixture[str], pipeline: Path, *extra: str) -> tuple[int, str]:
+    code = main(["monitor", str(pipeline), *extra])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def log_lines(pipeline: Path) -> list[dict]:
+    text = (pipeline.parent / "monitoring" / "checks.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def outputs(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines())
+
+
+def test_no_champion_no_data_healthy_then_decayed(store, tmp_path, capsys, monkeypatch):  # noqa: F811
+    name = f"toy-{secrets.token_hex(3)}"  # the server is shared by the session's tests
+    pipeline = toy_project(tmp_path / "project", name=name)
+    github_output, summary = tmp_path / "output.txt", tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(github_output))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+
+    code, out = monitor(capsys, pipeline)
+    assert code == 0 and "no_champion" in out and "has no champion yet" in out, out
+
+    assert main(["run", str(pipeline)]) == 0, capsys.readouterr().out
+    capsys.readouterr()
+    code, out = monitor(capsys, pipeline)
+    assert code == 0 and out.splitlines()[-1].startswith("no_data: no labeled week"), out
+
+    live_week(tmp_path / "project", "2026-01-02", factor=2.0)  # the same law as the training data
+    github_output.write_text("")
+    code, out = monitor(capsys, pipeline)
+    assert code == 0, out
+    assert outputs(github_output)["decay"] == "false" and outputs(github_output)["status"] == "ok"
+
+    live_week(tmp_path / "project", "2026-01-09", factor=6.0)  # sales tripled: the model now misses by far
+    github_output.write_text("")
+    code, out = monitor(capsys, pipeline)
+    assert code == 4, out
+    said = outputs(github_output)
+    assert said["decay"] == "true" and said["status"] == "decay"
+    assert float(said["live"]) > 0.3 > float(said["registered"]) * 1.5
+
+    checks = log_lines(pipeline)
+    assert [check["status"] for check in checks] == ["no_champion", "no_data", "ok", "decay"]
+    healthy, decayed = checks[2], checks[3]
+    registered = healthy["registered"]
+    assert registered == pytest.approx(20 / 1640)  # evaluate's wape: 40 misses of 0.5 over sales of 1640
+    assert healthy["live"] == pytest.approx(0.0) and healthy["decay"] == pytest.approx(-1.0)
+    assert decayed["weeks"] == ["2026-01-02", "2026-01-09"] and decayed["n_rows"] == 20
+    # on both weeks: forecasts 2x against sales of 2x and 6x, i.e. misses of 4x over sales of 8x
+    assert decayed["live"] == pytest.approx(0.5)
+    assert decayed["decay"] == pytest.approx(0.5 / registered - 1)
+    assert decayed["champion_version"] == "1" and decayed["max_decay"] == 0.5
+    folder = pipeline.parent / decayed["report_dir"]
+    for produced in ("monitor.ipynb", "monitor.html", "check.json"):
+        assert (folder / produced).is_file(), produced
+    assert json.loads((folder / "check.json").read_text()) == decayed
+    assert "retrain" in decayed["detail"] and "more than the 50% allowed" in decayed["detail"]
+    assert "monitoring version 1: decay" in summary.read_text()
+    assert not (pipeline.parent / "reports" / decayed["check_id"]).exists()  # not listed among the runs
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A toy project whose champion is registered (embedded store), for the tests that only monitor."""
+    root = tmp_path_factory.mktemp("champion") / "project"
+    pipeline = toy_project(root)
+    assert main(["run", str(pipeline)]) == 0
+    return pipeline
+
+
+def with_monitor(pipeline: Path, **settings: object) -> Path:
+    """The champion project's pipeline with its monitor section changed (same project, same registry)."""
+    text = pipeline.read_text().split("\nmonitor:")[0]
+    body = {
+        "notebook": "notebooks/monitor.ipynb",
+        "max_decay": 0.5,
+        "log": "monitoring/checks.jsonl",
+        **settings,
+    }
+    lines = "".join(f"  {key}: {json.dumps(value)}\n" for key, value in body.items())
+    variant = pipeline.with_name(f"variant-{len(list(pipeline.parent.glob('variant-*')))}.yaml")
+    variant.write_text(text + "\nmonitor:\n" + lines)
+    return variant
+
+
+def test_too_few_weeks_are_measured_but_not_judged(champion, capsys):
+    shutil.rmtree(champion.parent / "data" / "live", ignore_errors=True)
+    live_week(champion.parent, "2026-02-06", factor=6.0)
+    code, out = monitor(capsys, with_monitor(champion, min_weeks=3))
+    assert code == 0, out
+    check = log_lines(champion)[-1]
+    assert check["status"] == "too_few_weeks" and check["live"] == pytest.approx(2 / 3)
+    assert "not judged before 3 new weeks" in check["detail"]
+
+
+def test_a_failing_monitor_notebook_exits_1_and_is_logged(champion, capsys):
+    shutil.rmtree(champion.parent / "data" / "live", ignore_errors=True)
+    (champion.parent / "data" / "live").mkdir()
+    (champion.parent / "data" / "live" / "2026-02-13.csv").write_text("x,sales\n41,82\n")  # no column y
+    code, out = monitor(capsys, champion)
+    assert code == 1, out
+    check = log_lines(champion)[-1]
+    assert check["status"] == "failed" and "the monitor notebook failed: AttributeError" in check["detail"]
+    assert (champion.parent / check["report_dir"] / "monitor.html").is_file()  # the evidence
+
+
+def test_a_metric_the_champion_was_not_registered_with_fails(champion, capsys):
+    shutil.rmtree(champion.parent / "data" / "live", ignore_errors=True)
+    live_week(champion.parent, "2026-02-20", factor=2.0)
+    code, out = monitor(capsys, with_monitor(champion, metric="accuracy", lower_is_better=False))
+    assert code == 1, out
+    assert "version 1 has no registered accuracy (tag metric.accuracy)" in log_lines(champion)[-1]["detail"]
+
+
+def test_the_section_settings_reach_the_notebook(champion, capsys):
+    live_week(champion.parent, "2026-02-27", factor=2.0)
+    assert monitor(capsys, with_monitor(champion, max_decay=0.75))[0] == 0
+    executed = champion.parent / log_lines(champion)[-1]["report_dir"] / "monitor.ipynb"
+    assert "max_decay = 0.75" in executed.read_text()
+
+
+def test_appending_keeps_every_line_whole(tmp_path):
+    from runner.monitor import append_line
+
+    log = tmp_path / "monitoring" / "checks.jsonl"
+    for number in range(3):
+        append_line(log, {"check": number, "detail": "x" * 5000})
+    assert [json.loads(line)["check"] for line in log.read_text().splitlines()] == [0, 1, 2]
+
+
+# --- configuration errors: exit 2, one line per problem naming the key path ------------------------------
+BAD_SECTIONS = [
+    (
+        "  notebook: notebooks/monitor.ipynb\n  max_dekay: 0.5\n",
+        "monitor.max_dekay: unknown key 'max_dekay' (did you mean 'max_decay'?)",
+    ),
+    (
+        "  notebook: notebooks/monitr.ipynb\n  max_decay: 0.5\n",
+        "monitor.notebook: notebook not found: notebooks/monitr.ipynb"
+        " (did you mean 'notebooks/monitor.ipynb'?)",
+    ),
+    ("  notebook: notebooks/monitor.ipynb\n", "monitor.max_decay: required key is missing"),
+    (
+        "  notebook: notebooks/monitor.ipynb\n  max_decay: 0\n",
+        "monitor.max_decay: Input should be greater than 0",
+    ),
+    (
+        "  notebook: notebooks/train.ipynb\n  max_decay: 0.5\n",
+        "monitor.notebook: notebooks/train.ipynb does not declare 'champion_uri'",
+    ),
+    (
+        "  notebook: notebooks/monitor.ipynb\n  max_decay: 0.5\n  params: {scale: 2}\n",
+        "monitor.params.scale: notebooks/monitor.ipynb does not declare 'scale' in its parameters cell",
+    ),
+    (
+        "  notebook: notebooks/monitor.ipynb\n  max_decay: 0.5\n  params: {max_decay: 0.1}\n",
+        "monitor.params.max_decay: 'max_decay' is a monitor setting (set monitor.max_decay)",
+    ),
+    (
+        "  notebook: notebooks/monitor.ipynb\n  max_decay: 0.5\n  log: ../checks.jsonl\n",
+        "monitor.log: '../checks.jsonl' is not a file inside the project",
+    ),
+]
+
+
+@pytest.mark.parametrize(("section", "expected"), BAD_SECTIONS)
+def test_a_bad_monitor_section_is_a_configuration_error(tmp_path, capsys, section, expected):
+    pipeline = toy_project(tmp_path / "project")
+    pipeline.write_text(pipeline.read_text().split("\nmonitor:")[0] + "\nmonitor:\n" + section)
+    for command in ("check", "monitor"):
+        code = main([command, str(pipeline)])
+        err = capsys.readouterr().err
+        assert code == 2 and expected in " ".join(err.split()), err
+    assert not (tmp_path / "project" / "monitoring").exists()  # nothing ran, nothing logged
+
+
+def test_monitoring_needs_a_model_section_and_a_monitor_section(tmp_path, capsys):
+    pipeline = toy_project(tmp_path / "project")
+    text = pipeline.read_text()
+    pipeline.write_text(text.split("model:")[0] + "monitor:" + text.split("\nmonitor:")[1])
+    assert main(["check", str(pipeline)]) == 2
+    assert "monitor: there is no registered model to monitor" in capsys.readouterr().err
+    pipeline.write_text(text.split("\nmonitor:")[0])
+    assert main(["monitor", str(pipeline)]) == 2
+    assert "has no `monitor` section" in capsys.readouterr().err
+
+
+# --- the demo's own monitor notebook, on real weeks ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo trained on its history less the last two weeks, which then arrive as new drops."""
+    root = tmp_path_factory.mktemp("demo-monitor")
+    # Trained on 111 weeks, the model misses the same-week-last-year baseline by 0.2 points (0.0679 against
+    # 0.0659): that gate is left out here, so that there is a champion to monitor.
+    text = (PROJECT_ROOT / "pipeline.yaml").read_text()
+    baseline_gate = next(line for line in text.splitlines(keepends=True) if '"wape < baseline_wape"' in line)
+    (root / "pipeline.yaml").write_text(text.replace(baseline_gate, ""))
+    shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks")
+    history = demo.read_sales_table(PROJECT_ROOT / "data" / "history" / "sales.csv")
+    weeks = history.weeks()
+    (root / "data" / "history").mkdir(parents=True)
+    (root / "data" / "new").mkdir()
+    (root / "data" / "history" / "sales.csv").write_text(history.text_for(weeks[:-2]))
+    assert main(["run", str(root / "pipeline.yaml")]) == 0
+    for week in weeks[-2:]:
+        (root / "data" / "new" / f"sales-{week}.csv").write_text(history.text_for([week]))
+    return root / "pipeline.yaml"
+
+
+def test_the_demo_champion_on_two_real_weeks_it_never_saw(demo_champion, capsys):
+    code, out = monitor(capsys, demo_champion)
+    check = log_lines(demo_champion)[-1]
+    assert check["weeks"] == ["2012-03-23", "2012-03-30"] and check["n_rows"] == 2 * 7, out
+    assert check["data_until"] == "2012-03-16"  # recorded by the train stage with the model
+    assert check["registered"] == pytest.approx(demo_registered(demo_champion))
+    # training is deterministic: these two weeks are forecast better than the evaluation weeks were
+    assert code == 0 and check["status"] == "ok", out
+    assert 0 < check["live"] < check["registered"]
+    assert check["decay"] == pytest.approx(check["live"] / check["registered"] - 1)
+
+
+def test_the_demo_champion_on_sales_that_tripled_has_decayed(demo_champion, capsys):
+    drop = demo_champion.parent / "data" / "new" / "sales-2012-03-30.csv"
+    sales = pd.read_csv(drop)
+    sales["Weekly_Sales"] = sales["Weekly_Sales"] * 3
+    sales.to_csv(drop, index=False)
+    code, out = monitor(capsys, demo_champion)
+    check = log_lines(demo_champion)[-1]
+    assert code == 4 and check["status"] == "decay", out
+    assert check["live"] > 0.3 and check["decay"] > check["max_decay"]
+
+
+def demo_registered(pipeline: Path) -> float:
+    """The champion's wape as its run's evaluate stage measured it (what the registry holds)."""
+    run_dir = max(path for path in (pipeline.parent / "reports").iterdir() if (path / "run.json").is_file())
+    return float(json.loads((run_dir / "run.json").read_text())["stages"]["evaluate"]["scraps"]["wape"])
+
+
+def test_the_log_travels_on_its_own_branch(tmp_path, capsys, monkeypatch):
+    from runner.monitor import append_line
+    from tests.test_github import clone, git
+
+    bare = tmp_path / "origin.git"
+    seed = tmp_path / "seed"
+    toy_project(seed)
+    (seed / ".gitignore").write_text("mlruns/\nmonitoring/\nreports/\n")
+    git(seed, "init", "--quiet")
+    git(seed, "add", ".")
+    git(seed, "commit", "--quiet", "-m", "project")
+    git(tmp_path, "init", "--quiet", "--bare", str(bare))
+    git(seed, "push", "--quiet", str(bare), "HEAD:refs/heads/main")
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+
+    first = clone(bare, "first")
+    state = ["github", "state"]
+    assert main([*state, "pull", "--monitoring", str(first / "pipeline.yaml")]) == 0
+    assert "origin has no branch retrain-monitoring yet: the log starts empty" in capsys.readouterr().out
+    append_line(first / "monitoring" / "checks.jsonl", {"status": "ok"})
+    assert main([*state, "push", "--monitoring", str(first / "pipeline.yaml")]) == 0
+    assert "saved monitoring/ to retrain-monitoring" in capsys.readouterr().out
+    assert git(bare, "ls-tree", "--name-only", "retrain-monitoring") == "checks.jsonl"
+    assert git(bare, "branch", "--list", "retrain-state") == ""  # the registry's branch is not touched
+
+    second = clone(bare, "second")
+    assert main([*state, "pull", "--monitoring", str(second / "pipeline.yaml")]) == 0
+    append_line(second / "monitoring" / "checks.jsonl", {"status": "decay"})
+    assert main([*state, "push", "--monitoring", str(second / "pipeline.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "had moved" not in out, out  # what this clone restored is still the tip: no race to report
+    kept = git(bare, "show", "retrain-monitoring:checks.jsonl").splitlines()
+    assert [json.loads(line)["status"] for line in kept] == ["ok", "decay"]
