@@ -42,8 +42,9 @@ class Drop:
     sha256: str
 
 
-def waiting(data: DataSpec, root: Path) -> list[Drop]:
-    """The drops in `data.new`, in name order, after finishing any acceptance a crash interrupted."""
+def waiting(data: DataSpec, root: Path, *, finish_interrupted: bool = True) -> list[Drop]:
+    """The drops in `data.new`, in name order, after finishing any acceptance a crash interrupted (only
+    within a run, which holds the project's lock: `finish_interrupted=False` only looks)."""
     found = _matching(root, data.new)
     if not found:
         return []
@@ -53,7 +54,8 @@ def waiting(data: DataSpec, root: Path) -> list[Drop]:
     for path in found:
         digest = _sha256(path)
         if digest in accepted and _has_original(root / data.accepted, path.name, digest):
-            path.unlink()  # already in the history and kept in data/accepted: the move was interrupted
+            if finish_interrupted:
+                path.unlink()  # already in the history and kept in data/accepted: the move was interrupted
             continue
         drops.append(Drop(path, digest))
     return drops
@@ -64,7 +66,7 @@ def nothing_new(data: DataSpec | None, root: Path, trigger: str, force: bool) ->
     or None when it should run."""
     if data is None or force or trigger not in data.skip_when_nothing_new:
         return None
-    if waiting(data, root):
+    if waiting(data, root, finish_interrupted=False):
         return None
     globs = ", ".join(data.new)
     return (
