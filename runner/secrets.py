@@ -29,8 +29,9 @@ from typing import Any, TextIO
 import yaml
 
 MIN_LENGTH = 4
-# Secret wherever they are set, whatever pipeline.yaml says: the registry's credentials and GitHub's token.
-ALWAYS_SECRET = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "GITHUB_TOKEN")
+# Secret wherever they are set, whatever pipeline.yaml says: the default Slack webhook, the registry's
+# credentials and GitHub's token.
+ALWAYS_SECRET = ("SLACK_WEBHOOK_URL", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "GITHUB_TOKEN")
 
 
 def marker(name: str) -> str:
