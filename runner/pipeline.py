@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from runner import __version__, cache, lifecycle, notify, report
 from runner.cache import StageCache
 from runner.config import Pipeline, Stage
+from runner.errors import WriteError
 from runner.execute import StartedKernel, WarmKernels, execute_notebook
 from runner.files import remove_stale_temporaries
 from runner.gates import GateScope, evaluate_gate
@@ -178,6 +179,9 @@ def run_locked(
         record.status = "cancelled"
     except RegistryError as error:  # the registry failed while opening or releasing: the model did not move
         record.model = ModelRecord(name=pipeline.model.name if pipeline.model else "", error=str(error))
+    except WriteError as error:  # a full disk, a read-only reports/: the run cannot keep its evidence
+        stop_running_stages(record, StageFailure("runner", str(error)), "the runner could not write a file")
+        raise  # after the reports below, when they can still be written: the CLI says what happened
     finally:
         kernels.close()  # the kernels started for stages that did not run
         finish_run(record, started)
@@ -426,16 +430,19 @@ def injected_parameters(
 
 
 def cancel_running_stages(record: RunRecord) -> None:
+    stopped = StageFailure("cancelled", "interrupted (Ctrl-C or SIGTERM)")
+    stop_running_stages(record, stopped, "the run was interrupted", error="was interrupted")
+
+
+def stop_running_stages(record: RunRecord, failure: StageFailure, why: str, error: str = "") -> None:
+    """The running stage failed with `failure` (unless it already knows how), the pending ones are skipped."""
     for stage in record.stages.values():
-        if stage.status in ("running", "pending"):
-            was_running = stage.status == "running"
-            stage.status = "failed" if was_running else "skipped"
-            if was_running and stage.failure is None:
-                stage.failure = StageFailure("cancelled", "interrupted (Ctrl-C or SIGTERM)")
-            if was_running:
-                stage.error = f"stage '{stage.name}' was interrupted"
-            else:
-                stage.skip_reason = "not run: the run was interrupted"
+        if stage.status == "running":
+            stage.status = "failed"
+            stage.failure = stage.failure or failure
+            stage.error = f"stage '{stage.name}' {error or 'failed: ' + failure.message}"
+        elif stage.status == "pending":
+            stage.status, stage.skip_reason = "skipped", f"not run: {why}"
 
 
 def finish_run(record: RunRecord, started: float) -> None:
