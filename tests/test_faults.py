@@ -41,7 +41,7 @@ def model_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     pipeline, name = make_model_project(tmp_path)
     text = pipeline.read_text().replace(
-        "notebook: notebooks/train.ipynb", "notebook: notebooks/train.ipynb\n    timeout: 8"
+        "notebook: notebooks/train.ipynb", "notebook: notebooks/train.ipynb\n    timeout: 30"
     )
     pipeline.write_text(text)
     assert main(["run", str(pipeline)]) == 0
