@@ -17,6 +17,7 @@ OSError too, so callers for whom a write is optional (the stage cache) keep trea
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -27,6 +28,8 @@ from runner.errors import WriteError
 from runner.secrets import Redactor
 
 TEMP_SUFFIX = ".tmp"
+# what `tempfile.mkstemp(prefix=".<name>.", suffix=".tmp")` names: a product a notebook wrote is never taken
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, redact: Redactor) -> None:
@@ -65,7 +68,7 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     removed = []
     if folder.is_dir():
         for path in folder.rglob(f".*{TEMP_SUFFIX}"):
-            if path.is_file():
+            if path.is_file() and _TEMPORARY.match(path.name):
                 path.unlink(missing_ok=True)
                 removed.append(path)
     return removed
