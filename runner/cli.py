@@ -103,7 +103,12 @@ def _redacted_output(redact: Redactor) -> Iterator[None]:
 def _pipeline_argument_of(argv: Sequence[str]) -> Path:
     """The pipeline file the command line names (the first argument ending in .yaml/.yml), else the default;
     used only to learn which variables are secrets before argparse runs."""
-    named = [arg for arg in argv if arg.endswith((".yaml", ".yml")) and not arg.startswith("-")]
+    after_option = {index + 1 for index, arg in enumerate(argv) if arg in ("--params-file", "-p", "--param")}
+    named = [
+        arg
+        for index, arg in enumerate(argv)
+        if arg.endswith((".yaml", ".yml")) and not arg.startswith("-") and index not in after_option
+    ]
     return Path(named[0] if named else os.environ.get("RETRAIN_PIPELINE") or PIPELINE_FILE)
 
 
