@@ -15,14 +15,17 @@ phase: start-up, stages, registering, promotion, reports. Bounded: 30 kills of a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import re
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from runner.cli import main
 from tests.conftest import assert_reports_readable, kernels_in, temp_files
@@ -43,13 +46,15 @@ def digest(folder: Path) -> dict[str, str]:
 
 
 def versions(pipeline: Path, name: str) -> tuple[str | None, set[str]]:
-    """The champion and every registered version (aliases() lists versions with an alias only)."""
-    from runner.project import tracking_uri
-    from runner.registry import CHAMPION, Registry
-
-    registry = Registry(tracking_uri(pipeline.parent), name, lock_dir=pipeline.parent / "mlruns")
-    champion = registry.by_alias(CHAMPION)
-    return (champion.version if champion else None), {version.version for version in registry.versions()}
+    """The champion and every registered version, read straight from the embedded store's sqlite file
+    (milliseconds, where MLflow's client takes a second or more on a loaded machine)."""
+    database = f"file:{pipeline.parent / 'mlruns' / 'mlflow.db'}?mode=ro"
+    with contextlib.closing(sqlite3.connect(database, uri=True, timeout=30)) as store:
+        champion = store.execute(
+            "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = 'champion'", (name,)
+        ).fetchone()
+        known = store.execute("SELECT version FROM model_versions WHERE name = ?", (name,)).fetchall()
+    return (str(champion[0]) if champion else None), {str(row[0]) for row in known}
 
 
 def check_invariants(pipeline: Path) -> int:
@@ -64,24 +69,30 @@ def check_invariants(pipeline: Path) -> int:
     return len(leftovers)
 
 
+@pytest.mark.timeout(1800)  # ~2-3 min on an idle 2-core machine; far longer when it is shared and loaded
 def test_killing_the_runner_at_random_points_leaves_old_or_new_state(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     pipeline, name = make_model_project(tmp_path)
     root = pipeline.parent
     started = time.monotonic()
     assert main(["run", str(pipeline)]) == 0
-    whole_run_s = time.monotonic() - started + 1.5  # and the start of a fresh interpreter
+    run_s = time.monotonic() - started + 1.5  # a whole run, and the start of a fresh interpreter
     capsys.readouterr()
     data, notebooks = digest(root / "data"), digest(root / "notebooks")
     rng = random.Random(SEED)
     killed, in_flight = 0, 0
-    for attempt in range(KILLS):
+    for attempt in range(2 * KILLS):  # a run that ends before its kill does not count: bounded retries
+        if killed == KILLS:
+            break
         champion_before, known_before = versions(pipeline, name)
         process = retrain(pipeline, "-p", f"factor={2 + (attempt + 1) / 1000}", "--wait", "60")
-        time.sleep(rng.uniform(0.2, whole_run_s))
+        launched = time.monotonic()
+        time.sleep(rng.uniform(0.2, run_s))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             killed += 1
+        else:  # the machine got faster: kill sooner from now on, to land inside runs again
+            run_s = min(run_s, time.monotonic() - launched)
         process.communicate(timeout=120)
 
         assert eventually(lambda: not kernels_in(root), 30), f"kill {attempt}: kernels outlived the runner"
@@ -90,7 +101,7 @@ def test_killing_the_runner_at_random_points_leaves_old_or_new_state(tmp_path, c
         assert champion in {champion_before, *(known - known_before)}, (attempt, champion_before, champion)
         assert digest(root / "data") == data and digest(root / "notebooks") == notebooks
 
-    assert killed >= KILLS // 2, f"only {killed} of {KILLS} runs were still running when killed"
+    assert killed == KILLS
     assert main(["run", str(pipeline), "-p", "factor=2.5"]) in (0, 3)  # a complete run after all that
     capsys.readouterr()
     assert check_invariants(pipeline) == 0  # it swept what the killed writers left
