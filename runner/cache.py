@@ -27,7 +27,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -35,9 +34,10 @@ from typing import Any
 
 from runner import __version__
 from runner.config import Stage
+from runner.files import atomic_copy, atomic_write_text
 from runner.project import PRODUCTS_DIR
 from runner.records import RunRecord, StageRecord, StageTimings
-from runner.report import atomic_write_text
+from runner.secrets import Redactor
 
 INDEX_FILE = ".cache.json"
 LOCK_FILE = ".cache.lock"
@@ -142,9 +142,12 @@ class Hit:
 class StageCache:
     """The project's index of reusable stage results (reports/.cache.json)."""
 
-    def __init__(self, root: Path, reports_dir: Path, hashes: FileHashes | None = None) -> None:
+    def __init__(
+        self, root: Path, reports_dir: Path, redact: Redactor, hashes: FileHashes | None = None
+    ) -> None:
         self.root = root
         self.reports_dir = reports_dir
+        self.redact = redact
         self.hashes = hashes or FileHashes()
         self._index = _read_index(reports_dir / INDEX_FILE)
         self._records: dict[str, RunRecord | None] = {}
@@ -206,10 +209,10 @@ class StageCache:
             if relative.startswith(RUN_OUTPUTS):  # outputs elsewhere in the project are checked in place
                 target = run_dir / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(hit.run_dir / relative, target)
+                atomic_copy(hit.run_dir / relative, target)
         for name in (hit.record.notebook, hit.record.html):
             if name and (hit.run_dir / name).is_file():
-                shutil.copyfile(hit.run_dir / name, run_dir / name)
+                atomic_copy(hit.run_dir / name, run_dir / name)
         current.status, current.cached_from = "cached", hit.run_id
         current.scraps, current.gates = dict(hit.record.scraps), list(hit.record.gates)
         current.notebook = hit.record.notebook
@@ -266,7 +269,8 @@ class StageCache:
                         for key, entry in index[section].items()
                         if isinstance(entry, dict) and entry.get("run_id") in present
                     }
-                atomic_write_text(self.reports_dir / INDEX_FILE, json.dumps(index, indent=1, sort_keys=True))
+                text = json.dumps(index, indent=1, sort_keys=True)
+                atomic_write_text(self.reports_dir / INDEX_FILE, text, redact=self.redact)
                 self._index = index
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)

@@ -3,6 +3,8 @@
 Exit codes: 0 success; 1 a stage failed; 2 configuration or usage error; 3 a gate failed; 130 interrupted;
 `retrain monitor` only: 4 the champion has decayed (1: the monitor notebook failed).
 A RetrainError is shown as its message alone; anything else is a bug and is shown with its traceback.
+Everything printed (by this module, by a library, in a traceback) passes through the secrets' redactor:
+stdout and stderr are wrapped for the duration of `main`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -23,6 +27,7 @@ from rich.console import Console
 
 from runner import __version__
 from runner.errors import (
+    EXIT_BUG,
     EXIT_INTERRUPTED,
     EXIT_OK,
     ConfigError,
@@ -32,7 +37,9 @@ from runner.errors import (
     did_you_mean,
     exit_code_for_status,
 )
+from runner.files import append_text
 from runner.project import PIPELINE_FILE, REPORTS_DIR
+from runner.secrets import RedactingStream, Redactor, names_in_file
 
 DEFAULT_MINUTE_PRICE_USD = 0.008  # a 2-core Linux runner at GitHub's list price
 
@@ -53,23 +60,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]:
         del os.environ[name]  # a secret that is not set reaches a workflow step as an empty variable
     parser = build_parser()
-    args = parser.parse_args(argv)
-    # logs (CI, pipes) have no width: give tables room instead of rich's default of 80 columns
-    width = None if sys.stdout.isatty() else 160
-    console = Console(highlight=False, width=width)
-    errors = Console(stderr=True, highlight=False, width=width)
+    # the secrets' values are known before the arguments are parsed: argparse's own messages are redacted
+    pipeline = _pipeline_argument_of(argv if argv is not None else sys.argv[1:])
+    redact = Redactor.from_environ(names_in_file(pipeline), os.environ)
+    with _redacted_output(redact):
+        args = parser.parse_args(argv)
+        args.redact = redact
+        # logs (CI, pipes) have no width: give tables room instead of rich's default of 80 columns
+        width = None if sys.stdout.isatty() else 160
+        console = Console(highlight=False, width=width)
+        errors = Console(stderr=True, highlight=False, width=width)
+        try:
+            code: int = args.handler(args, console)
+            return code
+        except ConfigError as error:
+            errors.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+            return error.exit_code
+        except RetrainError as error:
+            errors.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+            return error.exit_code
+        except KeyboardInterrupt:
+            errors.print("[bold red]interrupted[/]")
+            return EXIT_INTERRUPTED
+        except Exception:  # a bug: its traceback, printed here so that it is redacted too
+            traceback.print_exc()
+            return EXIT_BUG
+
+
+@contextmanager
+def _redacted_output(redact: Redactor) -> Iterator[None]:
+    """stdout and stderr through the redactor while `main` runs, whoever writes to them."""
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(stdout, redact), RedactingStream(stderr, redact)
     try:
-        code: int = args.handler(args, console)
-        return code
-    except ConfigError as error:
-        errors.print(f"[bold red]error:[/] {error}", soft_wrap=True)
-        return error.exit_code
-    except RetrainError as error:
-        errors.print(f"[bold red]error:[/] {error}", soft_wrap=True)
-        return error.exit_code
-    except KeyboardInterrupt:
-        errors.print("[bold red]interrupted[/]")
-        return EXIT_INTERRUPTED
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with suppress(OSError, ValueError):  # a closed pipe: nothing more can be said there
+                stream.flush()
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _pipeline_argument_of(argv: Sequence[str]) -> Path:
+    """The pipeline file the command line names (the first argument ending in .yaml/.yml), else the default;
+    used only to learn which variables are secrets before argparse runs."""
+    after_option = {index + 1 for index, arg in enumerate(argv) if arg in ("--params-file", "-p", "--param")}
+    named = [
+        arg
+        for index, arg in enumerate(argv)
+        if arg.endswith((".yaml", ".yml")) and not arg.startswith("-") and index not in after_option
+    ]
+    return Path(named[0] if named else os.environ.get("RETRAIN_PIPELINE") or PIPELINE_FILE)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="what started this run, recorded in run.json (default: $RETRAIN_TRIGGER or manual)",
     )
     run.add_argument("--show-code", action="store_true", help="show code cells expanded in the stage pages")
+    run.add_argument(
+        "--wait",
+        type=float,
+        default=float(os.environ.get("RETRAIN_LOCK_WAIT_S") or 0),
+        metavar="SECONDS",
+        help="when another run holds the project, wait up to this long for it (default: $RETRAIN_LOCK_WAIT_S"
+        " or 0: exit 2 at once, naming it)",
+    )
     run.add_argument(
         "--no-notify",
         action="store_true",
@@ -325,6 +374,10 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
         notify=not args.no_notify,
         links=_links(),
         environ=dict(os.environ),
+        lock_wait_s=max(0.0, args.wait) if math.isfinite(args.wait) else 0.0,
+        on_lock_wait=lambda holder: console.print(
+            f"waiting up to {args.wait:g} s for the run that holds this project: {holder}", soft_wrap=True
+        ),
     )
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a cancelled workflow sends SIGTERM
     try:
@@ -333,8 +386,8 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     code = exit_code_for_status(record.status)
-    _github_outputs(record, run_dir, console)
-    _show_notifications(console, record)  # first: the run's own outcome stays in the last lines
+    _github_outputs(record, run_dir, console, args.redact)
+    _show_notifications(console, record, args.redact)  # first: the run's own outcome stays in the last lines
     console.print(display.summary(record))
     for line in display.problems(record):
         console.print(line, soft_wrap=True)
@@ -355,6 +408,7 @@ def command_monitor(args: argparse.Namespace, console: Console) -> int:
             check = monitor.run_monitor(pipeline)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    redact = Redactor.from_environ(pipeline.secrets, os.environ)
     _write_outputs(
         {
             "status": check.status,
@@ -363,12 +417,12 @@ def command_monitor(args: argparse.Namespace, console: Console) -> int:
             "registered": "" if check.registered is None else repr(check.registered),
             "check_id": check.check_id,
             "report_dir": check.report_dir or "",
-        }
+        },
+        redact,
     )
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
-        with open(summary, "a", encoding="utf-8") as handle:
-            handle.write(monitor.summary_markdown(check) + "\n")
+        append_text(Path(summary), monitor.summary_markdown(check) + "\n", redact=redact)
     if check.status == "decay" and os.environ.get("GITHUB_ACTIONS") == "true":
         console.print(_annotation("Champion decayed", check.detail, "warning"), markup=False)
     where = f"; report: {check.report_dir}/{monitor.NOTEBOOK_NAME}.html" if check.report_dir else ""
@@ -411,9 +465,10 @@ def command_notify(args: argparse.Namespace, console: Console) -> int:
     pipeline = _load(args)
     record, run_dir = _run_record(pipeline.root, args.run_id)
     links = _links(artifact_url=args.artifact_url)
-    record.notifications = notify.announce(record, pipeline.notify, links, os.environ)
-    report.write_run_json(run_dir, record)
-    _show_notifications(console, record, links)
+    redact = Redactor.from_environ(pipeline.secrets, os.environ)
+    record.notifications = notify.announce(record, pipeline.notify, links, os.environ, redact)
+    report.write_run_json(run_dir, record, redact=redact)
+    _show_notifications(console, record, redact, links)
     return EXIT_OK
 
 
@@ -423,7 +478,8 @@ def command_report(args: argparse.Namespace, console: Console) -> int:
     pipeline = _load(args)
     run_id = args.run_id or _latest_run(pipeline.root)
     record, run_dir = _run_record(pipeline.root, run_id)
-    rendered = rerender_run(pipeline, record, run_dir, show_code=args.show_code)
+    redact = Redactor.from_environ(pipeline.secrets, os.environ)
+    rendered = rerender_run(pipeline, record, run_dir, redact, show_code=args.show_code)
     stages = ", ".join(rendered) if rendered else "no stage page (no executed notebook)"
     console.print(f"run {record.run_id}: rendered {stages}, the run page and the history", soft_wrap=True)
     console.print(f"report: {(run_dir / 'index.html').relative_to(pipeline.root)}", soft_wrap=True)
@@ -439,7 +495,7 @@ def _latest_run(root: Path) -> str:
     return runs[-1]
 
 
-def _github_outputs(record: RunRecord, run_dir: Path, console: Console) -> None:
+def _github_outputs(record: RunRecord, run_dir: Path, console: Console, redact: Redactor) -> None:
     """In GitHub Actions: step outputs (run_id, status, model_version, report_dir) and ::error annotations."""
     version = record.model.version if record.model and record.model.version else ""
     outputs = {
@@ -449,7 +505,7 @@ def _github_outputs(record: RunRecord, run_dir: Path, console: Console) -> None:
         "report_dir": run_dir.relative_to(run_dir.parent.parent).as_posix(),
         "exit_code": str(exit_code_for_status(record.status)),
     }
-    _write_outputs(outputs)
+    _write_outputs(outputs, redact)
     if os.environ.get("GITHUB_ACTIONS") != "true":
         return
     for stage in record.stages.values():
@@ -483,7 +539,9 @@ def _links(artifact_url: str | None = None) -> Links:
     return Links(run_url=run_url, artifact_url=artifact_url)
 
 
-def _show_notifications(console: Console, record: RunRecord, links: Links | None = None) -> None:
+def _show_notifications(
+    console: Console, record: RunRecord, redact: Redactor, links: Links | None = None
+) -> None:
     """One line per channel; with no webhook, the message itself goes to the console and step summary."""
     from runner.notify import NO_WEBHOOK, text_message
 
@@ -499,8 +557,8 @@ def _show_notifications(console: Console, record: RunRecord, links: Links | None
             console.print(message, soft_wrap=True)
             summary = os.environ.get("GITHUB_STEP_SUMMARY")
             if summary:
-                with open(summary, "a", encoding="utf-8") as handle:
-                    handle.write("\n#### Message\n\n```text\n" + message + "\n```\n")
+                text = "\n#### Message\n\n```text\n" + message + "\n```\n"
+                append_text(Path(summary), text, redact=redact)
 
 
 def _selection(only: list[str], stages: list[str]) -> list[str]:
@@ -592,7 +650,8 @@ def command_github_plan(args: argparse.Namespace, console: Console) -> int:
     chosen = github.plan(event_name, _event(), os.environ.get("GITHUB_REF", ""))
     force = "true" if chosen.force else "false"
     _write_outputs(
-        {"mode": chosen.mode, "trigger": chosen.trigger, "force": force, "args": chosen.command_line}
+        {"mode": chosen.mode, "trigger": chosen.trigger, "force": force, "args": chosen.command_line},
+        args.redact,
     )
     console.print(f"{event_name}: {chosen.mode} run ({chosen.reason})", soft_wrap=True, markup=False)
     console.print(f"retrain run {chosen.command_line}", soft_wrap=True, markup=False)
@@ -693,7 +752,8 @@ def command_github_pages(args: argparse.Namespace, console: Console) -> int:
     env = github.git_environment(os.environ)
     known = remembered_runs(pipeline)
     reports = pipeline.root / REPORTS_DIR
-    said = publish.publish(pipeline.root, reports, site, args.keep, known, env, args.remote)
+    redact = Redactor.from_environ(pipeline.secrets, os.environ)
+    said = publish.publish(pipeline.root, reports, site, args.keep, known, env, redact, args.remote)
     console.print(f"pages: {said}", soft_wrap=True, markup=False)
     return EXIT_OK
 
@@ -735,8 +795,7 @@ def command_github_summary_cost(args: argparse.Namespace, console: Console) -> i
     markdown = report.cost_markdown(max(0.0, time.time() - args.started), price, run_s)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
-        with open(summary, "a", encoding="utf-8") as handle:
-            handle.write("\n" + markdown)
+        append_text(Path(summary), "\n" + markdown, redact=args.redact)
     console.print(markdown.splitlines()[2], soft_wrap=True, markup=False)
     return EXIT_OK
 
@@ -755,15 +814,14 @@ def _event() -> dict[str, Any]:
     return event
 
 
-def _write_outputs(values: dict[str, str]) -> None:
+def _write_outputs(values: dict[str, str], redact: Redactor) -> None:
     """Append `key=value` lines to $GITHUB_OUTPUT, when set (a line break would forge another output)."""
     output = os.environ.get("GITHUB_OUTPUT")
     if not output:
         return
     if any("\n" in value or "\r" in value for value in values.values()):
         raise ValueError("step outputs must be one line each")
-    with open(output, "a", encoding="utf-8") as handle:
-        handle.writelines(f"{key}={value}\n" for key, value in values.items())
+    append_text(Path(output), "".join(f"{key}={value}\n" for key, value in values.items()), redact=redact)
 
 
 def _project_root(pipeline: Path) -> Path:

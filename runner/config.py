@@ -8,6 +8,7 @@ the fix. The schema is declared with pydantic (`extra="forbid"`); the checks tha
 from __future__ import annotations
 
 import ast
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -22,9 +23,11 @@ from runner.gates import Gate, GateSyntaxError, parse_gate
 from runner.monitor_spec import Monitor, MonitorSpec, check_monitor, resolve_monitor
 from runner.params import INJECTED, DeclaredParameters, NotebookParameter, Overrides, check_value
 from runner.project import REPORTS_DIR
+from runner.secrets import Redactor, secret_names
 
 StageName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")]
 ParamName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 GATE_NAMESPACES = ("params", "champion")
 
 
@@ -142,6 +145,16 @@ class PipelineSpec(BaseModel):
     notify: NotifySpec = Field(default_factory=NotifySpec)
     warmup: str = ""  # code run in each stage's kernel while the previous stage runs, e.g. "import pandas"
     monitor: MonitorSpec | None = None  # `retrain monitor`: the champion checked for decay (monitor_spec.py)
+    # environment variables holding secrets: notebooks read them from os.environ, never as parameters, and
+    # their values are redacted from everything the runner writes (runner/secrets.py)
+    secrets: list[EnvName] = Field(default_factory=list)
+
+    @property
+    def secret_names(self) -> tuple[str, ...]:
+        """The declared secrets, the variables `notify` names, and those always secret."""
+        slack = self.notify.slack.webhook_env if self.notify.slack else None
+        password = self.notify.email.password_env if self.notify.email else None
+        return secret_names(self.secrets, (slack, password))
 
 
 @dataclass(frozen=True)
@@ -176,15 +189,22 @@ class Pipeline:
     # what the notebooks declare, to remember in reports/ once a run has created it (see params.py)
     declared: DeclaredParameters | None = field(default=None, compare=False, repr=False)
     monitor: Monitor | None = None  # the `monitor` section, for `retrain monitor`
+    secrets: tuple[str, ...] = ()  # names of the environment variables whose values are redacted
 
     @property
     def needs(self) -> dict[str, tuple[str, ...]]:
         return {name: stage.needs for name, stage in self.stages.items()}
 
 
-def load_pipeline(path: Path, overrides: Overrides | None = None) -> Pipeline:
-    """Read, validate and resolve a pipeline; raise ConfigError listing every problem found."""
+def load_pipeline(
+    path: Path, overrides: Overrides | None = None, environ: Mapping[str, str] | None = None
+) -> Pipeline:
+    """Read, validate and resolve a pipeline; raise ConfigError listing every problem found.
+
+    `environ` (default: this process's) gives the secrets' values: a parameter holding one is refused.
+    """
     overrides = overrides or Overrides()
+    environ = os.environ if environ is None else environ
     path = path.resolve()
     raw = _read_yaml(path)
     file = _display_path(path)
@@ -198,12 +218,13 @@ def load_pipeline(path: Path, overrides: Overrides | None = None) -> Pipeline:
         spec = _salvage(raw)
     if spec is not None:
         problems.extend(_check_semantics(file, path.parent, spec, overrides, declared))
+        problems.extend(_check_secrets(file, spec, overrides, environ))
     problems.extend(overrides.problems)
     if problems:
         raise ConfigError(problems)
     assert spec is not None
     pipeline = _resolve(path, spec, overrides, declared)
-    declared.save()
+    declared.save(Redactor.from_environ(pipeline.secrets, environ))
     return pipeline
 
 
@@ -267,8 +288,10 @@ def _salvage(raw: dict[str, Any]) -> PipelineSpec | None:
         return None
     salvaged = {str(name): _salvage_stage(body) for name, body in stages.items()}
     params = raw.get("params") if isinstance(raw.get("params"), dict) else {}
+    listed = raw.get("secrets")
+    secrets = [name for name in listed if isinstance(name, str)] if isinstance(listed, list) else []
     salvaged_spec = PipelineSpec.model_construct(
-        version=1, name=str(raw.get("name")), params=params, stages=salvaged
+        version=1, name=str(raw.get("name")), params=params, stages=salvaged, secrets=secrets
     )
     try:  # a valid monitor section still gets its deeper checks
         monitor = MonitorSpec.model_validate(raw["monitor"]) if raw.get("monitor") is not None else None
@@ -370,6 +393,40 @@ def _check_needs(file: str, name: str, stage: StageSpec, stage_names: list[str])
             fix = did_you_mean(needed, stage_names) or f"stages are: {', '.join(stage_names)}"
             problems.append(Problem(file, where, f"unknown stage '{needed}'", fix))
     return problems
+
+
+def _check_secrets(
+    file: str, spec: PipelineSpec, overrides: Overrides, environ: Mapping[str, str]
+) -> list[Problem]:
+    """A secret is never a parameter: papermill writes parameters into the notebook and every page made
+    from it. Refused: a parameter named like a secret variable, and a parameter whose value is a secret's."""
+    names = spec.secret_names
+    redactor = Redactor.from_environ(names, environ)
+    lowered = {name.lower(): name for name in names}
+    found: list[tuple[str, str, str]] = []  # (file, where, secret's name)
+    for key, value in overrides.values.items():
+        source, where = overrides.sources[key]
+        name = lowered.get(key.lower()) or redactor.secret_named(value)
+        if name is not None:
+            found.append((source, where.partition("=")[0] + "=***" if "=" in where else where, name))
+    given = [(f"params.{key}", value) for key, value in spec.params.items()]
+    given += [
+        (f"stages.{stage}.params.{key}", value)
+        for stage, body in spec.stages.items()
+        for key, value in body.params.items()
+    ]
+    for where, value in given:
+        name = lowered.get(where.rpartition(".")[2].lower()) or redactor.secret_named(value)
+        if name is not None:
+            found.append((file, where, name))
+    fix = (
+        "secrets reach notebooks only through the environment: set {0} in the environment of `retrain run`"
+        " (a GitHub Actions secret in the step's env:) and read os.environ[{0!r}] in the notebook"
+    )
+    return [
+        Problem(source, where, f"a secret ({name}) cannot be passed as a parameter", fix.format(name))
+        for source, where, name in found
+    ]
 
 
 def _check_cycles(file: str, spec: PipelineSpec) -> list[Problem]:
@@ -551,6 +608,7 @@ def _resolve(
         notify=spec.notify,
         declared=declared_parameters,
         monitor=resolve_monitor(root, spec.monitor, wide, declared_parameters) if spec.monitor else None,
+        secrets=spec.secret_names,
     )
 
 

@@ -3,6 +3,8 @@
     RetrainError                 exit 1  reported without a traceback
     ├── ConfigError              exit 2  pipeline.yaml, -p or --params-file is wrong: every problem found
     ├── UsageError               exit 2  a command asked for something that cannot be (unknown run, ...)
+    │   └── ProjectBusy          exit 2  another `retrain run` holds the project's lock
+    ├── WriteError               exit 1  a file could not be written (disk full, read-only); also an OSError
     └── DemoDataError            exit 2  the demo's data cannot be fetched or prepared
 
 A stage that fails or a gate that fails is not an exception: it is a status in the run record, and the CLI
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from pathlib import Path
 
 EXIT_OK = 0
 EXIT_STAGE_FAILED = 1
@@ -23,6 +26,7 @@ EXIT_CONFIG = 2
 EXIT_GATE_FAILED = 3
 EXIT_DECAY = 4  # `retrain monitor` only: the champion has decayed (see runner/monitor.py)
 EXIT_INTERRUPTED = 130
+EXIT_BUG = 1  # an exception that is not a RetrainError: what Python itself exits with
 
 _EXIT_BY_RUN_STATUS = {
     "succeeded": EXIT_OK,
@@ -73,6 +77,23 @@ class ConfigError(RetrainError):
 
 class UsageError(RetrainError):
     exit_code = EXIT_CONFIG
+
+
+class ProjectBusy(UsageError):
+    """Another run holds the project's lock (runner/lock.py): nothing was run."""
+
+
+class WriteError(RetrainError, OSError):
+    """A file the runner writes could not be written. An OSError too: optional writes (the stage cache)
+    keep ignoring it as they ignore any OSError."""
+
+    @classmethod
+    def about(cls, path: Path, error: OSError) -> WriteError:
+        reason = error.strerror or str(error)
+        return cls(error.errno or 0, f"cannot write {path}: {reason}")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class DemoDataError(RetrainError):

@@ -9,6 +9,10 @@ warmed up in the background with the pipeline's `warmup` code (imports, typicall
 with its kernel ready. A kernel is still never shared: one kernel per stage, started for that stage only.
 `WarmKernels` holds the kernels started ahead and shuts down, in `close()`, every one that no stage took
 (a stage skipped, a run stopped or interrupted): no kernel outlives the run.
+
+papermill saves the executed notebook after every cell; each save goes through runner/files.py (redacted,
+atomic) by an I/O handler registered for that one output path while the stage runs, so that a secret a
+cell prints never reaches the disk, not even in a partial notebook.
 """
 
 from __future__ import annotations
@@ -19,14 +23,17 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import nbformat
 
+from runner.files import atomic_write_text
 from runner.records import FailureKind, StageFailure, StageTimings
+from runner.secrets import Redactor
 
 KERNEL_NAME = "python3"  # in a virtualenv this is the venv's own interpreter: no kernelspec to install
 KERNEL_START_TIMEOUT_S = 60
@@ -52,6 +59,7 @@ def execute_notebook(
     *,
     cwd: Path,
     timeout_s: float,
+    redact: Redactor,
     kernel: StartedKernel | None = None,
 ) -> ExecutionResult:
     """Run `notebook` with `parameters` injected, save the executed copy to `output` whatever happens.
@@ -72,7 +80,10 @@ def execute_notebook(
         else:
             deadline = time.monotonic() + timeout_s
             manager = kernel.manager
-            failure, interrupted = _run_cells(notebook, output, parameters, manager, deadline, timeout_s)
+            with _saved_through(output, redact):
+                failure, interrupted = _run_cells(notebook, output, parameters, manager, deadline, timeout_s)
+            if failure is not None and failure.kind != "error":
+                failure = _unfinished(output, failure, redact)
     finally:
         # the kernel never outlives the stage, even on Ctrl-C
         if kernel is not None:
@@ -279,20 +290,63 @@ def _run_cells(
         return StageFailure("error", f"{message} (in {cell})", error.cell_index, error.ename, evalue), False
     except CellTimeoutError:
         why = f"it ran past the stage's timeout of {timeout_s:g} s"
-        return _unfinished(output, "timeout", why, f"timed out after {timeout_s:g} s"), False
+        return _stopped("timeout", why, f"timed out after {timeout_s:g} s"), False
     except DeadKernelError:
         why = "its kernel died (killed, out of memory, or os._exit)"
-        return _unfinished(output, "dead_kernel", why, "the kernel died"), False
+        return _stopped("dead_kernel", why, "the kernel died"), False
     except KeyboardInterrupt:
         why = "the run was interrupted (Ctrl-C or SIGTERM)"
-        return _unfinished(output, "cancelled", why, "interrupted"), True
+        return _stopped("cancelled", why, "interrupted"), True
     return None, False
 
 
-def _unfinished(output: Path, kind: FailureKind, why: str, what: str) -> StageFailure:
-    cell_index, exec_count = _mark_unfinished(output, why)
-    message = f"{what} (in {_cell_label(exec_count, cell_index)})"
-    return StageFailure(kind, message, cell_index, _ENAMES[kind], why)
+class _RedactedSaves:
+    """A papermill I/O handler: papermill's saves of one executed notebook, written by runner/files.py."""
+
+    def __init__(self, redact: Redactor) -> None:
+        self.redact = redact
+
+    def read(self, path: str) -> str:
+        return Path(path).read_text(encoding="utf-8")
+
+    def write(self, buf: str, path: str) -> None:
+        atomic_write_text(Path(path), buf, redact=self.redact)
+
+    def listdir(self, path: str) -> list[str]:
+        return [str(child) for child in Path(path).iterdir()]
+
+    def pretty_path(self, path: str) -> str:
+        return path
+
+
+@contextmanager
+def _saved_through(output: Path, redact: Redactor) -> Iterator[None]:
+    """Route papermill's writes to `output` through `_RedactedSaves` while the stage runs.
+
+    papermill picks a handler by path prefix, newest first; the prefix here is the output file itself, so
+    nothing else papermill reads or writes is affected. papermill has no way to unregister a handler: the
+    entry is taken out of its list again by hand, so that no handler (and no redactor) outlives the stage.
+    """
+    from papermill.iorw import papermill_io
+
+    entry = (str(output), _RedactedSaves(redact))
+    papermill_io.register(*entry)
+    try:
+        yield
+    finally:
+        papermill_io._handlers.remove(entry)
+
+
+def _stopped(kind: FailureKind, why: str, what: str) -> StageFailure:
+    """A stage stopped from outside its cells; `_unfinished` completes it once papermill let go."""
+    return StageFailure(kind, what, None, _ENAMES[kind], why)
+
+
+def _unfinished(output: Path, failure: StageFailure, redact: Redactor) -> StageFailure:
+    why = failure.evalue or failure.kind
+    cell_index, exec_count = _mark_unfinished(output, why, redact)
+    message = f"{failure.message} (in {_cell_label(exec_count, cell_index)})"
+    return StageFailure(failure.kind, message, cell_index, failure.ename, why)
 
 
 def _cell_label(exec_count: int | None, cell_index: int | None) -> str:
@@ -301,7 +355,7 @@ def _cell_label(exec_count: int | None, cell_index: int | None) -> str:
     return f"cell #{cell_index}" if cell_index is not None else "an unknown cell"
 
 
-def _mark_unfinished(output: Path, why: str) -> tuple[int | None, int | None]:
+def _mark_unfinished(output: Path, why: str, redact: Redactor) -> tuple[int | None, int | None]:
     """Flag a notebook that papermill saved without an error (timeout, dead kernel, interrupt) as failed.
 
     The cell that was running is the last one papermill started (it marks every cell `completed` on the
@@ -328,5 +382,5 @@ def _mark_unfinished(output: Path, why: str) -> tuple[int | None, int | None]:
     banner.metadata["tags"] = ["retrain-failure-banner"]
     nb.cells.insert(0, banner)
     nb.metadata.setdefault("papermill", {})["exception"] = True
-    nbformat.write(nb, output)
+    atomic_write_text(output, nbformat.writes(nb), redact=redact)
     return running, exec_count

@@ -22,15 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from runner.config import DataSpec
+from runner.files import atomic_copy, atomic_write_text
 from runner.records import DataRecord, RunRecord
-from runner.report import atomic_write_text
+from runner.secrets import Redactor
 
 REASON_FILE = "REASON.md"
 REASON_JSON = "reason.json"
@@ -79,7 +78,7 @@ def record_drops(drops: list[Drop], root: Path) -> DataRecord:
     return DataRecord(drops=[_relative(drop.path, root) for drop in drops])
 
 
-def settle(data: DataSpec, record: RunRecord, drops: list[Drop], root: Path) -> DataRecord:
+def settle(data: DataSpec, record: RunRecord, drops: list[Drop], root: Path, redact: Redactor) -> DataRecord:
     """Accept, quarantine or keep the run's drops, as the run's outcome says (see the module's docstring)."""
     result = record_drops(drops, root)
     if not drops:
@@ -91,7 +90,7 @@ def settle(data: DataSpec, record: RunRecord, drops: list[Drop], root: Path) -> 
     if validate is not None and validate.status == "gate_failed":
         refused = _refused(validate.scraps, unchanged, root)
         folder = _run_folder(root / data.quarantine, record.run_id)
-        _write_reason(folder, record, data.stage, refused, root)
+        _write_reason(folder, record, data.stage, refused, root, redact)
         moved = [_move(drop.path, folder / drop.path.name) for drop in refused]
         result.action, result.folder = "quarantined", _relative(folder, root)
         result.files = [_relative(path, root) for path in moved]
@@ -152,7 +151,9 @@ def _why_kept(record: RunRecord, data: DataSpec) -> str:
     return f"the run {record.status.replace('_', ' ')}"
 
 
-def _write_reason(folder: Path, record: RunRecord, stage: str, refused: list[Drop], root: Path) -> None:
+def _write_reason(
+    folder: Path, record: RunRecord, stage: str, refused: list[Drop], root: Path, redact: Redactor
+) -> None:
     """REASON.md for people and reason.json for tools, written before any file moves."""
     scraps = record.stages[stage].scraps
     gates = [gate for gate in record.stages[stage].gates if not gate.passed]
@@ -185,8 +186,8 @@ def _write_reason(folder: Path, record: RunRecord, stage: str, refused: list[Dro
         lines += ["", "## Problems", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(_cell(row.get(column)) for column in columns) + " |" for row in mine]
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / REASON_JSON, json.dumps(document, indent=2, default=str))
-    atomic_write_text(folder / REASON_FILE, "\n".join(lines) + "\n")
+    atomic_write_text(folder / REASON_JSON, json.dumps(document, indent=2, default=str), redact=redact)
+    atomic_write_text(folder / REASON_FILE, "\n".join(lines) + "\n", redact=redact)
 
 
 def _table_rows(value: Any) -> list[dict[str, Any]]:
@@ -219,21 +220,9 @@ def _move(source: Path, target: Path) -> Path:
 
 
 def _copy(source: Path, target: Path) -> None:
+    """The user's file, byte for byte (never redacted: it is their data), whole at `target` or absent."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed before the rename)
-        dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
-    )
-    temporary = Path(handle.name)
-    try:
-        with handle, source.open("rb") as original:
-            shutil.copyfileobj(original, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        shutil.copystat(source, temporary)
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    atomic_copy(source, target)
 
 
 def _has_original(accepted: Path, name: str, digest: str) -> bool:

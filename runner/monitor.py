@@ -26,10 +26,12 @@ from runner import lifecycle, report
 from runner.config import Pipeline
 from runner.errors import EXIT_DECAY, EXIT_OK, EXIT_STAGE_FAILED, UsageError
 from runner.execute import execute_notebook
+from runner.files import atomic_write_text
 from runner.monitor_spec import Monitor
 from runner.project import PRODUCTS_DIR, REPORTS_DIR, git_sha
 from runner.registry import RegistryError, Version
 from runner.scraps import read_scraps
+from runner.secrets import Redactor
 
 MONITORING_DIR = "monitoring"  # under reports/: one folder per check (no run.json: not a run)
 NOTEBOOK_NAME = "monitor"  # <folder>/monitor.ipynb and monitor.html
@@ -89,6 +91,7 @@ def run_monitor(pipeline: Pipeline) -> Check:
             "(see README.md, Monitoring)"
         )
     started = time.monotonic()
+    redact = Redactor.from_environ(pipeline.secrets, os.environ)  # what the notebook prints may hold one
     now = datetime.now(UTC)
     check = Check(
         check_id=f"{now:%Y%m%dT%H%M%SZ}-{now.microsecond // 1000:03d}{secrets.token_hex(2)[:3]}",
@@ -111,16 +114,16 @@ def run_monitor(pipeline: Pipeline) -> Check:
             check.detail = f"{check.model} has no champion yet: there is no model to monitor"
     else:
         check.champion_version = champion.version
-        score_champion(pipeline.root, monitor, champion, check)
+        score_champion(pipeline.root, monitor, champion, check, redact)
     check.duration_s = round(time.monotonic() - started, 3)
     if check.report_dir is not None:
         folder = pipeline.root / check.report_dir
-        report.atomic_write_text(folder / "check.json", json.dumps(check.to_json(), indent=2) + "\n")
-    append_line(monitor.log, check.to_json())
+        atomic_write_text(folder / "check.json", json.dumps(check.to_json(), indent=2) + "\n", redact=redact)
+    append_line(monitor.log, check.to_json(), redact)
     return check
 
 
-def score_champion(root: Path, monitor: Monitor, champion: Version, check: Check) -> None:
+def score_champion(root: Path, monitor: Monitor, champion: Version, check: Check, redact: Redactor) -> None:
     """Run the monitor notebook on the champion, render its page, and judge what it measured."""
     folder = root / REPORTS_DIR / MONITORING_DIR / check.check_id
     (folder / PRODUCTS_DIR).mkdir(parents=True)
@@ -133,13 +136,16 @@ def score_champion(root: Path, monitor: Monitor, champion: Version, check: Check
     }
     parameters = {**monitor.params, **{k: v for k, v in injected.items() if k in monitor.declared}}
     executed = folder / f"{NOTEBOOK_NAME}.ipynb"
-    result = execute_notebook(monitor.notebook, executed, parameters, cwd=root, timeout_s=monitor.timeout)
+    result = execute_notebook(
+        monitor.notebook, executed, parameters, cwd=root, timeout_s=monitor.timeout, redact=redact
+    )
     if result.interrupted:
         raise KeyboardInterrupt
     if executed.is_file():
         title = f"{check.pipeline} · monitoring version {champion.version}"
         # a check is not a run: no run index to link to, only the executed notebook
-        report.render_stage_html(executed, folder / f"{NOTEBOOK_NAME}.html", title=title, crumbs=())
+        page = folder / f"{NOTEBOOK_NAME}.html"
+        report.render_stage_html(executed, page, title=title, crumbs=(), redact=redact)
     if result.failure is not None:
         check.status = "failed"
         check.detail = f"the monitor notebook failed: {result.failure.message}"
@@ -188,11 +194,11 @@ def judge(scraps: dict[str, Any], monitor: Monitor, champion: Version, check: Ch
         check.detail = f"{measured}, within the {monitor.max_decay:.0%} allowed"
 
 
-def append_line(log: Path, entry: dict[str, Any]) -> None:
+def append_line(log: Path, entry: dict[str, Any], redact: Redactor) -> None:
     """Append one JSON line to the log with a single O_APPEND write, then fsync: checks running at the same
     time never interleave inside a line, and a line is on disk before the command says it was recorded."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    data = (json.dumps(entry, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
+    data = redact.redact(json.dumps(entry, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         written = os.write(fd, data)

@@ -4,6 +4,10 @@ Owns the headline ("demand-forecast v13 retrained and deployed, WAPE 7.9% (was 8
 the plain text (console, step summary, email body) and delivery, which never raises: what is not delivered
 comes back as a `Delivery` saying why, so a notification never changes or hides the run's result. No text
 returned contains the webhook URL (a secret). Without a webhook, show `text_message(...)` instead.
+
+What leaves the machine is redacted like every file the runner writes: the Slack body and the email pass
+through the run's `Redactor` (runner/secrets.py) just before they are sent. `announce` is the entry point
+and takes the redactor; the senders default to none only for tests of their own mechanics.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 from runner.config import NotifySpec
 from runner.records import GateResult, NotificationRecord, RunRecord
 from runner.report import model_sentence, outcome_sentence
+from runner.secrets import NO_SECRETS, Redactor
 
 SLACK_TARGET = "Slack webhook (SLACK_WEBHOOK_URL)"
 NO_WEBHOOK = "no webhook configured (SLACK_WEBHOOK_URL): message shown in the summary instead"
@@ -257,6 +262,7 @@ def send_slack(
     retries: int = 3,
     max_wait_s: float = 60,
     sleep: Callable[[float], None] = time.sleep,
+    redact: Redactor = NO_SECRETS,
 ) -> Delivery:
     """Post the run's message to the webhook (see `post_json`); without one, send nothing."""
     if not webhook_url or not webhook_url.strip():
@@ -266,7 +272,9 @@ def send_slack(
     except Exception as error:  # a notification must never end the run it reports: say what broke instead
         return Delivery("slack", False, f"Slack message not built: {type(error).__name__}: {error}")
     url = webhook_url.strip()
-    return post_json(url, payload, timeout_s=timeout_s, retries=retries, max_wait_s=max_wait_s, sleep=sleep)
+    return post_json(
+        url, payload, timeout_s=timeout_s, retries=retries, max_wait_s=max_wait_s, sleep=sleep, redact=redact
+    )
 
 
 def post_json(
@@ -277,13 +285,15 @@ def post_json(
     retries: int = 3,
     max_wait_s: float = 60,
     sleep: Callable[[float], None] = time.sleep,
+    redact: Redactor = NO_SECRETS,
 ) -> Delivery:
-    """POST `payload` as JSON. 429, 5xx, connection errors and timeouts (`timeout_s` per socket operation)
-    are retried `retries` times after `Retry-After` or 1, 2, 4... s, each wait at most `max_wait_s`.
-    Never raises; no detail it returns contains `url`."""
+    """POST `payload` as JSON, redacted. 429, 5xx, connection errors and timeouts (`timeout_s` per socket
+    operation) are retried `retries` times after `Retry-After` or 1, 2, 4... s, each wait at most
+    `max_wait_s`. Never raises; no detail it returns contains `url`."""
     if not _is_web_url(url):
         return Delivery("slack", False, f"{SLACK_TARGET} is not an http(s) URL: not sent")
-    body = json.dumps(payload, ensure_ascii=False, default=str).encode("utf-8")  # default: no TypeError
+    # default=str: no TypeError; the redactor also knows the JSON-escaped form of each secret
+    body = redact.redact(json.dumps(payload, ensure_ascii=False, default=str)).encode("utf-8")
     headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": "notebook-retrain"}
     attempt = 0
     while True:
@@ -354,20 +364,30 @@ def text_message(record: RunRecord, links: Links, metric: str = "wape") -> str:
 
 
 def email_message(
-    record: RunRecord, links: Links, settings: EmailSettings, metric: str = "wape"
+    record: RunRecord,
+    links: Links,
+    settings: EmailSettings,
+    metric: str = "wape",
+    redact: Redactor = NO_SECRETS,
 ) -> EmailMessage:
-    """The email: subject = the headline, body = `text_message` (plain text)."""
+    """The email: subject = the headline, body = `text_message` (plain text); redacted before encoding (a
+    body sent as base64 or quoted-printable would hide a secret from a redactor run on the bytes)."""
     message = EmailMessage(policy=policy.default.clone(max_line_length=998))  # no folded one-line subject
-    message["Subject"] = headline(record, metric)
+    message["Subject"] = redact.redact(headline(record, metric))
     message["From"] = settings.sender
     message["To"] = ", ".join(settings.recipients)
     message["Date"] = formatdate(localtime=False)
-    message.set_content(text_message(record, links, metric))
+    message.set_content(redact.redact(text_message(record, links, metric)))
     return message
 
 
 def send_email(
-    record: RunRecord, links: Links, settings: EmailSettings, environ: Mapping[str, str], metric: str = "wape"
+    record: RunRecord,
+    links: Links,
+    settings: EmailSettings,
+    environ: Mapping[str, str],
+    metric: str = "wape",
+    redact: Redactor = NO_SECRETS,
 ) -> Delivery:
     """Send the email through SMTP (STARTTLS, login when a username is set). Never raises."""
     missing = [name for name in ("host", "sender", "recipients") if not getattr(settings, name)]
@@ -380,7 +400,7 @@ def send_email(
         )
     where = f"SMTP {settings.host}:{settings.port}"
     try:
-        message = email_message(record, links, settings, metric)
+        message = email_message(record, links, settings, metric, redact)
         with smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_s) as smtp:
             if settings.starttls:
                 smtp.starttls(context=ssl.create_default_context())
@@ -401,9 +421,10 @@ def announce(
     spec: NotifySpec,
     links: Links,
     environ: Mapping[str, str],
+    redact: Redactor,
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[NotificationRecord]:
-    """Send the run's message to every channel of the pipeline's `notify` section; never raises."""
+    """Send the run's message, redacted, to every channel of the pipeline's `notify` section; never raises."""
     sent = []
     if spec.slack is not None:
         delivery = send_slack(
@@ -414,6 +435,7 @@ def announce(
             timeout_s=spec.timeout_s,
             retries=spec.retries,
             sleep=sleep,
+            redact=redact,
         )
         sent.append(delivery)
     if spec.email is not None:
@@ -427,5 +449,5 @@ def announce(
             password_env=spec.email.password_env,
             timeout_s=spec.timeout_s,
         )
-        sent.append(send_email(record, links, settings, environ, metric=spec.metric))
-    return [NotificationRecord(d.channel, d.delivered, d.detail, d.attempts) for d in sent]
+        sent.append(send_email(record, links, settings, environ, metric=spec.metric, redact=redact))
+    return [NotificationRecord(d.channel, d.delivered, redact.redact(d.detail), d.attempts) for d in sent]

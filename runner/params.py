@@ -20,6 +20,7 @@ import nbformat
 import yaml
 
 from runner.errors import Problem, did_you_mean
+from runner.secrets import Redactor
 
 # Set by the runner for every notebook that declares them; never by pipeline.yaml or -p.
 INJECTED = ("run_dir", "run_id", "mode", "champion_uri")
@@ -98,15 +99,15 @@ class DeclaredParameters:
         self._changed = True
         return declared
 
-    def save(self) -> None:
+    def save(self, redact: Redactor) -> None:
         """Write what is new, into an existing folder only (a run that fails early leaves no reports/)."""
         if self.path is None or not self._changed or not self.path.parent.is_dir():
             return
-        from runner.report import atomic_write_text
+        from runner.files import atomic_write_text
 
         with contextlib.suppress(OSError):
             document = {"reader": self._reader, "cells": self._known}
-            atomic_write_text(self.path, json.dumps(document, indent=1, sort_keys=True))
+            atomic_write_text(self.path, json.dumps(document, indent=1, sort_keys=True), redact=redact)
             self._changed = False
 
 

@@ -1,17 +1,19 @@
 """One run of a pipeline, top to bottom.
 
-    validated pipeline -> for each stage in order: fingerprint -> reuse an earlier identical run's results
-    (cache) or execute the notebook (papermill, in a kernel started while the previous stage ran), read its
-    scraps (scrapbook), evaluate its gates -> stop at the first failure, later stages skipped -> model
-    lifecycle -> new data accepted, quarantined or kept (intake) -> reports (stage HTML, run.json, run index,
-    history, step summary) -> notifications
+    validated pipeline -> the project's lock -> for each stage in order: fingerprint -> reuse an earlier
+    identical run's results (cache) or execute the notebook (papermill, in a kernel started while the
+    previous stage ran), read its scraps (scrapbook), evaluate its gates -> stop at the first failure,
+    later stages skipped -> model lifecycle -> new data accepted, quarantined or kept (intake) -> reports
+    (stage HTML, run.json, run index, history, step summary) -> notifications
 
 Every step is a function call with its data passed in and returned. Progress is told to an `Observer`
-(the CLI draws it); nothing here prints.
+(the CLI draws it); nothing here prints. Everything written goes through runner/files.py with the run's
+`Redactor` (runner/secrets.py): the values of the pipeline's secrets never reach a file.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -24,13 +26,17 @@ from typing import Any, Protocol
 from runner import __version__, cache, history, intake, lifecycle, notify, report
 from runner.cache import StageCache
 from runner.config import Pipeline, Stage
+from runner.errors import WriteError
 from runner.execute import StartedKernel, WarmKernels, execute_notebook
+from runner.files import remove_stale_temporaries
 from runner.gates import GateScope, evaluate_gate
+from runner.lock import project_lock
 from runner.notify import Links
 from runner.project import MLFLOW_DIR, PRODUCTS_DIR, REPORTS_DIR, git_sha, tracking_uri
 from runner.records import ModelRecord, RunRecord, StageFailure, StageRecord
 from runner.registry import CHAMPION, Registry, RegistryError, Version, check_reachable
 from runner.scraps import read_scraps
+from runner.secrets import Redactor
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,8 @@ class RunOptions:
     notify: bool = True  # False: a later `retrain notify` sends it (once the artifact's URL is known)
     links: Links = field(default_factory=Links)
     environ: Mapping[str, str] = field(default_factory=dict)  # where the notify section's secrets are read
+    lock_wait_s: float = 0.0  # how long to wait for another run in the project to finish
+    on_lock_wait: Callable[[str], None] | None = None  # told who holds the lock, when this run waits
 
 
 class Observer(Protocol):
@@ -114,11 +122,25 @@ class RunState:
     cache: StageCache
     kernels: WarmKernels
     deploy: frozenset[str]  # the model's deploy stages: they run after promotion
+    redact: Redactor  # every file this run writes goes through it
 
 
 def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) -> tuple[RunRecord, Path]:
-    """Run every selected stage in order; return the run's record and its folder under reports/."""
+    """Run every selected stage in order, one run at a time in the project; return the run's record and
+    its folder under reports/."""
     check_reachable(tracking_uri(pipeline.root))  # an unreachable server fails the run before any training
+    # the kernels inherit this process's environment: its secret values are what must not be written
+    redact = Redactor.from_environ(pipeline.secrets, {**os.environ, **options.environ})
+    reports = pipeline.root / REPORTS_DIR
+    with project_lock(reports, redact=redact, wait_s=options.lock_wait_s, on_wait=options.on_lock_wait):
+        remove_stale_temporaries(reports)  # left by a run killed mid-write; no writer is at work now
+        return run_locked(pipeline, options, observer, redact)
+
+
+def run_locked(
+    pipeline: Pipeline, options: RunOptions, observer: Observer, redact: Redactor
+) -> tuple[RunRecord, Path]:
+    """The run itself, with the project's lock held."""
     production = Production(pipeline) if pipeline.model is not None else None
     drops = intake.waiting(pipeline.data, pipeline.root) if pipeline.data is not None else []
     record = new_run_record(pipeline, options)
@@ -127,12 +149,12 @@ def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) ->
     run_dir = pipeline.root / REPORTS_DIR / record.run_id
     (run_dir / PRODUCTS_DIR).mkdir(parents=True)
     if pipeline.declared is not None:
-        pipeline.declared.save()  # the next load of these notebooks needs no papermill
+        pipeline.declared.save(redact)  # the next load of these notebooks needs no papermill
     observer.run_started(record, run_dir)
     deploy = frozenset(pipeline.model.deploy if pipeline.model else ())
     kernels = WarmKernels(pipeline.root, enabled=options.warm_kernels)
-    stage_cache = StageCache(pipeline.root, run_dir.parent)
-    run = RunState(pipeline, options, record, run_dir, production, stage_cache, kernels, deploy)
+    stage_cache = StageCache(pipeline.root, run_dir.parent, redact)
+    run = RunState(pipeline, options, record, run_dir, production, stage_cache, kernels, deploy, redact)
     started = time.monotonic()
     try:
         start_next_kernel(run, after=None)
@@ -150,7 +172,7 @@ def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) ->
                 observer.stage_started(current)
                 execute_stage(run, stage, current)
             observer.stage_finished(current)
-            report.write_run_json(run_dir, record)  # evidence on disk after every stage
+            report.write_run_json(run_dir, record, redact=redact)  # evidence on disk after every stage
             if current.failure is not None and current.failure.kind == "cancelled":
                 raise KeyboardInterrupt
         if production is not None:
@@ -160,14 +182,18 @@ def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) ->
         record.status = "cancelled"
     except RegistryError as error:  # the registry failed while opening or releasing: the model did not move
         record.model = ModelRecord(name=pipeline.model.name if pipeline.model else "", error=str(error))
+    except WriteError as error:  # a full disk, a read-only reports/: the run cannot keep its evidence
+        stop_running_stages(record, StageFailure("runner", str(error)), "the runner could not write a file")
+        raise  # after the reports below, when they can still be written: the CLI says what happened
     finally:
         kernels.close()  # the kernels started for stages that did not run
         finish_run(record, started)
-        settle_data(pipeline, record, drops)
-        write_reports(pipeline, record, run_dir, options)
+        settle_data(pipeline, record, drops, redact)
+        write_reports(pipeline, record, run_dir, options, redact)
         if options.notify:
-            record.notifications = notify.announce(record, pipeline.notify, options.links, options.environ)
-            report.write_run_json(run_dir, record)
+            links, environ = options.links, options.environ
+            record.notifications = notify.announce(record, pipeline.notify, links, environ, redact)
+            report.write_run_json(run_dir, record, redact=redact)
     return record, run_dir
 
 
@@ -194,7 +220,7 @@ def execute_stage(run: RunState, stage: Stage, current: StageRecord) -> None:
     effect = deploy_key(run, stage) if stage.name in run.deploy else None
     needed = run.production if run.production is not None and needs_champion(stage) else None
     kernel = run.kernels.take(stage.name)  # from here on execute_notebook shuts it down
-    run_stage(stage, current, run.record, run.pipeline.root, run.run_dir, needed, run.options, kernel)
+    run_stage(stage, current, run, needed, kernel)
     if current.status == "succeeded":
         run.cache.remember(stage, current.fingerprint, run.run_dir, current)
         if effect is not None:
@@ -292,12 +318,12 @@ def release_model(pipeline: Pipeline, record: RunRecord, run_dir: Path, producti
     record.model = lifecycle.release(pipeline, record, run_dir, production.registry, production.champion)
 
 
-def settle_data(pipeline: Pipeline, record: RunRecord, drops: list[intake.Drop]) -> None:
+def settle_data(pipeline: Pipeline, record: RunRecord, drops: list[intake.Drop], redact: Redactor) -> None:
     """Accept the new data after a successful run, quarantine it when its checks refused it, else keep it."""
     if pipeline.data is None:
         return
     try:
-        record.data = intake.settle(pipeline.data, record, drops, pipeline.root)
+        record.data = intake.settle(pipeline.data, record, drops, pipeline.root, redact)
     except OSError as error:  # each move is atomic: what moved is where it went, the rest is where it was
         record.data = intake.record_drops(drops, pipeline.root)
         record.data.action, record.data.detail = "kept", f"moving the new data failed: {error}"
@@ -349,23 +375,28 @@ def skip_reason(stage: Stage, record: RunRecord, options: RunOptions, deploy: Co
 def run_stage(
     stage: Stage,
     current: StageRecord,
-    record: RunRecord,
-    root: Path,
-    run_dir: Path,
+    run: RunState,
     production: Production | None,
-    options: RunOptions,
     kernel: StartedKernel | None = None,
 ) -> None:
     """Execute one stage, read its scraps, judge its gates, render its page; the outcome goes in `current`.
 
-    `kernel` is the kernel started ahead for this stage, if any (execute_notebook shuts it down)."""
+    `production` is given when the stage reads the champion. `kernel` is the kernel started ahead for this
+    stage, if any (execute_notebook shuts it down)."""
+    record, root, run_dir, options = run.record, run.pipeline.root, run.run_dir, run.options
     current.status = "running"
     started = time.monotonic()
     champion = current_champion(production, record)
     parameters = {**stage.params, **injected_parameters(stage, record, run_dir, champion)}
     executed = run_dir / f"{stage.name}.ipynb"
     result = execute_notebook(
-        stage.notebook, executed, parameters, cwd=root, timeout_s=stage.timeout, kernel=kernel
+        stage.notebook,
+        executed,
+        parameters,
+        cwd=root,
+        timeout_s=stage.timeout,
+        redact=run.redact,
+        kernel=kernel,
     )
     current.timings = result.timings
     current.notebook = executed.name if executed.is_file() else None
@@ -383,7 +414,8 @@ def run_stage(
         render_started = time.monotonic()
         html = run_dir / f"{stage.name}.html"
         title = f"{record.pipeline} · {stage.name}"
-        report.render_stage_html(executed, html, title=title, show_code=options.show_code or stage.show_code)
+        show_code = options.show_code or stage.show_code
+        report.render_stage_html(executed, html, title=title, show_code=show_code, redact=run.redact)
         current.html = html.name
         current.timings.render_s = time.monotonic() - render_started
     current.duration_s = round(time.monotonic() - started, 3)
@@ -412,7 +444,9 @@ def injected_parameters(
     return {key: value for key, value in available.items() if key in stage.declared}
 
 
-def rerender_run(pipeline: Pipeline, record: RunRecord, run_dir: Path, show_code: bool = False) -> list[str]:
+def rerender_run(
+    pipeline: Pipeline, record: RunRecord, run_dir: Path, redact: Redactor, show_code: bool = False
+) -> list[str]:
     """Draw a finished run's pages again (after a template change, say) from its run.json and executed
     notebooks, then the history; nothing is executed. Returns the stage pages rendered."""
     rendered = []
@@ -423,14 +457,11 @@ def rerender_run(pipeline: Pipeline, record: RunRecord, run_dir: Path, show_code
         configured = pipeline.stages.get(stage.name)
         html = run_dir / f"{stage.name}.html"
         title = f"{record.pipeline} · {stage.name}"
-        report.render_stage_html(
-            executed, html, title=title, show_code=show_code or bool(configured and configured.show_code)
-        )
+        shown = show_code or bool(configured and configured.show_code)
+        report.render_stage_html(executed, html, title=title, show_code=shown, redact=redact)
         stage.html = html.name
         rendered.append(stage.name)
-    report.write_run_json(run_dir, record)
-    report.render_run_index(run_dir, record, tracking_uri=tracking_uri(pipeline.root))
-    report.render_history_index(run_dir.parent, known=remembered_runs(pipeline))
+    write_reports(pipeline, record, run_dir, RunOptions(), redact)
     return rendered
 
 
@@ -445,16 +476,19 @@ def remembered_runs(pipeline: Pipeline) -> history.Remembered:
 
 
 def cancel_running_stages(record: RunRecord) -> None:
+    stopped = StageFailure("cancelled", "interrupted (Ctrl-C or SIGTERM)")
+    stop_running_stages(record, stopped, "the run was interrupted", error="was interrupted")
+
+
+def stop_running_stages(record: RunRecord, failure: StageFailure, why: str, error: str = "") -> None:
+    """The running stage failed with `failure` (unless it already knows how), the pending ones are skipped."""
     for stage in record.stages.values():
-        if stage.status in ("running", "pending"):
-            was_running = stage.status == "running"
-            stage.status = "failed" if was_running else "skipped"
-            if was_running and stage.failure is None:
-                stage.failure = StageFailure("cancelled", "interrupted (Ctrl-C or SIGTERM)")
-            if was_running:
-                stage.error = f"stage '{stage.name}' was interrupted"
-            else:
-                stage.skip_reason = "not run: the run was interrupted"
+        if stage.status == "running":
+            stage.status = "failed"
+            stage.failure = stage.failure or failure
+            stage.error = f"stage '{stage.name}' {error or 'failed: ' + failure.message}"
+        elif stage.status == "pending":
+            stage.status, stage.skip_reason = "skipped", f"not run: {why}"
 
 
 def finish_run(record: RunRecord, started: float) -> None:
@@ -468,9 +502,11 @@ def finish_run(record: RunRecord, started: float) -> None:
             record.status = "failed" if record.model is not None and record.model.error else "succeeded"
 
 
-def write_reports(pipeline: Pipeline, record: RunRecord, run_dir: Path, options: RunOptions) -> None:
-    report.write_run_json(run_dir, record)
-    report.render_run_index(run_dir, record, tracking_uri=tracking_uri(pipeline.root))
-    report.render_history_index(run_dir.parent, known=remembered_runs(pipeline))
+def write_reports(
+    pipeline: Pipeline, record: RunRecord, run_dir: Path, options: RunOptions, redact: Redactor
+) -> None:
+    report.write_run_json(run_dir, record, redact=redact)
+    report.render_run_index(run_dir, record, tracking_uri=tracking_uri(pipeline.root), redact=redact)
+    report.render_history_index(run_dir.parent, known=remembered_runs(pipeline), redact=redact)
     if options.step_summary is not None:
-        report.write_step_summary(record, options.step_summary)
+        report.write_step_summary(record, options.step_summary, redact=redact)

@@ -13,14 +13,16 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from runner import github, report
+from runner.files import atomic_copy
 from runner.history import Remembered
+from runner.secrets import Redactor
 
 PAGES_BRANCH = "retrain-pages"
 PAGE_FILES = ("run.json", "*.html", "*.ipynb")
 
 
 def build_site(
-    reports_dir: Path, site: Path, keep: int, known: Remembered, metric: str = "wape"
+    reports_dir: Path, site: Path, keep: int, known: Remembered, redact: Redactor, metric: str = "wape"
 ) -> list[str]:
     """Copy the page files of every run folder in `reports_dir` into `site` (over what it holds), keep the
     newest `keep` run folders there, and draw the site's history; returns the run ids kept, newest first."""
@@ -31,11 +33,11 @@ def build_site(
         target.mkdir(parents=True, exist_ok=True)
         for pattern in PAGE_FILES:
             for page in run_json.parent.glob(pattern):
-                shutil.copyfile(page, target / page.name)
+                atomic_copy(page, target / page.name)  # pages the runner wrote: already redacted
     runs = sorted((path.parent for path in site.glob("*/run.json")), key=lambda path: path.name, reverse=True)
     for old in runs[keep:]:
         shutil.rmtree(old)  # run ids sort by time: the oldest go
-    report.render_history_index(site, metric=metric, known=known)
+    report.render_history_index(site, metric=metric, known=known, redact=redact)
     return [path.name for path in runs[:keep]]
 
 
@@ -46,12 +48,13 @@ def publish(
     keep: int,
     known: Remembered,
     env: Mapping[str, str],
+    redact: Redactor,
     remote: str = "origin",
 ) -> str:
     """Restore the published site from its branch into `site` (empty or missing), add the runs in
     `reports_dir`, keep the newest `keep`, save the branch; returns what happened in one line."""
     restored = github.pull_state(repo, site, env, remote, PAGES_BRANCH)
-    kept = build_site(reports_dir, site, keep, known)
+    kept = build_site(reports_dir, site, keep, known, redact)
     message = f"reports: {', '.join(kept[:3])}{' …' if len(kept) > 3 else ''} ({len(kept)} runs kept)"
     saved = github.push_state(repo, site, env, message, remote, PAGES_BRANCH)
     return f"{restored}; {len(kept)} runs in {site.name}/; {saved}"

@@ -4,7 +4,7 @@ and the GitHub step summary.
 Every page is one self-contained file: inline CSS (`templates/report.css`), images as data URIs, no script,
 no request to any other host. Stage pages come from our own light nbconvert template (`templates/stage/`,
 built on nbconvert's `basic`); the run index and the history from Jinja2 templates with autoescaping.
-Files are written atomically (temporary file in the same folder, then `os.replace`).
+Files are written through runner/files.py: atomically, and with the run's secrets redacted.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -22,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 
+from runner.files import append_text, atomic_write_text
 from runner.records import ModelRecord, RunRecord, StageRecord
+from runner.secrets import Redactor
 
 if TYPE_CHECKING:
     from runner.history import Remembered
@@ -41,30 +42,11 @@ _REMOTE_LOAD = re.compile(
 _STATUS_ICON = {"succeeded": "✅", "failed": "❌", "gate_failed": "🚧", "cancelled": "⏹️", "running": "⏳"}
 
 
-# --- files --------------------------------------------------------------------------------------------------
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a part of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp_name, 0o644)  # mkstemp's 0600 would hide reports from a web server or a teammate
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """`atomic_write_bytes` for UTF-8 text (newlines written as given, on every platform)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def write_run_json(run_dir: Path, record: RunRecord) -> Path:
-    """Write `<run_dir>/run.json` from the record; returns its path."""
+# --- run.json -----------------------------------------------------------------------------------------------
+def write_run_json(run_dir: Path, record: RunRecord, *, redact: Redactor) -> Path:
+    """Write `<run_dir>/run.json` from the record, secrets redacted; returns its path."""
     path = run_dir / "run.json"
-    atomic_write_text(path, json.dumps(record.to_json(), indent=2) + "\n")
+    atomic_write_text(path, json.dumps(record.to_json(), indent=2) + "\n", redact=redact)
     return path
 
 
@@ -77,6 +59,7 @@ def render_stage_html(
     html_path: Path,
     *,
     title: str,
+    redact: Redactor,
     show_code: bool = False,
     crumbs: tuple[tuple[str, str], ...] = RUN_CRUMBS,
 ) -> None:
@@ -104,7 +87,7 @@ def render_stage_html(
     html = _REMOTE_LOAD.sub(r"\1data-blocked-\2\3", html)
     html = _unwrap_plain_tokens(html)
     html = html.replace(_PYGMENTS_MARKER, _pygments_css(html), 1)
-    atomic_write_text(html_path, html)
+    atomic_write_text(html_path, html, redact=redact)
 
 
 def _prepare_notebook(notebook: Any, *, show_code: bool) -> None:
@@ -197,7 +180,9 @@ def _pygments_css(html: str) -> str:
 
 
 # --- the run's index, the history of runs -------------------------------------------------------------------
-def render_run_index(run_dir: Path, record: RunRecord, *, tracking_uri: str | None = None) -> Path:
+def render_run_index(
+    run_dir: Path, record: RunRecord, *, redact: Redactor, tracking_uri: str | None = None
+) -> Path:
     """Write `<run_dir>/index.html`, the run's story: the decision, gates with margins, challenger against
     champion, data and drift, timings, links; returns its path. `tracking_uri` links the MLflow run when it
     names a tracking server."""
@@ -209,6 +194,7 @@ def render_run_index(run_dir: Path, record: RunRecord, *, tracking_uri: str | No
     return _write_page(
         run_dir / "index.html",
         "run.html.j2",
+        redact,
         record=record,
         decision=story.decision_sentence(record),
         outcome=outcome_sentence(record),
@@ -228,7 +214,7 @@ def render_run_index(run_dir: Path, record: RunRecord, *, tracking_uri: str | No
 
 
 def render_history_index(
-    reports_dir: Path, *, metric: str = "wape", known: Remembered | None = None
+    reports_dir: Path, *, redact: Redactor, metric: str = "wape", known: Remembered | None = None
 ) -> Path:
     """Write `<reports_dir>/index.html`: every run, newest first, from the run folders and from what MLflow
     remembers (`known`, see runner.history), with the metric across runs and across versions; returns its
@@ -244,6 +230,7 @@ def render_history_index(
     return _write_page(
         reports_dir / "index.html",
         "history.html.j2",
+        redact,
         rows=newest_first,
         unreadable=unreadable,
         heading=f"{pipelines.pop()}: runs" if len(pipelines) == 1 else "Runs",
@@ -258,8 +245,8 @@ def render_history_index(
     )
 
 
-def _write_page(path: Path, template: str, **context: Any) -> Path:
-    atomic_write_text(path, _jinja_env().get_template(template).render(**context))
+def _write_page(path: Path, template: str, redact: Redactor, **context: Any) -> Path:
+    atomic_write_text(path, _jinja_env().get_template(template).render(**context), redact=redact)
     return path
 
 
@@ -435,10 +422,9 @@ def cost_markdown(job_s: float, price: float, run_s: float | None = None, weekly
     return "\n".join(lines) + "\n"
 
 
-def write_step_summary(record: RunRecord, path: Path) -> None:
+def write_step_summary(record: RunRecord, path: Path, *, redact: Redactor) -> None:
     """Append the run's summary to `path` (the file $GITHUB_STEP_SUMMARY names)."""
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(summary_markdown(record) + "\n")
+    append_text(path, summary_markdown(record) + "\n", redact=redact)
 
 
 def _md(text: str) -> str:

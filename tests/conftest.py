@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import textwrap
 from collections.abc import Callable
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -41,3 +44,50 @@ def kernels_alive() -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             continue
     return found
+
+
+def kernels_in(root: Path) -> list[psutil.Process]:
+    """Kernel processes working in the project `root`, whoever started them: a runner that was killed leaves
+    its kernels to init, out of reach of `kernels_alive`."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "cwd", "status"]):
+        try:
+            if (
+                "ipykernel" in " ".join(process.info["cmdline"] or ())
+                and process.info["cwd"] == str(root)
+                and process.info["status"] != psutil.STATUS_ZOMBIE
+            ):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def temp_files(folder: Path) -> list[Path]:
+    """What a writer killed mid-write leaves behind (runner/files.py names its temporary files so)."""
+    return sorted(folder.rglob(".*.tmp")) if folder.is_dir() else []
+
+
+class _Html(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed_html = False
+
+    def handle_endtag(self, tag: str) -> None:
+        self.closed_html = self.closed_html or tag == "html"
+
+
+def assert_reports_readable(reports: Path) -> list[dict[str, Any]]:
+    """Every run.json is a whole run record and every page a whole HTML document; returns the records."""
+    from runner.records import RunRecord
+
+    records = []
+    for run_json in sorted(reports.glob("*/run.json")):
+        data = json.loads(run_json.read_text(encoding="utf-8"))
+        RunRecord.from_json(data)  # the record's shape, not just JSON
+        records.append(data)
+    for page in sorted(reports.glob("**/*.html")):
+        parser = _Html()
+        parser.feed(page.read_text(encoding="utf-8"))
+        assert parser.closed_html, f"{page} is not a whole HTML document"
+    return records

@@ -17,6 +17,7 @@ import pytest
 
 from runner import demo
 from runner.cli import main
+from runner.secrets import NO_SECRETS
 from tests.conftest import ASSETS, PROJECT_ROOT
 from tests.test_lifecycle import PIPELINE, mlflow_server, store  # noqa: F401  (fixtures)
 
@@ -181,7 +182,7 @@ def test_appending_keeps_every_line_whole(tmp_path):
 
     log = tmp_path / "monitoring" / "checks.jsonl"
     for number in range(3):
-        append_line(log, {"check": number, "detail": "x" * 5000})
+        append_line(log, {"check": number, "detail": "x" * 5000}, NO_SECRETS)
     assert [json.loads(line)["check"] for line in log.read_text().splitlines()] == [0, 1, 2]
 
 
@@ -312,7 +313,7 @@ def test_the_log_travels_on_its_own_branch(tmp_path, capsys, monkeypatch):
     state = ["github", "state"]
     assert main([*state, "pull", "--monitoring", str(first / "pipeline.yaml")]) == 0
     assert "origin has no branch retrain-monitoring yet: the log starts empty" in capsys.readouterr().out
-    append_line(first / "monitoring" / "checks.jsonl", {"status": "ok"})
+    append_line(first / "monitoring" / "checks.jsonl", {"status": "ok"}, NO_SECRETS)
     assert main([*state, "push", "--monitoring", str(first / "pipeline.yaml")]) == 0
     assert "saved monitoring/ to retrain-monitoring" in capsys.readouterr().out
     assert git(bare, "ls-tree", "--name-only", "retrain-monitoring") == "checks.jsonl"
@@ -320,7 +321,7 @@ def test_the_log_travels_on_its_own_branch(tmp_path, capsys, monkeypatch):
 
     second = clone(bare, "second")
     assert main([*state, "pull", "--monitoring", str(second / "pipeline.yaml")]) == 0
-    append_line(second / "monitoring" / "checks.jsonl", {"status": "decay"})
+    append_line(second / "monitoring" / "checks.jsonl", {"status": "decay"}, NO_SECRETS)
     assert main([*state, "push", "--monitoring", str(second / "pipeline.yaml")]) == 0
     out = capsys.readouterr().out
     assert "had moved" not in out, out  # what this clone restored is still the tip: no race to report

@@ -519,12 +519,14 @@ def test_without_a_webhook_nothing_is_sent(url: str | None) -> None:
 @dataclass
 class Mailbox:
     messages: list[EmailMessage] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)  # each message's bytes as they arrived
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
     logins: list[tuple[str, str]] = field(default_factory=list)
     port: int = 0
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = cast(bytes, envelope.original_content)
+        self.raw.append(content)
         self.messages.append(message_from_bytes(content, policy=policy.default))
         self.envelopes.append((str(envelope.mail_from), [str(rcpt) for rcpt in envelope.rcpt_tos]))
         return "250 Message accepted for delivery"

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from runner.cli import main
-from tests.conftest import kernels_alive
+from tests.conftest import assert_reports_readable, kernels_alive, temp_files
 
 
 def run(capsys, pipeline: Path, *args: str) -> tuple[int, dict, str]:
@@ -27,6 +27,7 @@ def run(capsys, pipeline: Path, *args: str) -> tuple[int, dict, str]:
     assert record["run_id"] == run_dir.name
     assert (run_dir / "index.html").is_file() and (reports / "index.html").is_file()
     assert not kernels_alive(), "a kernel outlived the run"
+    assert temp_files(reports) == [] and assert_reports_readable(reports)  # whatever the run's outcome
     return code, record, out
 
 
@@ -225,6 +226,7 @@ def test_interrupt_cancels_the_run_and_keeps_the_evidence(make_project, signum):
     assert record["stages"]["only"]["failure"]["kind"] == "cancelled"
     assert (run_json.parent / "only.ipynb").is_file() and (run_json.parent / "index.html").is_file()
     assert "cancelled" in out.strip().splitlines()[-1]
+    assert temp_files(run_json.parent.parent) == [] and assert_reports_readable(run_json.parent.parent)
     time.sleep(0.5)
     assert not any(kernel.is_running() and kernel.status() != psutil.STATUS_ZOMBIE for kernel in kernels)
 

@@ -11,6 +11,7 @@ from runner.history import Remembered
 from runner.publish import PAGES_BRANCH, publish
 from runner.records import RunRecord
 from runner.report import render_run_index, write_run_json
+from runner.secrets import NO_SECRETS
 from tests.test_report import failed_run, gate_failed_run, succeeded_run
 
 GIT = ["git", "-c", "init.defaultBranch=main"]
@@ -28,8 +29,8 @@ def _repo(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 def _write_runs(reports: Path, *records: RunRecord) -> None:
     for record in records:
         run_dir = reports / record.run_id
-        write_run_json(run_dir, record)
-        render_run_index(run_dir, record)
+        write_run_json(run_dir, record, redact=NO_SECRETS)
+        render_run_index(run_dir, record, redact=NO_SECRETS)
         (run_dir / "products").mkdir()
         (run_dir / "products" / "features.parquet").write_bytes(b"data, never published")
 
@@ -38,7 +39,7 @@ def test_the_site_keeps_the_newest_runs_across_jobs(tmp_path: Path) -> None:
     repo, env = _repo(tmp_path)
     first_job = repo / "reports"
     _write_runs(first_job, failed_run(), succeeded_run())  # the 25th and the 26th
-    said = publish(repo, first_job, repo / "_site", 2, Remembered(), env)
+    said = publish(repo, first_job, repo / "_site", 2, Remembered(), env, NO_SECRETS)
     assert said.startswith("origin has no branch retrain-pages yet: _site starts empty; 2 runs in _site/")
     assert sorted(path.name for path in (repo / "_site").iterdir()) == [
         "20261125T074012Z-0f0f0f", "20261126T074012Z-a1b2c3", "index.html",
@@ -49,7 +50,7 @@ def test_the_site_keeps_the_newest_runs_across_jobs(tmp_path: Path) -> None:
     second = tmp_path / "second"
     subprocess.run(["git", "clone", "-q", str(tmp_path / "origin.git"), str(second)], check=True, env=env)
     _write_runs(second / "reports", gate_failed_run())  # the 27th
-    said = publish(second, second / "reports", second / "_site", 2, Remembered(), env)
+    said = publish(second, second / "reports", second / "_site", 2, Remembered(), env, NO_SECRETS)
     assert said.startswith(f"restored _site/ from {PAGES_BRANCH} at ")
     site = second / "_site"
     assert sorted(path.name for path in site.iterdir()) == [

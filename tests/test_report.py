@@ -14,9 +14,9 @@ import papermill
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from runner.files import atomic_write_text
 from runner.records import GateResult, RunRecord, StageFailure, StageRecord, StageTimings
 from runner.report import (
-    atomic_write_text,
     outcome_sentence,
     render_history_index,
     render_run_index,
@@ -25,6 +25,7 @@ from runner.report import (
     write_run_json,
     write_step_summary,
 )
+from runner.secrets import NO_SECRETS
 
 STAGES = ["validate", "features", "train", "evaluate"]
 LOADING_TAGS = {"script", "link", "img", "iframe", "source", "video", "audio", "embed", "object", "input"}
@@ -163,7 +164,7 @@ def text_of(html: str) -> str:
 
 def test_run_json_round_trips(tmp_path: Path) -> None:
     for record in (succeeded_run(), gate_failed_run(), failed_run()):
-        path = write_run_json(tmp_path, record)
+        path = write_run_json(tmp_path, record, redact=NO_SECRETS)
         data = json.loads(path.read_text(encoding="utf-8"))
         assert data == record.to_json()
         assert RunRecord.from_json(data) == record
@@ -174,7 +175,7 @@ def test_atomic_write_leaves_no_temp_file_when_replace_fails(tmp_path: Path) -> 
     target = tmp_path / "index.html"
     target.mkdir()  # os.replace cannot put a file over a directory
     with pytest.raises(OSError):
-        atomic_write_text(target, "<p>new</p>")
+        atomic_write_text(target, "<p>new</p>", redact=NO_SECRETS)
     assert [p.name for p in tmp_path.iterdir()] == ["index.html"]
 
 
@@ -182,7 +183,7 @@ def test_atomic_write_leaves_no_temp_file_when_replace_fails(tmp_path: Path) -> 
 
 
 def test_succeeded_run_index(tmp_path: Path) -> None:
-    html = render_run_index(tmp_path, succeeded_run()).read_text(encoding="utf-8")
+    html = render_run_index(tmp_path, succeeded_run(), redact=NO_SECRETS).read_text(encoding="utf-8")
     text = text_of(html)
     assert "Succeeded: all 4 stages passed their gates." in text
     for stage in STAGES:
@@ -198,7 +199,7 @@ def test_succeeded_run_index(tmp_path: Path) -> None:
 
 def test_gate_failed_run_index_names_the_gate_and_its_values(tmp_path: Path) -> None:
     record = gate_failed_run()
-    html = render_run_index(tmp_path, record).read_text(encoding="utf-8")
+    html = render_run_index(tmp_path, record, redact=NO_SECRETS).read_text(encoding="utf-8")
     sentence = "Stopped by a gate in stage evaluate: wape <= params.wape_threshold (wape = 0.079 > 0.0001)."
     assert outcome_sentence(record) == sentence
     assert sentence in text_of(html)
@@ -213,7 +214,7 @@ def test_gate_failed_run_index_names_the_gate_and_its_values(tmp_path: Path) -> 
 
 
 def test_failed_run_index_shows_the_error(tmp_path: Path) -> None:
-    html = render_run_index(tmp_path, failed_run()).read_text(encoding="utf-8")
+    html = render_run_index(tmp_path, failed_run(), redact=NO_SECRETS).read_text(encoding="utf-8")
     text = text_of(html)
     assert "Failed at stage train: ZeroDivisionError: division by zero (in cell [4])." in text
     pre = re.search(r"<pre>(.*?)</pre>", html, re.S)
@@ -227,7 +228,7 @@ def test_failed_run_index_shows_the_error(tmp_path: Path) -> None:
 def test_run_index_escapes_what_notebooks_glued(tmp_path: Path) -> None:
     record = succeeded_run()
     record.stages["train"].scraps = {"note": "<script>alert(1)</script>"}
-    html = render_run_index(tmp_path, record).read_text(encoding="utf-8")
+    html = render_run_index(tmp_path, record, redact=NO_SECRETS).read_text(encoding="utf-8")
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
@@ -259,8 +260,8 @@ def test_history_lists_runs_newest_first_and_survives_broken_run_json(tmp_path: 
     runs = [failed_run(), succeeded_run(), gate_failed_run()]  # 25th, 26th, 27th of November
     for record in runs:
         run_dir = tmp_path / record.run_id
-        write_run_json(run_dir, record)
-        render_run_index(run_dir, record)
+        write_run_json(run_dir, record, redact=NO_SECRETS)
+        render_run_index(run_dir, record, redact=NO_SECRETS)
     half_written = tmp_path / "20261128T074012Z-aaaaaa"
     half_written.mkdir()
     (half_written / "run.json").write_text(json.dumps(succeeded_run().to_json())[:300], encoding="utf-8")
@@ -269,8 +270,9 @@ def test_history_lists_runs_newest_first_and_survives_broken_run_json(tmp_path: 
     (wrong_shape / "run.json").write_text("[1, 2, 3]", encoding="utf-8")
     (tmp_path / "20261130T074012Z-cccccc").mkdir()  # a run that has not written run.json yet: not listed
 
-    render_history_index(tmp_path)
-    html = render_history_index(tmp_path).read_text(encoding="utf-8")  # again, with reports/index.html there
+    render_history_index(tmp_path, redact=NO_SECRETS)
+    # again, with reports/index.html there
+    html = render_history_index(tmp_path, redact=NO_SECRETS).read_text(encoding="utf-8")
 
     links = re.findall(r'href="([^"]+)/index.html"', html)
     assert links == ["20261127T074012Z-d4e5f6", "20261126T074012Z-a1b2c3", "20261125T074012Z-0f0f0f"]
@@ -282,7 +284,7 @@ def test_history_lists_runs_newest_first_and_survives_broken_run_json(tmp_path: 
 
 
 def test_history_of_an_empty_reports_folder(tmp_path: Path) -> None:
-    html = render_history_index(tmp_path).read_text(encoding="utf-8")
+    html = render_history_index(tmp_path, redact=NO_SECRETS).read_text(encoding="utf-8")
     assert "No run has written a run.json yet, and the MLflow store knows of none." in html
 
 
@@ -303,8 +305,8 @@ def test_summary_markdown_of_a_gate_failure() -> None:
 def test_step_summary_appends(tmp_path: Path) -> None:
     path = tmp_path / "summary.md"
     path.write_text("earlier step\n", encoding="utf-8")
-    write_step_summary(failed_run(), path)
-    write_step_summary(succeeded_run(), path)
+    write_step_summary(failed_run(), path, redact=NO_SECRETS)
+    write_step_summary(succeeded_run(), path, redact=NO_SECRETS)
     content = path.read_text(encoding="utf-8")
     assert content.startswith("earlier step\n### ❌ demand-forecast: failed")
     assert "```text\nZeroDivisionError: division by zero (in cell [4])\n```" in content
@@ -371,7 +373,7 @@ def failing_notebook(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_stage_page_with_four_plots_is_small_self_contained_and_hides_code(plots_notebook: Path) -> None:
     html_path = plots_notebook.with_suffix(".html")
-    render_stage_html(plots_notebook, html_path, title="demand-forecast · evaluate")
+    render_stage_html(plots_notebook, html_path, title="demand-forecast · evaluate", redact=NO_SECRETS)
     html = html_path.read_text(encoding="utf-8")
 
     assert html_path.stat().st_size < 300_000
@@ -393,14 +395,14 @@ def test_stage_page_with_four_plots_is_small_self_contained_and_hides_code(plots
 
 def test_stage_page_show_code_opens_every_cell(plots_notebook: Path, tmp_path: Path) -> None:
     html_path = tmp_path / "evaluate.html"
-    render_stage_html(plots_notebook, html_path, title="evaluate", show_code=True)
+    render_stage_html(plots_notebook, html_path, title="evaluate", show_code=True, redact=NO_SECRETS)
     details = parse(html_path.read_text(encoding="utf-8")).details
     assert details and all("open" in d for d in details)
 
 
 def test_stage_page_of_a_failed_notebook_shows_a_readable_traceback(failing_notebook: Path) -> None:
     html_path = failing_notebook.with_suffix(".html")
-    render_stage_html(failing_notebook, html_path, title="demand-forecast · train")
+    render_stage_html(failing_notebook, html_path, title="demand-forecast · train", redact=NO_SECRETS)
     html = html_path.read_text(encoding="utf-8")
 
     stdout = re.search(r'<div class="[^"]*output_stdout[^"]*"><pre>(.*?)</pre>', html, re.S)
@@ -421,5 +423,5 @@ def test_a_cached_stage_names_the_run_it_comes_from(tmp_path: Path) -> None:
     record = succeeded_run()
     stage = next(iter(record.stages.values()))
     stage.status, stage.cached_from = "cached", "20261120T060000Z-000001"
-    html = render_run_index(tmp_path, record).read_text(encoding="utf-8")
+    html = render_run_index(tmp_path, record, redact=NO_SECRETS).read_text(encoding="utf-8")
     assert 'reused from run <a href="../20261120T060000Z-000001/index.html">' in html

@@ -1,0 +1,169 @@
+"""Secrets: which environment variables hold them, and their values taken out of everything the runner writes.
+
+A secret reaches a notebook only through the environment (the kernel inherits it); it is never an injected
+parameter (config.py refuses one given with -p, --params-file or in pipeline.yaml). As a second line of
+defence every byte the runner writes (files, console, notifications) passes through a `Redactor`, which
+replaces the value of every declared secret, and its URL-encoded, base64, JSON- and HTML-escaped forms,
+with `***NAME***`.
+
+Which variables are secrets: the names in pipeline.yaml's `secrets`, the variables the `notify` section
+names (the Slack webhook, the SMTP password), and those the runner itself knows to be secret
+(`ALWAYS_SECRET`). A value shorter than `MIN_LENGTH` characters is not redacted: replacing every "abc" in
+a report would shred it, and such a value is no secret worth the name.
+
+Not caught: a secret cut in two by whatever wrote it (two writes, a line break inside it), or encoded in a
+form not listed here (base64 of a longer text that merely contains it, hex, a hash).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+MIN_LENGTH = 4
+# Secret wherever they are set, whatever pipeline.yaml says: the default Slack webhook, the registry's
+# credentials and GitHub's token.
+ALWAYS_SECRET = ("SLACK_WEBHOOK_URL", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "GITHUB_TOKEN")
+
+
+def marker(name: str) -> str:
+    """What a secret's value is replaced with."""
+    return f"***{name}***"
+
+
+@dataclass(frozen=True, repr=False)
+class Redactor:
+    """The values of a run's secrets, in every form searched for, each with the marker that replaces it."""
+
+    names: tuple[str, ...] = ()
+    _forms: tuple[tuple[str, str], ...] = ()  # (form, marker), longest form first
+
+    @classmethod
+    def from_environ(cls, names: Iterable[str], environ: Mapping[str, str]) -> Redactor:
+        """The redactor for the named variables, with the values `environ` gives them (unset: nothing)."""
+        unique = tuple(dict.fromkeys(names))
+        forms: dict[str, str] = {}
+        # longest value first: a secret that contains another is replaced whole, not in pieces
+        for name in sorted(unique, key=lambda n: -len(environ.get(n) or "")):
+            value = (environ.get(name) or "").strip()
+            if len(value) < MIN_LENGTH:
+                continue
+            for form in encoded_forms(value):
+                forms.setdefault(form, marker(name))
+        ordered = tuple(sorted(forms.items(), key=lambda item: -len(item[0])))
+        return cls(unique, ordered)
+
+    def __repr__(self) -> str:  # never the values, wherever a record or an error shows this object
+        return f"Redactor(names={list(self.names)})"
+
+    def redact(self, text: str) -> str:
+        for form, replacement in self._forms:
+            if form in text:
+                text = text.replace(form, replacement)
+        return text
+
+    def redact_bytes(self, data: bytes) -> bytes:
+        """`redact` for bytes; bytes that are not UTF-8 (an image, say) pass through unchanged around it."""
+        if not self._forms:
+            return data
+        return self.redact(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+
+    def secret_named(self, value: Any) -> str | None:
+        """The name of the secret whose value `value` is (or contains), or None."""
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            return None
+        text = str(value)
+        for form, replacement in self._forms:
+            if form in text:
+                return replacement.strip("*")
+        return None
+
+
+NO_SECRETS = Redactor()
+
+
+def encoded_forms(value: str) -> list[str]:
+    """The value as it may appear in a file: raw, URL-encoded, base64, escaped in JSON and in HTML."""
+    raw = value.encode("utf-8")
+    forms = [
+        value,
+        urllib.parse.quote(value, safe=""),
+        urllib.parse.quote(value),
+        urllib.parse.quote_plus(value),
+        base64.b64encode(raw).decode("ascii"),
+        base64.b64encode(raw).decode("ascii").rstrip("="),
+        base64.urlsafe_b64encode(raw).decode("ascii").rstrip("="),
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        html.escape(value),
+        html.escape(value, quote=False),
+    ]
+    return [form for form in dict.fromkeys(forms) if len(form) >= MIN_LENGTH]
+
+
+def secret_names(declared: Iterable[str], notify_envs: Iterable[str | None] = ()) -> tuple[str, ...]:
+    """Every variable that is a secret: declared in pipeline.yaml, named by `notify`, or always secret."""
+    return tuple(dict.fromkeys([*declared, *(name for name in notify_envs if name), *ALWAYS_SECRET]))
+
+
+def names_in_file(pipeline: Path) -> tuple[str, ...]:
+    """The secrets a pipeline file names, read leniently before it is validated (so that even the messages
+    about a broken file are redacted); what cannot be read is simply not named here."""
+    try:
+        raw = yaml.safe_load(pipeline.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return secret_names(())
+    if not isinstance(raw, dict):
+        return secret_names(())
+    declared = raw.get("secrets")
+    names = [name for name in declared if isinstance(name, str)] if isinstance(declared, list) else []
+    found = raw.get("notify")
+    notify: dict[str, Any] = found if isinstance(found, dict) else {}
+    envs: list[str | None] = []
+    slack = notify.get("slack", {})  # absent: the default webhook variable; null: no Slack
+    if isinstance(slack, dict):
+        envs.append(str(slack.get("webhook_env", "SLACK_WEBHOOK_URL")))
+    email = notify.get("email")
+    if isinstance(email, dict) and isinstance(email.get("password_env"), str):
+        envs.append(email["password_env"])
+    return secret_names(names, envs)
+
+
+class RedactingStream:
+    """A text stream that redacts what passes through it to `target`, a line at a time (a secret written in
+    two pieces on one line is still caught); `flush` passes on what is pending."""
+
+    def __init__(self, target: TextIO, redactor: Redactor) -> None:
+        self.target = target
+        self.redactor = redactor
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        if "\n" in self._pending:
+            complete, _, self._pending = self._pending.rpartition("\n")
+            self.target.write(self.redactor.redact(complete + "\n"))
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self.target.write(self.redactor.redact(self._pending))
+            self._pending = ""
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return self.target.isatty()
+
+    def fileno(self) -> int:
+        return self.target.fileno()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, errors, buffer...: the target's
+        return getattr(self.target, name)
