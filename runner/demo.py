@@ -193,6 +193,18 @@ def next_week(root: Path, *, source: Path | None = None) -> Path:
     return target
 
 
+def damage(drop: Path) -> None:
+    """Break a drop the way exports break, for `retrain demo replay --corrupt N`: its first sales figure
+    written as text, and its last row sent twice."""
+    lines = drop.read_text(encoding="utf-8").splitlines(keepends=True)
+    sales = lines[0].rstrip("\r\n").split(",").index("Weekly_Sales")
+    fields = lines[1].split(",")
+    fields[sales] = "n/a"
+    lines[1] = ",".join(fields)
+    lines.append(_with_newline(lines[-1]))
+    _write_atomically(drop, "".join(lines).encode("utf-8"))
+
+
 def read_sales_table(path: Path) -> SalesTable:
     """Read a sales CSV as text lines, each tied to its `Date`; DemoDataError names the file and line."""
     try:

@@ -65,7 +65,7 @@ def replay(
     for number in range(1, weeks + 1):
         drop = demo.next_week(root, source=source)
         if number in corrupt:
-            damage(drop)
+            demo.damage(drop)
         pipeline = load_pipeline(pipeline_path)
         record, _ = run_pipeline(pipeline, RunOptions(trigger="replay"), observer or Quiet())
         label = drop.stem.removeprefix("sales-") + (" (corrupted)" if number in corrupt else "")
@@ -75,18 +75,6 @@ def replay(
             row = replace(row, champion=champion.version if champion else None)
         rows.append(row)
     return rows
-
-
-def damage(drop: Path) -> None:
-    """Break a drop the way exports break: a sales figure written as text and a row sent twice."""
-    lines = drop.read_text(encoding="utf-8").splitlines(keepends=True)
-    header = lines[0].rstrip("\r\n").split(",")
-    sales = header.index("Weekly_Sales")
-    fields = lines[1].split(",")
-    fields[sales] = "n/a"
-    lines[1] = ",".join(fields)
-    lines.append(lines[-1])
-    drop.write_text("".join(lines), encoding="utf-8")
 
 
 def _row(week: str, record: RunRecord) -> ReplayWeek:
