@@ -152,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--show-code", action="store_true", help="show code cells expanded in the stage pages")
     run.add_argument(
+        "--max-parallel",
+        type=_at_least_one,
+        default=None,
+        metavar="N",
+        help="execute at most N stages at once (default: pipeline.yaml's max_parallel, else the cores)",
+    )
+    run.add_argument(
         "--wait",
         type=float,
         default=float(os.environ.get("RETRAIN_LOCK_WAIT_S") or 0),
@@ -333,6 +340,14 @@ def _parameter_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type of --max-parallel: an integer >= 1 (argparse turns the ValueError into exit 2)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def _load(args: argparse.Namespace) -> Pipeline:
     from runner.config import load_pipeline
     from runner.params import parse_overrides
@@ -369,6 +384,7 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
         force=force_all,
         force_stages=_forced_stages(force_named, pipeline),
         warm_kernels=os.environ.get("RETRAIN_WARM_KERNELS", "1") != "0",
+        max_parallel=args.max_parallel,
         show_code=args.show_code,
         step_summary=Path(summary_file) if summary_file else None,
         notify=not args.no_notify,

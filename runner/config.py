@@ -144,6 +144,9 @@ class PipelineSpec(BaseModel):
     data: DataSpec | None = None
     notify: NotifySpec = Field(default_factory=NotifySpec)
     warmup: str = ""  # code run in each stage's kernel while the previous stage runs, e.g. "import pandas"
+    # stages whose `needs` are done run at the same time, this many at most (runner/schedule.py);
+    # None: as many as the machine has cores
+    max_parallel: int | None = Field(default=None, ge=1)
     monitor: MonitorSpec | None = None  # `retrain monitor`: the champion checked for decay (monitor_spec.py)
     # environment variables holding secrets: notebooks read them from os.environ, never as parameters, and
     # their values are redacted from everything the runner writes (runner/secrets.py)
@@ -190,6 +193,7 @@ class Pipeline:
     declared: DeclaredParameters | None = field(default=None, compare=False, repr=False)
     monitor: Monitor | None = None  # the `monitor` section, for `retrain monitor`
     secrets: tuple[str, ...] = ()  # names of the environment variables whose values are redacted
+    max_parallel: int = 1  # stages executed at the same time, at most
 
     @property
     def needs(self) -> dict[str, tuple[str, ...]]:
@@ -609,6 +613,7 @@ def _resolve(
         declared=declared_parameters,
         monitor=resolve_monitor(root, spec.monitor, wide, declared_parameters) if spec.monitor else None,
         secrets=spec.secret_names,
+        max_parallel=spec.max_parallel or os.cpu_count() or 1,
     )
 
 

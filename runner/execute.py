@@ -13,10 +13,17 @@ with its kernel ready. A kernel is still never shared: one kernel per stage, sta
 papermill saves the executed notebook after every cell; each save goes through runner/files.py (redacted,
 atomic) by an I/O handler registered for that one output path while the stage runs, so that a secret a
 cell prints never reaches the disk, not even in a partial notebook.
+
+Several stages may execute at once, one per thread (runner/schedule.py). That is safe because each call
+owns its kernel and its client, and jupyter_client runs its coroutines in the calling thread's own event
+loop (jupyter_core keeps one per thread); papermill's list of I/O handlers, the one thing shared, is
+replaced rather than changed in place. A `Stopper` lets the main thread stop stages running in other
+threads (Ctrl-C and SIGTERM reach the main thread only) by killing their kernels.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import re
 import shutil
@@ -39,6 +46,8 @@ KERNEL_NAME = "python3"  # in a virtualenv this is the venv's own interpreter: n
 KERNEL_START_TIMEOUT_S = 60
 _ENAMES = {"timeout": "TimeoutError", "dead_kernel": "DeadKernelError", "cancelled": "KeyboardInterrupt"}
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+# guards papermill's process-wide list of I/O handlers, which stages in several threads update
+_HANDLERS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -46,6 +55,33 @@ class ExecutionResult:
     failure: StageFailure | None
     timings: StageTimings
     interrupted: bool = False  # Ctrl-C or SIGTERM arrived while the stage ran
+
+
+class Stopper:
+    """Stops, from any thread, the stages executing in other threads: their kernels are killed, and
+    `execute_notebook` reports them `cancelled` rather than failed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kernels: list[StartedKernel] = []
+        self.stopped = False
+
+    def attach(self, kernel: StartedKernel) -> None:
+        with self._lock:
+            self._kernels.append(kernel)
+            if self.stopped:  # stopped while this kernel was starting
+                kernel.kill()
+
+    def detach(self, kernel: StartedKernel) -> None:
+        with self._lock:
+            if kernel in self._kernels:
+                self._kernels.remove(kernel)
+
+    def stop(self) -> None:
+        with self._lock:
+            self.stopped = True
+            for kernel in self._kernels:
+                kernel.kill()
 
 
 def strip_ansi(text: str) -> str:
@@ -61,12 +97,13 @@ def execute_notebook(
     timeout_s: float,
     redact: Redactor,
     kernel: StartedKernel | None = None,
+    stopper: Stopper | None = None,
 ) -> ExecutionResult:
     """Run `notebook` with `parameters` injected, save the executed copy to `output` whatever happens.
 
     `timeout_s` bounds the whole stage: each cell may use what the earlier cells left of it. `kernel` is a
     kernel started ahead for this stage (see `WarmKernels`); without one, a kernel is started now. Either
-    way it is shut down before this returns.
+    way it is shut down before this returns. `stopper`: how another thread stops this stage (see `Stopper`).
     """
     timings = StageTimings()
     started = time.monotonic()
@@ -78,15 +115,23 @@ def execute_notebook(
         if kernel is None:
             failure = StageFailure("dead_kernel", trouble, None, "KernelStartError", trouble)
         else:
+            if stopper is not None:
+                stopper.attach(kernel)
             deadline = time.monotonic() + timeout_s
             manager = kernel.manager
             with _saved_through(output, redact):
                 failure, interrupted = _run_cells(notebook, output, parameters, manager, deadline, timeout_s)
+            if failure is not None and stopper is not None and stopper.stopped:
+                # its kernel was killed to stop it: the stage was interrupted, it did not fail on its own
+                why = "the run was interrupted (Ctrl-C or SIGTERM)"
+                failure, interrupted = _stopped("cancelled", why, "interrupted"), True
             if failure is not None and failure.kind != "error":
                 failure = _unfinished(output, failure, redact)
     finally:
         # the kernel never outlives the stage, even on Ctrl-C
         if kernel is not None:
+            if stopper is not None:
+                stopper.detach(kernel)
             kernel.shutdown()
         timings.execute_s = time.monotonic() - started - timings.kernel_start_s
     return ExecutionResult(failure=failure, timings=timings, interrupted=interrupted)
@@ -169,6 +214,14 @@ class StartedKernel:
             self._thread.join()
         if self._error is not None:
             raise RuntimeError(self._error)
+
+    def kill(self) -> None:
+        """Kill the kernel's process now; safe from any thread. The thread running the stage sees a dead
+        kernel, and its `shutdown()` still cleans up."""
+        process = getattr(self.manager.provisioner, "process", None)
+        if process is not None:
+            with contextlib.suppress(OSError):
+                process.kill()
 
     def shutdown(self) -> None:
         self._stop.set()
@@ -326,15 +379,19 @@ def _saved_through(output: Path, redact: Redactor) -> Iterator[None]:
     papermill picks a handler by path prefix, newest first; the prefix here is the output file itself, so
     nothing else papermill reads or writes is affected. papermill has no way to unregister a handler: the
     entry is taken out of its list again by hand, so that no handler (and no redactor) outlives the stage.
+    Stages in other threads look handlers up meanwhile: the list is replaced, never changed in place (an
+    element removed under a reader's loop would make it skip another stage's handler and write unredacted).
     """
     from papermill.iorw import papermill_io
 
     entry = (str(output), _RedactedSaves(redact))
-    papermill_io.register(*entry)
+    with _HANDLERS_LOCK:
+        papermill_io._handlers = [entry, *papermill_io._handlers]
     try:
         yield
     finally:
-        papermill_io._handlers.remove(entry)
+        with _HANDLERS_LOCK:
+            papermill_io._handlers = [known for known in papermill_io._handlers if known is not entry]
 
 
 def _stopped(kind: FailureKind, why: str, what: str) -> StageFailure:

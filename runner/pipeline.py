@@ -1,8 +1,9 @@
 """One run of a pipeline, top to bottom.
 
-    validated pipeline -> the project's lock -> for each stage in order: fingerprint -> reuse an earlier
-    identical run's results (cache) or execute the notebook (papermill, in a kernel started while the
-    previous stage ran), read its scraps (scrapbook), evaluate its gates -> stop at the first failure,
+    validated pipeline -> the project's lock -> for each stage once the stages it needs are done (up to
+    `max_parallel` at once, runner/schedule.py): fingerprint -> reuse an earlier identical run's results
+    (cache) or execute the notebook (papermill, in a kernel started while the previous stage ran), read its
+    scraps (scrapbook), evaluate its gates, render its page in the background -> stop at the first failure,
     later stages skipped -> model lifecycle -> new data accepted, quarantined or kept (intake) -> reports
     (stage HTML, run.json, run index, history, step summary) -> notifications
 
@@ -23,11 +24,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from runner import __version__, cache, history, intake, lifecycle, notify, report
+from runner import __version__, cache, history, intake, lifecycle, notify, report, schedule
 from runner.cache import StageCache
 from runner.config import Pipeline, Stage
 from runner.errors import WriteError
-from runner.execute import StartedKernel, WarmKernels, execute_notebook
+from runner.execute import StartedKernel, Stopper, WarmKernels, execute_notebook
 from runner.files import remove_stale_temporaries
 from runner.gates import GateScope, evaluate_gate
 from runner.lock import project_lock
@@ -35,6 +36,7 @@ from runner.notify import Links
 from runner.project import MLFLOW_DIR, PRODUCTS_DIR, REPORTS_DIR, git_sha, tracking_uri
 from runner.records import ModelRecord, RunRecord, StageFailure, StageRecord
 from runner.registry import CHAMPION, Registry, RegistryError, Version, check_reachable
+from runner.schedule import BackgroundRenders, PageJob
 from runner.scraps import read_scraps
 from runner.secrets import Redactor
 
@@ -48,6 +50,7 @@ class RunOptions:
     force: bool = False  # execute every stage, whatever the cache holds
     force_stages: frozenset[str] = frozenset()  # execute these (a --force STAGE and what needs it)
     warm_kernels: bool = True  # start a stage's kernel while the stage before it runs
+    max_parallel: int | None = None  # stages executed at once, at most; None: the pipeline's `max_parallel`
     show_code: bool = False
     step_summary: Path | None = None  # $GITHUB_STEP_SUMMARY in GitHub Actions
     notify: bool = True  # False: a later `retrain notify` sends it (once the artifact's URL is known)
@@ -123,6 +126,9 @@ class RunState:
     kernels: WarmKernels
     deploy: frozenset[str]  # the model's deploy stages: they run after promotion
     redact: Redactor  # every file this run writes goes through it
+    observer: Observer
+    renders: BackgroundRenders  # stage pages, rendered while the next stages execute
+    stopper: Stopper  # stops the stages executing in worker threads when the run is interrupted
 
 
 def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) -> tuple[RunRecord, Path]:
@@ -154,29 +160,26 @@ def run_locked(
     deploy = frozenset(pipeline.model.deploy if pipeline.model else ())
     kernels = WarmKernels(pipeline.root, enabled=options.warm_kernels)
     stage_cache = StageCache(pipeline.root, run_dir.parent, redact)
-    run = RunState(pipeline, options, record, run_dir, production, stage_cache, kernels, deploy, redact)
+    renders, stopper = BackgroundRenders(redact), Stopper()
+    run = RunState(
+        pipeline, options, record, run_dir, production, stage_cache, kernels, deploy, redact, observer,
+        renders, stopper,
+    )
     started = time.monotonic()
     try:
         start_next_kernel(run, after=None)
-        for stage in pipeline.stages.values():
-            if production is not None and stage.name in deploy:
-                release_model(pipeline, record, run_dir, production)
-            current = record.stages[stage.name]
-            reason = skip_reason(stage, record, options, deploy) or already_deployed(run, stage)
-            if reason:
-                kernels.discard(stage.name)
-                current.status, current.skip_reason = "skipped", reason
-                observer.stage_finished(current)
-                continue
-            if not reuse_cached(run, stage, current):  # an earlier run's results, when nothing changed
-                observer.stage_started(current)
-                execute_stage(run, stage, current)
-            observer.stage_finished(current)
-            report.write_run_json(run_dir, record, redact=redact)  # evidence on disk after every stage
-            if current.failure is not None and current.failure.kind == "cancelled":
-                raise KeyboardInterrupt
+        schedule.run_stages(
+            list(pipeline.stages),
+            pipeline.needs,
+            options.max_parallel or pipeline.max_parallel,
+            start=lambda name: start_stage(run, pipeline.stages[name]),
+            finish=lambda name: finish_stage(run, pipeline.stages[name]),
+            barriers=deploy,  # deploy stages wait for the model's release, which waits for every stage
+            on_interrupt=stopper.stop,
+        )
         if production is not None:
             release_model(pipeline, record, run_dir, production)
+        renders.collect(wait_all=True)  # the run index links every page: they must all be there
     except KeyboardInterrupt:
         cancel_running_stages(record)
         record.status = "cancelled"
@@ -187,6 +190,7 @@ def run_locked(
         raise  # after the reports below, when they can still be written: the CLI says what happened
     finally:
         kernels.close()  # the kernels started for stages that did not run
+        renders.close()
         finish_run(record, started)
         settle_data(pipeline, record, drops, redact)
         write_reports(pipeline, record, run_dir, options, redact)
@@ -195,6 +199,40 @@ def run_locked(
             record.notifications = notify.announce(record, pipeline.notify, links, environ, redact)
             report.write_run_json(run_dir, record, redact=redact)
     return record, run_dir
+
+
+def start_stage(run: RunState, stage: Stage) -> schedule.Work | None:
+    """Decide a stage whose needs are done: skip it, reuse it from the cache (None: it is settled), or
+    return the work that executes it (in a worker thread when stages run in parallel)."""
+    if run.production is not None and stage.name in run.deploy:
+        release_model(run.pipeline, run.record, run.run_dir, run.production)
+    current = run.record.stages[stage.name]
+    reason = skip_reason(stage, run.record, run.options, run.deploy) or already_deployed(run, stage)
+    if reason:
+        run.kernels.discard(stage.name)
+        current.status, current.skip_reason = "skipped", reason
+        run.observer.stage_finished(current)
+        return None
+    if reuse_cached(run, stage, current):  # an earlier run's results, when nothing changed
+        run.observer.stage_finished(current)
+        report.write_run_json(run.run_dir, run.record, redact=run.redact)
+        return None
+    run.observer.stage_started(current)
+    return execute_stage(run, stage, current)
+
+
+def finish_stage(run: RunState, stage: Stage) -> None:
+    """After a stage executed: remember it when it succeeded, tell the observer, keep the evidence."""
+    current = run.record.stages[stage.name]
+    if current.status == "succeeded":
+        run.cache.remember(stage, current.fingerprint, run.run_dir, current)
+        if stage.name in run.deploy:
+            run.cache.remember_effect(stage.name, deploy_key(run, stage), run.record.run_id)
+    run.renders.collect(wait_all=False)
+    run.observer.stage_finished(current)
+    report.write_run_json(run.run_dir, run.record, redact=run.redact)  # evidence on disk after every stage
+    if current.failure is not None and current.failure.kind == "cancelled":
+        raise KeyboardInterrupt
 
 
 def reuse_cached(run: RunState, stage: Stage, current: StageRecord) -> bool:
@@ -212,19 +250,15 @@ def reuse_cached(run: RunState, stage: Stage, current: StageRecord) -> bool:
     return True
 
 
-def execute_stage(run: RunState, stage: Stage, current: StageRecord) -> None:
-    """Run the stage's notebook (in the kernel started for it, if any) and remember it when it succeeded."""
+def execute_stage(run: RunState, stage: Stage, current: StageRecord) -> schedule.Work:
+    """The work that runs the stage's notebook, in the kernel started for it, if any."""
     if run.production is not None:
         run.production.prepare()  # registering will follow: import MLflow while the stage runs
+    current.status = "running"  # before guessing the next kernel: this stage's is taken
     start_next_kernel(run, after=stage)
-    effect = deploy_key(run, stage) if stage.name in run.deploy else None
     needed = run.production if run.production is not None and needs_champion(stage) else None
     kernel = run.kernels.take(stage.name)  # from here on execute_notebook shuts it down
-    run_stage(stage, current, run, needed, kernel)
-    if current.status == "succeeded":
-        run.cache.remember(stage, current.fingerprint, run.run_dir, current)
-        if effect is not None:
-            run.cache.remember_effect(stage.name, effect, run.record.run_id)
+    return lambda: run_stage(stage, current, run, needed, kernel)
 
 
 def stage_fingerprint(
@@ -259,6 +293,8 @@ def start_next_kernel(run: RunState, after: Stage | None) -> None:
     for stage in later:
         if run.options.selected is not None and stage.name not in run.options.selected:
             continue
+        if run.record.stages[stage.name].status != "pending":
+            continue  # already started (stages run in parallel) or settled
         if stage.name in run.deploy:
             if after is not None and run.record.mode == "full":
                 run.kernels.start(stage.name, stage.warmup)
@@ -379,10 +415,10 @@ def run_stage(
     production: Production | None,
     kernel: StartedKernel | None = None,
 ) -> None:
-    """Execute one stage, read its scraps, judge its gates, render its page; the outcome goes in `current`.
+    """Execute one stage, read its scraps, judge its gates, queue its page; the outcome goes in `current`.
 
     `production` is given when the stage reads the champion. `kernel` is the kernel started ahead for this
-    stage, if any (execute_notebook shuts it down)."""
+    stage, if any (execute_notebook shuts it down). May run in a worker thread: it changes `current` only."""
     record, root, run_dir, options = run.record, run.pipeline.root, run.run_dir, run.options
     current.status = "running"
     started = time.monotonic()
@@ -397,6 +433,7 @@ def run_stage(
         timeout_s=stage.timeout,
         redact=run.redact,
         kernel=kernel,
+        stopper=run.stopper,
     )
     current.timings = result.timings
     current.notebook = executed.name if executed.is_file() else None
@@ -410,15 +447,11 @@ def run_stage(
         scope = GateScope(stage=stage.name, scraps=scraps, params=stage.gate_params, champion=measured)
         current.gates = [evaluate_gate(gate, scope) for gate in stage.gates]
         current.status = "gate_failed" if current.failed_gates else "succeeded"
+    current.duration_s = round(time.monotonic() - started, 3)  # the page is rendered off the critical path
     if current.notebook is not None:
-        render_started = time.monotonic()
-        html = run_dir / f"{stage.name}.html"
         title = f"{record.pipeline} · {stage.name}"
         show_code = options.show_code or stage.show_code
-        report.render_stage_html(executed, html, title=title, show_code=show_code, redact=run.redact)
-        current.html = html.name
-        current.timings.render_s = time.monotonic() - render_started
-    current.duration_s = round(time.monotonic() - started, 3)
+        run.renders.submit(current, PageJob(executed, run_dir / f"{stage.name}.html", title, show_code))
 
 
 def current_champion(production: Production | None, record: RunRecord) -> Version | None:
