@@ -22,6 +22,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell
 from runner.history import Remembered
 from runner.records import GateResult, ModelRecord
 from runner.registry import Version
+from runner.secrets import NO_SECRETS
 from runner.report import render_history_index, render_run_index, render_stage_html, write_run_json
 from tests.conftest import PROJECT_ROOT
 from tests.test_report import PLOT, _execute, failed_run, gate_failed_run, succeeded_run
@@ -129,8 +130,8 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
     for record in (failed_run(), good, gate_failed_run()):
         run_dir = root / record.run_id
-        write_run_json(run_dir, record)
-        render_run_index(run_dir, record)
+        write_run_json(run_dir, record, redact=NO_SECRETS)
+        render_run_index(run_dir, record, redact=NO_SECRETS)
     cells = [
         new_code_cell("n_points = 50", metadata={"tags": ["parameters"]}),
         new_markdown_cell("# Evaluate\nForecast errors, week by week."),
@@ -138,7 +139,9 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
         *[new_code_cell(PLOT.format(k=k)) for k in range(1, 5)],
     ]
     executed = _execute(root / good.run_id, "evaluate", cells, {"n_points": 200})
-    render_stage_html(executed, executed.with_suffix(".html"), title="demand-forecast · evaluate")
+    render_stage_html(
+        executed, executed.with_suffix(".html"), title="demand-forecast · evaluate", redact=NO_SECRETS
+    )
     old = Version(
         name="demand-forecast",
         version="1",
@@ -152,7 +155,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
         created_at="2026-11-20T06:01:00+00:00",
         source="models:/m-1",
     )
-    render_history_index(root, known=Remembered(versions=[old]))
+    render_history_index(root, known=Remembered(versions=[old]), redact=NO_SECRETS)
     return root
 
 
