@@ -395,12 +395,8 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
             f"waiting up to {args.wait:g} s for the run that holds this project: {holder}", soft_wrap=True
         ),
     )
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a cancelled workflow sends SIGTERM
-    try:
-        with display.RunProgress(console) as progress:
-            record, run_dir = run_pipeline(pipeline, options, progress)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with _cancellable(), display.RunProgress(console) as progress:
+        record, run_dir = run_pipeline(pipeline, options, progress)
     code = exit_code_for_status(record.status)
     _github_outputs(record, run_dir, console, args.redact)
     _show_notifications(console, record, args.redact)  # first: the run's own outcome stays in the last lines
@@ -418,12 +414,8 @@ def command_monitor(args: argparse.Namespace, console: Console) -> int:
     from runner import monitor
 
     pipeline = _load(args)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a cancelled workflow sends SIGTERM
-    try:
-        with console.status("monitoring the champion"):
-            check = monitor.run_monitor(pipeline)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with _cancellable(), console.status("monitoring the champion"):
+        check = monitor.run_monitor(pipeline)
     redact = Redactor.from_environ(pipeline.secrets, os.environ)
     _write_outputs(
         {
@@ -865,6 +857,18 @@ def _run_record(root: Path, run_id: str) -> tuple[RunRecord, Path]:
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+@contextmanager
+def _cancellable() -> Iterator[None]:
+    """SIGTERM (a cancelled workflow) and SIGINT (Ctrl-C) both cancel the work inside, whatever this process
+    inherited: a command started in the background by a non-interactive shell inherits SIGINT ignored."""
+    previous = {signum: signal.signal(signum, _raise_interrupt) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _root(args: argparse.Namespace) -> Path:
