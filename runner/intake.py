@@ -87,8 +87,15 @@ def settle(data: DataSpec, record: RunRecord, drops: list[Drop], root: Path, red
     validate = record.stages.get(data.stage)
     unchanged = [drop for drop in drops if drop.path.is_file() and _sha256(drop.path) == drop.sha256]
     changed = [_relative(drop.path, root) for drop in drops if drop not in unchanged]
-    if validate is not None and validate.status == "gate_failed":
-        refused = _refused(validate.scraps, unchanged, root)
+    refused = _refused(validate.scraps, unchanged, root) if validate is not None else []
+    if validate is not None and validate.status == "gate_failed" and not refused:
+        named = ", ".join(str(item) for item in validate.scraps.get("rejected_files", []))
+        result.action = "kept"
+        result.detail = (
+            f"{_count(drops, 'file')} left in place: stage '{data.stage}' refused other files ({named}), "
+            "not the new drops"
+        )
+    elif validate is not None and validate.status == "gate_failed":
         folder = _run_folder(root / data.quarantine, record.run_id)
         _write_reason(folder, record, data.stage, refused, root, redact)
         moved = [_move(drop.path, folder / drop.path.name) for drop in refused]
@@ -116,13 +123,12 @@ def settle(data: DataSpec, record: RunRecord, drops: list[Drop], root: Path, red
 
 
 def _refused(scraps: dict[str, Any], drops: list[Drop], root: Path) -> list[Drop]:
-    """The drops the data stage named in its `rejected_files` scrap; all of them when it named none of them
-    (the stage refused the data without saying which file: none of it may reach training)."""
+    """The drops the data stage named in its `rejected_files` scrap (none, when it only named files of the
+    history: a broken history is not the new drop's fault); all of them when the stage has no such scrap (it
+    refused the data without saying which file: none of it may reach training)."""
     named = scraps.get("rejected_files")
     if isinstance(named, list):
-        chosen = [drop for drop in drops if _relative(drop.path, root) in {str(item) for item in named}]
-        if chosen:
-            return chosen
+        return [drop for drop in drops if _relative(drop.path, root) in {str(item) for item in named}]
     return drops
 
 

@@ -178,3 +178,18 @@ def test_a_drop_in_the_history_without_its_original_kept_is_not_removed(tmp_path
     (tmp_path / "data/new/sales.csv").write_bytes(content)
     (tmp_path / "data/history/sales.csv").write_bytes(content)
     assert [drop.path.name for drop in intake.waiting(data, tmp_path)] == ["sales.csv"]
+
+
+def test_only_the_drops_the_data_stage_named_are_refused(tmp_path: Path):
+    for folder in ("data/new", "data/history"):
+        (tmp_path / folder).mkdir(parents=True)
+    drops = []
+    for name in ("sales-a.csv", "sales-b.csv"):
+        (tmp_path / "data/new" / name).write_text("x\n")
+        drops.append(intake.Drop(tmp_path / "data/new" / name, "sha"))
+    named = {"rejected_files": ["data/new/sales-b.csv"]}
+    assert [drop.path.name for drop in intake._refused(named, drops, tmp_path)] == ["sales-b.csv"]
+    # only the history is broken: the new drops are not to blame, they stay where they are
+    assert intake._refused({"rejected_files": ["data/history/sales.csv"]}, drops, tmp_path) == []
+    # a data stage that says nothing about files: none of the new data may reach training
+    assert intake._refused({}, drops, tmp_path) == drops
