@@ -21,7 +21,14 @@ from runner import graph
 from runner.errors import ConfigError, Problem, did_you_mean
 from runner.gates import Gate, GateSyntaxError, parse_gate
 from runner.monitor_spec import Monitor, MonitorSpec, check_monitor, resolve_monitor
-from runner.params import INJECTED, DeclaredParameters, NotebookParameter, Overrides, check_value
+from runner.params import (
+    INJECTED,
+    DeclaredParameters,
+    NotebookParameter,
+    Overrides,
+    check_value,
+    parameter_problems,
+)
 from runner.project import REPORTS_DIR
 from runner.secrets import Redactor, secret_names
 
@@ -373,18 +380,7 @@ def _check_semantics(
 def _check_stage_params(
     file: str, name: str, stage: StageSpec, declared: Mapping[str, NotebookParameter]
 ) -> list[Problem]:
-    problems = []
-    for key, value in stage.params.items():
-        where = f"stages.{name}.params.{key}"
-        if key in INJECTED:
-            problems.append(Problem(file, where, f"'{key}' is set by the runner", "remove it from params"))
-        elif key not in declared:
-            message = f"{stage.notebook} does not declare '{key}' in its parameters cell"
-            fix = did_you_mean(key, list(declared)) or f"it declares: {', '.join(declared) or 'nothing'}"
-            problems.append(Problem(file, where, message, fix))
-        elif (trouble := check_value(declared[key], value)) is not None:
-            problems.append(Problem(file, where, trouble))
-    return problems
+    return parameter_problems(file, f"stages.{name}.params", stage.notebook, stage.params, declared)
 
 
 def _check_needs(file: str, name: str, stage: StageSpec, stage_names: list[str]) -> list[Problem]:

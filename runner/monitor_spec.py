@@ -23,7 +23,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from runner.errors import Problem, did_you_mean
-from runner.params import INJECTED, NotebookParameter, check_value, coerce
+from runner.params import INJECTED, NotebookParameter, check_value, coerce, parameter_problems
 
 ParamName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 # The section's own settings, also given to the notebook when it declares them, so that its page states the
@@ -118,19 +118,8 @@ def _check_log(file: str, log: str) -> list[Problem]:
 
 
 def _check_params(file: str, spec: MonitorSpec, declared: Mapping[str, NotebookParameter]) -> list[Problem]:
-    problems = []
-    for key, value in spec.params.items():
-        where = f"monitor.params.{key}"
-        if key in INJECTED:
-            problems.append(Problem(file, where, f"'{key}' is set by the runner", "remove it from params"))
-        elif key in SETTINGS:
-            problems.append(Problem(file, where, f"'{key}' is a monitor setting", f"set monitor.{key}"))
-        elif key not in declared:
-            message = f"{spec.notebook} does not declare '{key}' in its parameters cell"
-            fix = did_you_mean(key, list(declared)) or f"it declares: {', '.join(declared) or 'nothing'}"
-            problems.append(Problem(file, where, message, fix))
-        elif (trouble := check_value(declared[key], value)) is not None:
-            problems.append(Problem(file, where, trouble))
+    settings = {key: (f"'{key}' is a monitor setting", f"set monitor.{key}") for key in SETTINGS}
+    problems = parameter_problems(file, "monitor.params", spec.notebook, spec.params, declared, settings)
     for key in SETTINGS:
         if key in declared and (trouble := check_value(declared[key], getattr(spec, key))) is not None:
             problems.append(Problem(file, f"monitor.{key}", f"{trouble} (the notebook's parameter)"))

@@ -128,6 +128,33 @@ def _type_of_default(default: str) -> str:
     return type(value).__name__ if type(value).__name__ in _TYPES else "any"
 
 
+def parameter_problems(
+    file: str,
+    where: str,
+    notebook: str,
+    given: Mapping[str, Any],
+    declared: Mapping[str, NotebookParameter],
+    reserved: Mapping[str, tuple[str, str]] | None = None,
+) -> list[Problem]:
+    """What is wrong with the parameters `given` to `notebook` in `file` at key path `where`: one set by the
+    runner, one `reserved` for something else (name -> message, fix), one the notebook does not declare, or
+    a value that does not fit the declared default's type."""
+    problems = []
+    for key, value in given.items():
+        at = f"{where}.{key}"
+        if key in INJECTED:
+            problems.append(Problem(file, at, f"'{key}' is set by the runner", "remove it from params"))
+        elif reserved and key in reserved:
+            problems.append(Problem(file, at, *reserved[key]))
+        elif key not in declared:
+            message = f"{notebook} does not declare '{key}' in its parameters cell"
+            fix = did_you_mean(key, list(declared)) or f"it declares: {', '.join(declared) or 'nothing'}"
+            problems.append(Problem(file, at, message, fix))
+        elif (trouble := check_value(declared[key], value)) is not None:
+            problems.append(Problem(file, at, trouble))
+    return problems
+
+
 def check_value(parameter: NotebookParameter, value: Any) -> str | None:
     """Why `value` does not fit the parameter, or None when it does."""
     expected = parameter.type_name
