@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
 from html.parser import HTMLParser
@@ -31,6 +34,19 @@ def make_project(tmp_path: Path) -> MakeProject:
         return root / "pipeline.yaml"
 
     return make
+
+
+def spawn_run(pipeline: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """`retrain run PIPELINE ARGS...` as its own process in the project folder (for signals and kills),
+    its output captured as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", "run", str(pipeline), *args],
+        cwd=pipeline.parent,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def kernels_alive() -> list[psutil.Process]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
-from tests.conftest import assert_reports_readable, kernels_in, temp_files
+from tests.conftest import assert_reports_readable, kernels_in, spawn_run, temp_files
 from tests.test_lifecycle import aliases, free_port, make_model_project
 from tests.test_notify import Reply, Webhook, webhook  # noqa: F401 (fixture)
 
@@ -47,17 +47,6 @@ def model_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path
     assert main(["run", str(pipeline)]) == 0
     assert aliases(pipeline, name)["champion"] == "1"
     return pipeline, name
-
-
-def retrain(pipeline: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "runner", "run", str(pipeline), *args],
-        cwd=pipeline.parent,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
 
 
 def newest_run(pipeline: Path) -> dict:
@@ -104,7 +93,7 @@ def test_a_faulty_training_stage_fails_the_run_and_leaves_the_champion(model_pro
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_cancelled_model_run_keeps_the_champion(model_project, signum) -> None:
     pipeline, name = model_project
-    process = retrain(pipeline, "-p", "fault=hang", "-p", "factor=2.01")
+    process = spawn_run(pipeline, "-p", "fault=hang", "-p", "factor=2.01")
     reports = pipeline.parent / "reports"
     runs_before = {path.name for path in reports.iterdir()}
 
@@ -176,7 +165,7 @@ def test_the_tracking_server_going_away_mid_run_fails_the_run_and_leaves_the_cha
     capsys.readouterr()
     # the client retries a dead server for minutes by default: a short leash keeps the test short
     patience = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-    process = retrain(pipeline, "-p", "factor=2.01", env=patience)
+    process = spawn_run(pipeline, "-p", "factor=2.01", env=patience)
     reports = pipeline.parent / "reports"
     before = {path.name for path in reports.iterdir()}
     assert eventually(lambda: {p.name for p in reports.iterdir() if p.is_dir()} - before), "no new run"
@@ -236,7 +225,7 @@ def holder_pid(pipeline: Path) -> str:
 
 def test_a_second_run_exits_2_naming_the_run_that_holds_the_project(model_project, capsys) -> None:
     pipeline, name = model_project
-    first = retrain(pipeline, "-p", "fault=hang", "-p", "factor=2.01")
+    first = spawn_run(pipeline, "-p", "fault=hang", "-p", "factor=2.01")
     assert eventually(lambda: holder_pid(pipeline).startswith(f"pid {first.pid} ")), "no lock taken"
     code = main(["run", str(pipeline), "-p", "factor=2.02"])
     err = capsys.readouterr().err
@@ -252,7 +241,7 @@ def test_a_second_run_exits_2_naming_the_run_that_holds_the_project(model_projec
 
 def test_a_second_run_with_wait_queues_behind_the_first(model_project, capsys) -> None:
     pipeline, name = model_project
-    first = retrain(pipeline, "-p", "factor=2.01")
+    first = spawn_run(pipeline, "-p", "factor=2.01")
     assert eventually(lambda: holder_pid(pipeline).startswith(f"pid {first.pid} ")), "no lock taken"
     code = main(["run", str(pipeline), "--wait", "300", "-p", "factor=2.02"])
     out = capsys.readouterr().out

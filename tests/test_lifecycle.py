@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from runner.cli import main
-from tests.conftest import ASSETS
+from tests.conftest import ASSETS, spawn_run
 
 PIPELINE = """\
 version: 1
@@ -230,13 +230,7 @@ def test_two_runs_at_once_never_both_promote(mlflow_server, tmp_path, capsys, mo
     clone = tmp_path / "clone"
     shutil.copytree(pipeline.parent, clone, ignore=shutil.ignore_patterns("reports"))
     runs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "runner", "run", str(project / "pipeline.yaml"), "-p", f"factor={factor}"],
-            cwd=project,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        spawn_run(project / "pipeline.yaml", "-p", f"factor={factor}")
         for project, factor in ((pipeline.parent, "2.01"), (clone, "2.02"))
     ]
     outputs = [process.communicate(timeout=300)[0] for process in runs]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,7 +15,7 @@ import pytest
 from runner.execute import ExecutionResult, execute_notebook
 from runner.scraps import read_scraps
 from runner.secrets import Redactor
-from tests.conftest import kernels_alive, temp_files
+from tests.conftest import kernels_alive, spawn_run, temp_files
 from tests.test_pipeline import run
 
 BRANCHES = """\
@@ -173,13 +171,7 @@ def test_execute_notebook_runs_in_several_threads_at_once(make_project, monkeypa
 @pytest.mark.parametrize("signum", [signal.SIGTERM])
 def test_interrupt_mid_parallel_cancels_both_branches(make_project, signum):
     pipeline = branches(make_project, max_parallel=2, left_seconds=60, right_seconds=60)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "runner", "run", str(pipeline)],
-        cwd=pipeline.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = spawn_run(pipeline)
     deadline = time.monotonic() + 90
     kernels: list[psutil.Process] = []
     while len(kernels) < 2 and time.monotonic() < deadline:  # wait until both branches have a kernel

@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from runner.cli import main
-from tests.conftest import assert_reports_readable, kernels_alive, temp_files
+from tests.conftest import assert_reports_readable, kernels_alive, spawn_run, temp_files
 
 
 def run(capsys, pipeline: Path, *args: str) -> tuple[int, dict, str]:
@@ -200,13 +200,7 @@ def test_notebook_without_parameters_cell_runs_but_refuses_parameters(make_proje
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_interrupt_cancels_the_run_and_keeps_the_evidence(make_project, signum):
     pipeline = one_stage(make_project, "sleeps.ipynb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "runner", "run", str(pipeline)],
-        cwd=pipeline.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = spawn_run(pipeline)
     run_json = None
     deadline = time.monotonic() + 60
     while run_json is None and time.monotonic() < deadline:  # wait until the stage is under way
