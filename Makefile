@@ -21,6 +21,8 @@ test: $(VENV)/.test $(ACTIONLINT) browser
 lint: $(VENV)/.test lint-workflows
 	$(BIN)/ruff check runner tests notebooks
 	$(BIN)/mypy
+	@# mypy checks runner/ only: importing every test module catches a broken import between tests
+	$(BIN)/pytest -q -p no:cacheprovider --collect-only tests >/dev/null
 
 # zizmor (security) and actionlint (correctness) on .github/workflows, both must find nothing
 lint-workflows: $(VENV)/.test $(ACTIONLINT)

@@ -28,8 +28,8 @@ import nbformat
 import pytest
 
 from runner.cli import main
-from tests.conftest import assert_reports_readable, kernels_in, temp_files
-from tests.test_faults import eventually, retrain
+from tests.conftest import assert_reports_readable, kernels_in, spawn_run, temp_files
+from tests.test_faults import eventually
 from tests.test_lifecycle import make_model_project
 
 KILLS = 30
@@ -85,7 +85,7 @@ def test_killing_the_runner_at_random_points_leaves_old_or_new_state(tmp_path, c
         if killed == KILLS:
             break
         champion_before, known_before = versions(pipeline, name)
-        process = retrain(pipeline, "-p", f"factor={2 + (attempt + 1) / 1000}", "--wait", "60")
+        process = spawn_run(pipeline, "-p", f"factor={2 + (attempt + 1) / 1000}", "--wait", "60")
         launched = time.monotonic()
         time.sleep(rng.uniform(0.2, run_s))
         if process.poll() is None:
