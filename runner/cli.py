@@ -384,6 +384,7 @@ def command_run(args: argparse.Namespace, console: Console) -> int:
         force=force_all,
         force_stages=_forced_stages(force_named, pipeline),
         warm_kernels=os.environ.get("RETRAIN_WARM_KERNELS", "1") != "0",
+        fork_kernels=os.environ.get("RETRAIN_FORK_KERNELS", "1") != "0",
         max_parallel=args.max_parallel,
         show_code=args.show_code,
         step_summary=Path(summary_file) if summary_file else None,

@@ -201,6 +201,7 @@ class Pipeline:
     monitor: Monitor | None = None  # the `monitor` section, for `retrain monitor`
     secrets: tuple[str, ...] = ()  # names of the environment variables whose values are redacted
     max_parallel: int = 1  # stages executed at the same time, at most
+    warmup: str = ""  # the pipeline-wide warm-up: what the run's kernel server imports once for every kernel
 
     @property
     def needs(self) -> dict[str, tuple[str, ...]]:
@@ -610,6 +611,7 @@ def _resolve(
         monitor=resolve_monitor(root, spec.monitor, wide, declared_parameters) if spec.monitor else None,
         secrets=spec.secret_names,
         max_parallel=spec.max_parallel or os.cpu_count() or 1,
+        warmup=spec.warmup,
     )
 
 

@@ -34,13 +34,16 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nbformat
 
 from runner.files import atomic_write_text
 from runner.records import FailureKind, StageFailure, StageTimings
 from runner.secrets import Redactor
+
+if TYPE_CHECKING:
+    from runner.kernel_fork import KernelServer
 
 KERNEL_NAME = "python3"  # in a virtualenv this is the venv's own interpreter: no kernelspec to install
 KERNEL_START_TIMEOUT_S = 60
@@ -150,6 +153,7 @@ def _ready_kernel(
             _import_while_waiting()
             kernel.wait_ready()
             timings.warm_kernel, timings.warmup_s = True, round(kernel.warmup_s, 3)
+            timings.forked = kernel.forked
             return kernel, ""
         except RuntimeError:
             kernel.shutdown()
@@ -181,11 +185,12 @@ class StartedKernel:
     stops it before shutting the kernel down, so the kernel manager is used by one thread at a time.
     """
 
-    def __init__(self, cwd: Path, warmup: str = "") -> None:
+    def __init__(self, cwd: Path, warmup: str = "", server: KernelServer | None = None) -> None:
         from jupyter_client.manager import KernelManager
 
         self.warmup = warmup
         self.warmup_s = 0.0
+        self._server = server
         self._error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -199,6 +204,8 @@ class StartedKernel:
             # output poll blocks the loop, and neither timeouts nor a dead kernel are ever noticed
             client_class="jupyter_client.asynchronous.AsyncKernelClient",
         )
+        if server is not None:  # forked by the run's kernel server: the common imports are already done
+            self._fork_from(server)
         try:
             # an in-memory history: a sqlite history file per kernel is slow and can lock when in parallel
             self.manager.start_kernel(cwd=str(cwd), extra_arguments=["--HistoryManager.hist_file=:memory:"])
@@ -207,6 +214,22 @@ class StartedKernel:
         except BaseException:
             self.shutdown()
             raise
+
+    def _fork_from(self, server: KernelServer) -> None:
+        import uuid
+
+        from runner.kernel_fork import ForkProvisioner
+
+        self.manager.kernel_id = str(uuid.uuid4())
+        provisioner = ForkProvisioner(
+            kernel_id=self.manager.kernel_id, kernel_spec=self.manager.kernel_spec, parent=self.manager
+        )
+        provisioner.server = server
+        self.manager.provisioner = provisioner  # the manager uses it instead of creating a LocalProvisioner
+
+    @property
+    def forked(self) -> bool:
+        return bool(getattr(self.manager.provisioner, "forked", False))
 
     def wait_ready(self) -> None:
         """Block until the kernel answers and its warm-up ran; RuntimeError when it cannot be used."""
@@ -241,11 +264,14 @@ class StartedKernel:
             deadline = time.monotonic() + KERNEL_START_TIMEOUT_S
             if self._reply(client, client.kernel_info, deadline, resend=True) is None:
                 return
-            if self.warmup.strip():
+            warmup = self.warmup
+            if self.forked and self._server is not None and self._server.preloaded(warmup):
+                warmup = ""  # done once in the kernel server: the stage sees a namespace without its names
+            if warmup.strip():
                 started = time.monotonic()
 
                 def warm_up() -> str:
-                    return str(client.execute(self.warmup, silent=True, store_history=False))
+                    return str(client.execute(warmup, silent=True, store_history=False))
 
                 reply = self._reply(client, warm_up, deadline, resend=False)
                 self.warmup_s = time.monotonic() - started
@@ -283,17 +309,38 @@ class StartedKernel:
 
 
 class WarmKernels:
-    """Kernels started ahead of their stages; `close()` shuts down every one that no stage took."""
+    """Kernels started ahead of their stages; `close()` shuts down every one that no stage took.
 
-    def __init__(self, cwd: Path, enabled: bool = True) -> None:
+    With `fork`, the kernels are forked by a kernel server (runner/kernel_server.py) that ran `preload`
+    (the pipeline's warm-up) once, started with the first kernel: a stage's kernel then starts with those
+    imports done, without paying for them again.
+    """
+
+    def __init__(self, cwd: Path, enabled: bool = True, *, fork: bool = False, preload: str = "") -> None:
         self.cwd = cwd
         self.enabled = enabled
+        self.fork = fork
+        self.preload = preload
         self._started: dict[str, StartedKernel] = {}
+        self._server: KernelServer | None = None
 
     def start(self, stage: str, warmup: str) -> None:
         """Start `stage`'s kernel now (once) and warm it up in the background."""
         if self.enabled and stage not in self._started:
-            self._started[stage] = StartedKernel(self.cwd, warmup)
+            self._started[stage] = StartedKernel(self.cwd, warmup, server=self._kernel_server())
+
+    def _kernel_server(self) -> KernelServer | None:
+        from runner.kernel_fork import SUPPORTED, KernelServer, KernelServerError
+
+        if not self.fork or not SUPPORTED:
+            return None
+        if self._server is None:
+            try:
+                self._server = KernelServer(self.cwd, self.preload)
+            except (OSError, KernelServerError):
+                self.fork = False  # kernels start the usual way
+                return None
+        return self._server if self._server.usable else None
 
     def take(self, stage: str) -> StartedKernel | None:
         """The kernel started for `stage`, now the caller's; None when there is none."""
@@ -308,6 +355,8 @@ class WarmKernels:
         while self._started:
             _, kernel = self._started.popitem()
             kernel.shutdown()
+        if self._server is not None:
+            self._server.close()  # after the kernels: it kills any it forked that is still alive
 
 
 def _run_cells(

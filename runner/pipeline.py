@@ -50,6 +50,7 @@ class RunOptions:
     force: bool = False  # execute every stage, whatever the cache holds
     force_stages: frozenset[str] = frozenset()  # execute these (a --force STAGE and what needs it)
     warm_kernels: bool = True  # start a stage's kernel while the stage before it runs
+    fork_kernels: bool = True  # ... forked by a kernel server that did the pipeline's warm-up once
     max_parallel: int | None = None  # stages executed at once, at most; None: the pipeline's `max_parallel`
     show_code: bool = False
     step_summary: Path | None = None  # $GITHUB_STEP_SUMMARY in GitHub Actions
@@ -158,7 +159,9 @@ def run_locked(
         pipeline.declared.save(redact)  # the next load of these notebooks needs no papermill
     observer.run_started(record, run_dir)
     deploy = frozenset(pipeline.model.deploy if pipeline.model else ())
-    kernels = WarmKernels(pipeline.root, enabled=options.warm_kernels)
+    kernels = WarmKernels(
+        pipeline.root, enabled=options.warm_kernels, fork=options.fork_kernels, preload=pipeline.warmup
+    )
     stage_cache = StageCache(pipeline.root, run_dir.parent, redact)
     renders, stopper = BackgroundRenders(redact), Stopper()
     run = RunState(

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -49,13 +49,24 @@ def spawn_run(pipeline: Path, *args: str, env: dict[str, str] | None = None) -> 
     )
 
 
+def is_kernel(cmdline: Sequence[str]) -> bool:
+    """A kernel started the usual way, a run's kernel server or a kernel it forked (same command line)."""
+    text = " ".join(cmdline)
+    return "ipykernel" in text or "runner.kernel_server" in text
+
+
+def is_stage_kernel(process: psutil.Process) -> bool:
+    """A stage's kernel: started the usual way, or forked by the run's kernel server (named so)."""
+    return process.name() == "retrain-kernel" or "ipykernel" in " ".join(process.cmdline())
+
+
 def kernels_alive() -> list[psutil.Process]:
     """Kernel processes started from this test process (other children, such as a test's MLflow server,
     are not kernels)."""
     found = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if "ipykernel" in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
+            if is_kernel(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
                 found.append(child)
         except psutil.NoSuchProcess:
             continue
@@ -69,7 +80,7 @@ def kernels_in(root: Path) -> list[psutil.Process]:
     for process in psutil.process_iter(["cmdline", "cwd", "status"]):
         try:
             if (
-                "ipykernel" in " ".join(process.info["cmdline"] or ())
+                is_kernel(process.info["cmdline"] or ())
                 and process.info["cwd"] == str(root)
                 and process.info["status"] != psutil.STATUS_ZOMBIE
             ):

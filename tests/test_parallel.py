@@ -15,7 +15,7 @@ import pytest
 from runner.execute import ExecutionResult, execute_notebook
 from runner.scraps import read_scraps
 from runner.secrets import Redactor
-from tests.conftest import kernels_alive, spawn_run, temp_files
+from tests.conftest import is_stage_kernel, kernels_alive, spawn_run, temp_files
 from tests.test_pipeline import run
 
 BRANCHES = """\
@@ -179,7 +179,7 @@ def test_interrupt_mid_parallel_cancels_both_branches(make_project, signum):
         kernels = [
             child
             for child in psutil.Process(process.pid).children(recursive=True)
-            if "ipykernel" in " ".join(child.cmdline())
+            if is_stage_kernel(child)
         ]
     assert len(kernels) >= 2, "the two branches never ran at the same time"
     time.sleep(3)  # into their cells

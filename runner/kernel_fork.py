@@ -1,0 +1,211 @@
+"""The runner's side of the kernel server (runner/kernel_server.py): kernels forked from a warmed-up process.
+
+`KernelServer` starts the server process of a run and asks it for kernels. `ForkProvisioner` is the
+jupyter_client provisioner that launches a kernel through it; the kernel manager, nbclient and papermill
+see an ordinary local kernel (connection file, ipc sockets, signals to its process group). `ForkedProcess`
+stands for the kernel's process, which is the server's child, not ours: the server tells its pid and exit.
+
+Only a kernel that would have been `<this interpreter> -m ipykernel_launcher ...` is forked; any other
+kernel spec is launched the usual way. On any trouble with the server, a stage falls back to a kernel
+started the usual way (runner/execute.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.provisioning.local_provisioner import LocalProvisioner
+
+START_TIMEOUT_S = 60  # the server's preload and each fork; a kernel start has the same bound
+# Forking a process that imported libraries is safe on Linux; elsewhere (macOS: system frameworks that do not
+# survive fork) kernels start the usual way.
+SUPPORTED = sys.platform == "linux"
+
+
+class KernelServerError(RuntimeError):
+    pass
+
+
+class ForkedProcess:
+    """The Popen-like handle of a kernel forked by the server: what LocalProvisioner calls on its process."""
+
+    stdin = stdout = stderr = None  # the provisioner closes these when set; a forked kernel has none of ours
+
+    def __init__(self) -> None:
+        self.started: Future[int] = Future()
+        self.returncode: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.started.result(timeout=START_TIMEOUT_S)
+
+    def poll(self) -> int | None:
+        if self.returncode is not None:
+            return self.returncode
+        if not self.started.done():
+            return None  # still being forked: a kernel that is starting
+        if self.started.exception() is not None:
+            self.returncode = 1
+        elif not _alive(self.started.result()):
+            self.returncode = -signal.SIGKILL  # gone before the server said how: a kill is the usual reason
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("forked kernel", timeout or 0)
+            time.sleep(0.02)
+        return code
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is not None:
+            return
+        pid = self.pid
+        try:
+            os.killpg(pid, signum)  # the kernel leads its own process group: its children get it too
+        except OSError:
+            os.kill(pid, signum)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.send_signal(signal.SIGTERM)
+
+
+class KernelServer:
+    """A run's kernel server: started with the code to preload, asked for kernels, closed at the run's end."""
+
+    def __init__(self, cwd: Path, preload: str) -> None:
+        self.preload = preload
+        self.ready = threading.Event()
+        self.preload_s = 0.0
+        self.preload_error = ""
+        self._lock = threading.Lock()  # one writer on the server's stdin at a time
+        self._ids = itertools.count(1)
+        self._requests: dict[int, ForkedProcess] = {}
+        self._forked: dict[int, ForkedProcess] = {}
+        self._dead = threading.Event()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "runner.kernel_server"],
+            cwd=cwd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C in the terminal is the runner's to handle, not the server's
+        )
+        self._write({"preload": preload})
+        self._reader = threading.Thread(target=self._read, name="kernel-server", daemon=True)
+        self._reader.start()
+
+    def preloaded(self, code: str) -> bool:
+        """Whether `code` is what the server ran before forking, and it ran without error."""
+        return self.ready.is_set() and code == self.preload and not self.preload_error
+
+    @property
+    def usable(self) -> bool:
+        return not self._dead.is_set() and self.process.poll() is None
+
+    def fork(self, argv: list[str], env: dict[str, str], cwd: str) -> ForkedProcess:
+        """Ask for a kernel with these arguments (after `-m ipykernel_launcher`); returns at once."""
+        handle = ForkedProcess()
+        with self._lock:
+            if not self.usable:
+                raise KernelServerError("the kernel server is not running")
+            number = next(self._ids)
+            self._requests[number] = handle
+            self._write({"id": number, "argv": argv, "env": env, "cwd": cwd})
+        return handle
+
+    def close(self) -> None:
+        """Stop the server; it kills any kernel it forked that is still alive."""
+        with self._lock, contextlib.suppress(OSError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._reader.join(timeout=5)
+
+    def _write(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write((json.dumps(message) + "\n").encode())
+            self.process.stdin.flush()
+        except OSError as error:
+            self._dead.set()
+            raise KernelServerError(f"the kernel server is gone: {error}") from error
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            message = json.loads(line)
+            if "ready" in message:
+                self.preload_s, self.preload_error = message["seconds"], message["error"]
+                self.ready.set()
+            elif "exited" in message:
+                forked = self._forked.pop(message["exited"], None)
+                if forked is not None:
+                    forked.returncode = message["code"]
+            else:
+                handle = self._requests.pop(message["id"])
+                if "pid" in message:
+                    self._forked[message["pid"]] = handle
+                    handle.started.set_result(message["pid"])
+                else:
+                    handle.started.set_exception(KernelServerError(message["error"]))
+        self._dead.set()  # the server ended: requests still waiting will never be answered
+        self.ready.set()
+        for handle in list(self._requests.values()):
+            handle.started.set_exception(KernelServerError("the kernel server ended"))
+        self._requests.clear()
+
+
+class ForkProvisioner(LocalProvisioner):
+    """Launches the kernel through the run's kernel server when the kernel is this interpreter's ipykernel."""
+
+    server: KernelServer | None = None
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        if self.server is None or not forkable(cmd) or not self.server.usable:
+            return await super().launch_kernel(cmd, **kwargs)
+        env = dict(kwargs.get("env") or os.environ)
+        cwd = str(kwargs.get("cwd") or os.getcwd())
+        self.process = self.server.fork(cmd[3:], env, cwd)  # type: ignore[assignment]  # Popen-like
+        self.pid, self.pgid = 0, None  # the pid comes later; signals go through the process handle
+        self.cwd = cwd
+        return self.connection_info
+
+    @property
+    def forked(self) -> bool:
+        return isinstance(self.process, ForkedProcess)
+
+
+def forkable(cmd: list[str]) -> bool:
+    """`<this interpreter> -m ipykernel_launcher ...`: what the server, running this interpreter, can be."""
+    return SUPPORTED and cmd[:3] == [sys.executable, "-m", "ipykernel_launcher"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

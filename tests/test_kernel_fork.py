@@ -1,0 +1,111 @@
+"""Kernels forked by the run's kernel server (runner/kernel_server.py, runner/kernel_fork.py).
+
+A forked kernel must be indistinguishable, from inside a notebook, from one started the usual way except that
+the pipeline's warm-up imports are already done: its own process, a fresh namespace, its own random state,
+the project folder as working directory, the runner's environment, the inline matplotlib backend. And no
+kernel, nor the server, outlives the run, even when the runner is killed.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from runner.cli import main
+from tests.conftest import is_stage_kernel, kernels_alive, kernels_in, spawn_run
+from tests.test_faults import eventually
+
+PIPELINE = """\
+version: 1
+name: inside
+warmup: "import colorsys, numpy\\nwarmup_variable = 1"
+stages:
+  one:
+    notebook: notebooks/inside.ipynb
+  two:
+    notebook: notebooks/inside.ipynb
+    needs: [one]
+  three:
+    notebook: notebooks/inside.ipynb
+    needs: [two]
+"""
+
+
+def scraps_of(pipeline: Path) -> tuple[dict, dict[str, dict]]:
+    run_json = max((pipeline.parent / "reports").glob("*/run.json"))
+    record = json.loads(run_json.read_text())
+    return record, {name: stage["scraps"] for name, stage in record["stages"].items()}
+
+
+def test_forked_kernels_start_with_the_warmup_done_and_a_fresh_namespace(make_project, capsys, monkeypatch):
+    monkeypatch.setenv("RETRAIN_TEST_VALUE", "from the runner's environment")
+    pipeline = make_project(PIPELINE)
+    assert main(["run", str(pipeline), "--no-notify"]) == 0, capsys.readouterr().out
+    assert not kernels_alive(), "a kernel or the kernel server outlived the run"
+    record, scraps = scraps_of(pipeline)
+
+    assert all(stage["timings"]["forked"] for stage in record["stages"].values()), record["stages"]
+    for name, found in scraps.items():
+        assert found["preloaded"] is True, f"{name}: the warm-up's import is not done"
+        assert found["leaked"] is False, f"{name}: the warm-up's variable reached the notebook"
+        assert found["cwd"] == str(pipeline.parent)
+        assert found["env"] == "from the runner's environment"
+        assert found["backend"] == "module://matplotlib_inline.backend_inline"
+    assert len({found["pid"] for found in scraps.values()}) == 3, "a kernel served two stages"
+    assert len({found["random"] for found in scraps.values()}) == 3, (
+        "forked kernels share numpy's random state"
+    )
+
+
+def test_without_the_kernel_server_kernels_start_the_usual_way(make_project, capsys, monkeypatch):
+    monkeypatch.setenv("RETRAIN_FORK_KERNELS", "0")
+    pipeline = make_project(PIPELINE)
+    assert main(["run", str(pipeline), "--no-notify"]) == 0, capsys.readouterr().out
+    record, scraps = scraps_of(pipeline)
+    assert not any(stage["timings"]["forked"] for stage in record["stages"].values())
+    assert all(stage["timings"]["warm_kernel"] for name, stage in record["stages"].items() if name != "one")
+    # the warm-up ran in each kernel instead: imports done, and its names in the notebook's namespace
+    assert all(found["preloaded"] and found["leaked"] for found in scraps.values())
+    assert not kernels_alive()
+
+
+def test_a_warmup_that_fails_in_the_server_falls_back_to_usual_kernels(make_project, capsys):
+    pipeline = make_project(PIPELINE.replace("import colorsys, numpy", "import colorsys, not_a_module"))
+    assert main(["run", str(pipeline), "--no-notify"]) == 0, capsys.readouterr().out
+    record, _ = scraps_of(pipeline)
+    assert {stage["status"] for stage in record["stages"].values()} == {"succeeded"}
+    assert not any(stage["timings"]["forked"] for stage in record["stages"].values())
+    assert not kernels_alive()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGKILL])
+def test_the_kernel_server_and_its_kernels_die_with_the_runner(make_project, signum):
+    pipeline = make_project("""\
+        version: 1
+        name: sleepy
+        warmup: "import json"
+        stages:
+          nap:
+            notebook: notebooks/sleeps.ipynb
+        """)
+    process = spawn_run(pipeline)
+    deadline = time.monotonic() + 90
+    kernels: list[psutil.Process] = []
+    while not kernels and time.monotonic() < deadline:
+        time.sleep(0.2)
+        kernels = [
+            child for child in psutil.Process(process.pid).children(recursive=True) if is_stage_kernel(child)
+        ]
+    assert kernels, "the stage's kernel never started"
+    assert kernels[0].name() == "retrain-kernel", "the kernel was not forked by the kernel server"
+    time.sleep(1)
+    process.send_signal(signum)  # no chance to clean up: the server sees its stdin close
+    process.communicate(timeout=60)
+    assert eventually(lambda: not kernels_in(pipeline.parent), 30), (
+        "the server or a kernel outlived the runner"
+    )
