@@ -10,15 +10,21 @@ working tree is never touched. Scenarios:
 - retrain rerun 1: nothing changed, but production did (version 1 is now the champion), so evaluate scores
   the champion again; retrain rerun 2: nothing changed at all (everything cached, no kernel);
 - retrain new drop: `retrain demo next-week --source F` wrote the next week into data/new, then `retrain run`;
-- retrain cold, no warm kernels: the cold run again with RETRAIN_WARM_KERNELS=0 (per-stage savings below);
+- retrain cold, kernels not forked: the cold run again with RETRAIN_FORK_KERNELS=0: each kernel is a new
+  interpreter that runs the warm-up itself, started while the stage before it runs;
+- retrain cold, no warm kernels: the cold run again with RETRAIN_WARM_KERNELS=0: each kernel is started when
+  its stage begins, without warm-up (per-stage savings below);
 - naive loop: per stage notebook, the papermill CLI then `python -m nbconvert --to html` (no gates, no
   registry, no cache);
 - limit: the notebooks exported with `nbconvert --to script` (parameters injected) run one after another in
   one Python process: no kernel, no rendering, no registry.
 
-Wall time, CPU time (user + sys of every child process, from getrusage(RUSAGE_CHILDREN)) and peak RSS (the
-sum over the process tree, sampled every 50 ms with psutil) are printed for each, with ratios to the limit.
-This is a script that prints a table, not a test.
+Wall time, CPU time (user + sys of every child process, from getrusage(RUSAGE_CHILDREN)) and peak memory of
+the process tree, sampled every 50 ms with psutil, are printed for each, with ratios. Memory is measured two
+ways: the sum of PSS (proportional set size: a page shared by N processes counts 1/N in each, so the sum is
+what the tree holds) and the sum of RSS (a shared page counts in full in every process that maps it). The
+two differ when processes share memory, as kernels forked from one kernel server do; for one process they
+are close. This is a script that prints a table, not a test.
 """
 
 from __future__ import annotations
@@ -52,7 +58,8 @@ class Measure:
     name: str
     wall_s: float
     cpu_s: float
-    peak_rss_mb: float
+    peak_rss_mb: float  # sum over the process tree
+    peak_pss_mb: float  # sum over the process tree
     what: str = ""
     stages: dict[str, dict] = field(default_factory=dict)  # from run.json, for retrain scenarios
 
@@ -64,7 +71,7 @@ def measure(
     """Run the commands one after another; wall time, CPU of the children, peak RSS of the process tree."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    peak = 0
+    peak, peak_pss = 0, 0
     with log.open("a") as out:
         for command in commands:
             out.write(f"\n$ {' '.join(map(str, command))}\n")
@@ -73,7 +80,8 @@ def measure(
                 list(map(str, command)), cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
             )
             while process.poll() is None:
-                peak = max(peak, _tree_rss(process))
+                rss, pss = _tree_memory(process)
+                peak, peak_pss = max(peak, rss), max(peak_pss, pss)
                 time.sleep(0.05)
             if process.returncode != 0:
                 raise SystemExit(
@@ -82,20 +90,24 @@ def measure(
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Measure(name, wall, cpu, peak / 1e6)
+    return Measure(name, wall, cpu, peak / 1e6, peak_pss / 1e6)
 
 
-def _tree_rss(process: psutil.Process) -> int:
-    total = 0
+def _tree_memory(process: psutil.Process) -> tuple[int, int]:
+    """The sums of RSS and of PSS over the process and its descendants (PSS read from smaps_rollup)."""
+    rss = pss = 0
     try:
-        for member in [process, *process.children(recursive=True)]:
-            try:
-                total += member.memory_info().rss
-            except psutil.Error:
-                continue
+        members = [process, *process.children(recursive=True)]
     except psutil.Error:
-        pass
-    return total
+        return 0, 0
+    for member in members:
+        try:
+            memory = member.memory_full_info()
+        except psutil.Error:
+            continue
+        rss += memory.rss
+        pss += getattr(memory, "pss", memory.rss)
+    return rss, pss
 
 
 def environment() -> dict[str, str]:
@@ -195,14 +207,16 @@ def retrain_scenarios(workdir: Path, source_csv: Path, log: Path) -> list[Measur
         capture_output=True,
     )  # fmt: skip
     found.append(_with_stages(measure("retrain new drop", [run], root, env, log), root))
-    cold = workdir / "retrain-cold-kernels"
-    cold.mkdir()
-    copy_project(cold, source_csv, HISTORY_WEEKS)
-    run_cold = [BIN / "retrain", "run", cold / "pipeline.yaml", "--no-notify"]
-    slow = measure(
-        "retrain cold, no warm kernels", [run_cold], cold, {**env, "RETRAIN_WARM_KERNELS": "0"}, log
+    variants = (
+        ("retrain cold, kernels not forked", "RETRAIN_FORK_KERNELS"),
+        ("retrain cold, no warm kernels", "RETRAIN_WARM_KERNELS"),
     )
-    found.append(_with_stages(slow, cold))
+    for name, switch in variants:
+        cold = workdir / switch.lower()
+        cold.mkdir()
+        copy_project(cold, source_csv, HISTORY_WEEKS)
+        run_cold = [BIN / "retrain", "run", cold / "pipeline.yaml", "--no-notify"]
+        found.append(_with_stages(measure(name, [run_cold], cold, {**env, switch: "0"}, log), cold))
     return found
 
 
@@ -280,15 +294,20 @@ def script_limit(workdir: Path, source_csv: Path, log: Path) -> Measure:
 
 # --- the table ---------------------------------------------------------------------------------------------
 def print_table(results: list[Measure], limit: Measure, naive: Measure) -> None:
-    columns = f"{'wall s':>8} {'CPU s':>8} {'peak RSS MB':>12} {'wall/limit':>10} {'wall/naive':>10}"
+    columns = (
+        f"{'wall s':>8} {'CPU s':>8} {'PSS MB':>8} {'RSS MB':>8} {'wall/limit':>10} {'wall/naive':>10} "
+        f"{'PSS/limit':>9}"
+    )
     header = f"{'scenario':<42} {columns}"
     print(header)
     print("-" * len(header))
     for result in results:
         print(
-            f"{result.name:<42} {result.wall_s:>8.2f} {result.cpu_s:>8.2f} {result.peak_rss_mb:>12.0f} "
-            f"{result.wall_s / limit.wall_s:>10.2f} {result.wall_s / naive.wall_s:>10.2f}"
+            f"{result.name:<42} {result.wall_s:>8.2f} {result.cpu_s:>8.2f} {result.peak_pss_mb:>8.0f} "
+            f"{result.peak_rss_mb:>8.0f} {result.wall_s / limit.wall_s:>10.2f} "
+            f"{result.wall_s / naive.wall_s:>10.2f} {result.peak_pss_mb / limit.peak_pss_mb:>9.2f}"
         )
+    print("(PSS, RSS: peak sums over the process tree; ratios wall/limit etc. are of this one invocation)")
     print()
     for result in results:
         if result.what:

@@ -190,7 +190,6 @@ class StartedKernel:
 
         self.warmup = warmup
         self.warmup_s = 0.0
-        self._server = server
         self._error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -233,6 +232,8 @@ class StartedKernel:
 
     def wait_ready(self) -> None:
         """Block until the kernel answers and its warm-up ran; RuntimeError when it cannot be used."""
+        process = getattr(self.manager.provisioner, "process", None)
+        getattr(process, "hurry", lambda: None)()  # a kernel the server has not forked yet: fork it now
         if self._thread is not None:
             self._thread.join()
         if self._error is not None:
@@ -265,8 +266,9 @@ class StartedKernel:
             if self._reply(client, client.kernel_info, deadline, resend=True) is None:
                 return
             warmup = self.warmup
-            if self.forked and self._server is not None and self._server.preloaded(warmup):
-                warmup = ""  # done once in the kernel server: the stage sees a namespace without its names
+            provisioner = self.manager.provisioner
+            if getattr(provisioner, "warmed_up_by_server", lambda _: False)(warmup):
+                warmup = ""  # done in the kernel server: the notebook sees a namespace without its names
             if warmup.strip():
                 started = time.monotonic()
 

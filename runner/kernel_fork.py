@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,8 @@ class ForkedProcess:
     def __init__(self) -> None:
         self.started: Future[int] = Future()
         self.returncode: int | None = None
+        self.preload_error = ""  # the server's preload had failed when it forked this kernel
+        self.hurry: Callable[[], None] = lambda: None  # a stage waits for it: fork it now
 
     @property
     def pid(self) -> int:
@@ -88,12 +91,15 @@ class ForkedProcess:
 
 
 class KernelServer:
-    """A run's kernel server: started with the code to preload, asked for kernels, closed at the run's end."""
+    """A run's kernel server: started with the code to preload, asked for kernels, closed at the run's end.
+
+    A kernel asked for ahead of its stage is forked when the preload is done, or as soon as `hurry()` is
+    called on its handle (its stage waits for it).
+    """
 
     def __init__(self, cwd: Path, preload: str) -> None:
         self.preload = preload
-        self.ready = threading.Event()
-        self.preload_s = 0.0
+        self.preload_s = 0.0  # how long the preload took, once it ended
         self.preload_error = ""
         self._lock = threading.Lock()  # one writer on the server's stdin at a time
         self._ids = itertools.count(1)
@@ -111,10 +117,6 @@ class KernelServer:
         self._reader = threading.Thread(target=self._read, name="kernel-server", daemon=True)
         self._reader.start()
 
-    def preloaded(self, code: str) -> bool:
-        """Whether `code` is what the server ran before forking, and it ran without error."""
-        return self.ready.is_set() and code == self.preload and not self.preload_error
-
     @property
     def usable(self) -> bool:
         return not self._dead.is_set() and self.process.poll() is None
@@ -128,7 +130,13 @@ class KernelServer:
             number = next(self._ids)
             self._requests[number] = handle
             self._write({"id": number, "argv": argv, "env": env, "cwd": cwd})
+        handle.hurry = lambda: self._hurry(number, handle)
         return handle
+
+    def _hurry(self, number: int, handle: ForkedProcess) -> None:
+        with self._lock, contextlib.suppress(KernelServerError):
+            if not handle.started.done() and self.usable:
+                self._write({"hurry": number})
 
     def close(self) -> None:
         """Stop the server; it kills any kernel it forked that is still alive."""
@@ -155,9 +163,8 @@ class KernelServer:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             message = json.loads(line)
-            if "ready" in message:
+            if "id" not in message and "preloaded" in message:
                 self.preload_s, self.preload_error = message["seconds"], message["error"]
-                self.ready.set()
             elif "exited" in message:
                 forked = self._forked.pop(message["exited"], None)
                 if forked is not None:
@@ -166,11 +173,11 @@ class KernelServer:
                 handle = self._requests.pop(message["id"])
                 if "pid" in message:
                     self._forked[message["pid"]] = handle
+                    handle.preload_error = message["error"]
                     handle.started.set_result(message["pid"])
                 else:
                     handle.started.set_exception(KernelServerError(message["error"]))
         self._dead.set()  # the server ended: requests still waiting will never be answered
-        self.ready.set()
         for handle in list(self._requests.values()):
             handle.started.set_exception(KernelServerError("the kernel server ended"))
         self._requests.clear()
@@ -194,6 +201,17 @@ class ForkProvisioner(LocalProvisioner):
     @property
     def forked(self) -> bool:
         return isinstance(self.process, ForkedProcess)
+
+    def warmed_up_by_server(self, warmup: str) -> bool:
+        """Whether `warmup` is the server's preload, which was going well when it forked this kernel: the
+        kernel then skips it (what the server had not imported yet, the notebook imports when it needs it)."""
+        process = self.process
+        return (
+            isinstance(process, ForkedProcess)
+            and self.server is not None
+            and warmup == self.server.preload
+            and not process.preload_error
+        )
 
 
 def forkable(cmd: list[str]) -> bool:

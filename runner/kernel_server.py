@@ -3,7 +3,7 @@
 Run by the runner as `python -m runner.kernel_server` (runner/kernel_fork.py is the other side). A kernel
 started the usual way is a new interpreter that imports ipykernel, IPython and then, in its warm-up, pandas,
 matplotlib, LightGBM, MLflow: ~1-4 s of CPU per stage, paid again by every stage. This process pays it once:
-it runs the pipeline's `warmup` (the imports common to the stages), then, for each kernel the runner asks
+it runs the pipeline's `warmup` (the imports common to the stages) and, for each kernel the runner asks
 for, `os.fork()`s a child that becomes an ordinary ipykernel with the connection file the runner wrote. The
 child starts with the modules already imported (shared copy-on-write with this process) and with a fresh
 namespace: nothing of the warm-up's own variables, nothing of another stage. Each kernel still serves one
@@ -11,20 +11,23 @@ stage only.
 
 The protocol is JSON lines on stdin/stdout:
     runner -> server   {"preload": "<python code>"}                       once, first
-    server -> runner   {"ready": true, "seconds": 2.1, "error": ""}       the preload ran (error: why not)
-    runner -> server   {"id": 3, "argv": [...], "env": {...}, "cwd": "..."}   fork a kernel
-    server -> runner   {"id": 3, "pid": 12345}   or   {"id": 3, "error": "..."}
+    runner -> server   {"id": 3, "argv": [...], "env": {...}, "cwd": "..."}   fork a kernel, once preloaded
+    runner -> server   {"hurry": 3}                                     a stage waits for it: fork it now
+    server -> runner   {"id": 3, "pid": 12345, "preloaded": false, "seconds": 0.4, "error": ""}
+                       (how far the preload was when it forked)   or   {"id": 3, "error": "fork failed: ..."}
+    server -> runner   {"preloaded": true, "seconds": 2.1, "error": ""}   the preload ended (error: where)
     server -> runner   {"exited": 12345, "code": 0}                      a kernel ended (reaped here)
 stdin closing (the runner ended, or died: the pipe's only writer is gone) makes the server kill the kernels
 it forked that are still alive, and exit. The forked kernels also watch this process
 (`IPKernelApp.parent_handle`): a kernel whose server is gone exits.
 
 Forking is safe here because this process never starts a thread, an event loop or a socket before it forks:
-the preload only imports. It imports nothing of its own beyond the standard library until the preload.
+it imports nothing but the standard library until the preload, and a warm-up is imports (docs/speed.md).
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
 import os
@@ -45,48 +48,91 @@ def main() -> None:
 
 
 def serve(requests: int, replies: int) -> dict[str, Any] | None:
-    """Preload, then fork kernels on request until `requests` closes. Returns in forked children only."""
+    """Preload, and fork kernels on request, until `requests` closes. Returns in forked children only.
+
+    A kernel asked for ahead of its stage is forked once the preload is done. One that a stage waits for
+    (`hurry`) is forked at once, between two statements of the preload: it imports what it needs beyond what
+    was done itself, as its notebook says.
+    """
     lines = _Lines(requests)
-    first = lines.next(block=True)
+    first = lines.next(timeout=None)
     if first is None:
         return None
-    _send(replies, preload(json.loads(first).get("preload", "")))
+    preload = Preload(json.loads(first).get("preload", ""))
     children: set[int] = set()
+    waiting: dict[int, dict[str, Any]] = {}  # requests not forked yet, by id
+    urgent: set[int] = set()
     while True:
         _reap(children, replies)
-        line = lines.next(block=False)
-        if line is None:
-            if lines.closed:  # the runner is gone: nothing may outlive it
-                for pid in children:
-                    _kill_group(pid)
-                return None
-            continue
-        request: dict[str, Any] = json.loads(line)
+        for number in [n for n in waiting if n in urgent or not preload.pending]:
+            request = waiting.pop(number)
+            try:
+                pid = os.fork()
+            except OSError as error:
+                _send(replies, {"id": number, "error": f"fork failed: {error}"})
+                continue
+            if pid == 0:
+                return request  # become_kernel() puts other files on 0 and 1: the pipes close in this child
+            children.add(pid)
+            _send(replies, {"id": number, "pid": pid, **preload.report()})
+        line = lines.next(timeout=0 if preload.pending else POLL_S)
+        if line is not None:
+            message = json.loads(line)
+            if "hurry" in message:
+                urgent.add(message["hurry"])
+            else:
+                waiting[message["id"]] = message
+        elif lines.closed:  # the runner is gone: nothing may outlive it
+            for pid in children:
+                _kill_group(pid)
+            return None
+        elif preload.pending and preload.step():
+            _send(replies, preload.report())
+
+
+class Preload:
+    """The warm-up, run one statement at a time (`import a, b` counts as two) so that forks can come between.
+
+    ipykernel comes first: every kernel needs it. Its environment is a kernel's: ipykernel sets MPLBACKEND
+    when it starts, and a warm-up that imports matplotlib reads it then.
+    """
+
+    def __init__(self, code: str) -> None:
+        os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+        self.started = time.monotonic()
+        self.seconds = 0.0
+        self.error = ""
+        self.namespace: dict[str, Any] = {"__name__": "__warmup__"}
+        self.statements: list[Any] = [compile("import ipykernel.kernelapp", "<kernel>", "exec")]
         try:
-            pid = os.fork()
-        except OSError as error:
-            _send(replies, {"id": request["id"], "error": f"fork failed: {error}"})
-            continue
-        if pid == 0:
-            return request  # become_kernel() puts other files on 0 and 1: the pipes close in this child
-        children.add(pid)
-        _send(replies, {"id": request["id"], "pid": pid})
+            self.statements += [compile(statement, "<warmup>", "exec") for statement in _statements(code)]
+        except SyntaxError as problem:  # `retrain check` refuses it; here, only the runner's own import runs
+            self.error = f"SyntaxError: {problem}"
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.statements) and not self.error
+
+    def step(self) -> bool:
+        """Run the next statement; True when that was the last one (or it failed: the rest is not run)."""
+        try:
+            exec(self.statements.pop(0), self.namespace)
+        except BaseException as problem:  # reported to the runner, whose kernels then warm up themselves
+            self.error = f"{type(problem).__name__}: {problem}"
+        self.seconds = time.monotonic() - self.started
+        return not self.pending
+
+    def report(self) -> dict[str, Any]:
+        return {"preloaded": not self.pending, "seconds": round(self.seconds, 3), "error": self.error}
 
 
-def preload(code: str) -> dict[str, Any]:
-    """Import what every kernel needs, and the pipeline's warm-up, as a kernel would have: same backend."""
-    started = time.monotonic()
-    # ipykernel sets this when a kernel starts; the warm-up may import matplotlib, which reads it then
-    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    error = ""
-    try:
-        import ipykernel.kernelapp  # noqa: F401
-
-        if code.strip():
-            exec(compile(code, "<warmup>", "exec"), {"__name__": "__warmup__"})
-    except BaseException as problem:  # reported; the stage's own warm-up will say it again
-        error = f"{type(problem).__name__}: {problem}"
-    return {"ready": True, "seconds": round(time.monotonic() - started, 3), "error": error}
+def _statements(code: str) -> list[ast.Module]:
+    """Top-level statements of `code`, an `import` of several modules split into one per module."""
+    found = []
+    for node in ast.parse(code).body:
+        parts = [ast.Import(names=[name]) for name in node.names] if isinstance(node, ast.Import) else [node]
+        found += [ast.fix_missing_locations(ast.Module(body=[part], type_ignores=[])) for part in parts]
+    return found
 
 
 def become_kernel(request: dict[str, Any]) -> None:
@@ -97,9 +143,7 @@ def become_kernel(request: dict[str, Any]) -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(2, 1)  # what a kernel prints outside a cell goes where the runner's own kernels' output goes
-    os.close(devnull)
-    sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the interpreter's own stream, never closed
-    sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+    os.close(devnull)  # sys.stdin and sys.stdout hold nothing buffered (the protocol used os.read/os.write)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -120,12 +164,12 @@ class _Lines:
         self.pending = b""
         self.closed = False
 
-    def next(self, *, block: bool) -> bytes | None:
-        """The next whole line; None when there is none yet (after waiting POLL_S) or the pipe closed."""
+    def next(self, timeout: float | None) -> bytes | None:
+        """The next whole line; None when none came within `timeout` s (None: no limit) or the pipe closed."""
         while b"\n" not in self.pending:
             if self.closed:
                 return None
-            if not block and not select.select([self.fd], [], [], POLL_S)[0]:
+            if timeout is not None and not select.select([self.fd], [], [], timeout)[0]:
                 return None
             chunk = os.read(self.fd, 65536)
             if not chunk:

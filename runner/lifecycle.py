@@ -180,6 +180,22 @@ def _roll_back_failed(
     )
 
 
+def load_once(registry: Registry, uri: str) -> None:
+    """Load a model and drop it: the libraries its flavour needs are then imported in this process.
+
+    Loading a LightGBM model through MLflow imports scikit-learn and skops (~2 s): done in the background
+    while the evaluate stage runs, the smoke check's fresh load of the champion after promotion does not
+    wait for them. Whatever fails here, the smoke check finds again and reports.
+    """
+    try:
+        import mlflow.pyfunc
+
+        with registry.as_default():
+            mlflow.pyfunc.load_model(uri)
+    except Exception:  # only a warm-up
+        return
+
+
 def smoke_check(
     registry: Registry, spec: SmokeCheckSpec, sample_path: Path, metrics: Mapping[str, float]
 ) -> SmokeCheck:

@@ -98,6 +98,10 @@ class Production:
             self._prepared = True
             _in_background(lambda: self.registry.client)
 
+    def prefetch(self, candidate_uri: str) -> None:
+        """Load the candidate once in the background (see lifecycle.load_once), while the next stages run."""
+        _in_background(lambda: lifecycle.load_once(self.registry, candidate_uri))
+
     @property
     def champion(self) -> Version | None:
         return self._champion.result()
@@ -229,6 +233,11 @@ def finish_stage(run: RunState, stage: Stage) -> None:
     current = run.record.stages[stage.name]
     if current.status == "succeeded":
         run.cache.remember(stage, current.fingerprint, run.run_dir, current)
+        model = run.pipeline.model
+        if run.production is not None and model is not None and stage.name == model.candidate_stage:
+            candidate = current.scraps.get(model.candidate_scrap)
+            if isinstance(candidate, str):
+                run.production.prefetch(candidate)  # the smoke check's load then finds MLflow's flavour ready
         if stage.name in run.deploy:
             run.cache.remember_effect(stage.name, deploy_key(run, stage), run.record.run_id)
     run.renders.collect(wait_all=False)

@@ -27,6 +27,8 @@ from typing import Any
 
 from runner.errors import RetrainError
 
+_DEFAULT_STORE = threading.Lock()  # held while MLflow's process-wide default store is set (as_default)
+
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
 LINEAGE, METRIC = "retrain.", "metric."
 
@@ -239,15 +241,17 @@ class Registry:
 
         mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI to this process's environment (for child
         processes); left there, it would point every later run in this process (and its kernels) here.
+        One thread at a time: a thread putting the old value back must not pull it from under another.
         """
         import mlflow
 
-        before = os.environ.get("MLFLOW_TRACKING_URI")
-        mlflow.set_tracking_uri(self.tracking_uri)
-        try:
-            yield
-        finally:
-            mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None removes the variable again
+        with _DEFAULT_STORE:
+            before = os.environ.get("MLFLOW_TRACKING_URI")
+            mlflow.set_tracking_uri(self.tracking_uri)
+            try:
+                yield
+            finally:
+                mlflow.set_tracking_uri(before)  # type: ignore[arg-type]  # None removes the variable again
 
     @contextmanager
     def locked(self) -> Iterator[None]:
