@@ -331,6 +331,11 @@ class WarmKernels:
         if self.enabled and stage not in self._started:
             self._started[stage] = StartedKernel(self.cwd, warmup, server=self._kernel_server())
 
+    @property
+    def server(self) -> KernelServer | None:
+        """The run's kernel server, if a kernel was forked from it and it still runs (never started here)."""
+        return self._server if self._server is not None and self._server.usable else None
+
     def _kernel_server(self) -> KernelServer | None:
         from runner.kernel_fork import SUPPORTED, KernelServer, KernelServerError
 

@@ -38,6 +38,10 @@ class KernelServerError(RuntimeError):
     pass
 
 
+class WorkerError(RuntimeError):
+    """What a function run by `KernelServer.call` raised, as "Type: message"."""
+
+
 class ForkedProcess:
     """The Popen-like handle of a kernel forked by the server: what LocalProvisioner calls on its process."""
 
@@ -105,6 +109,8 @@ class KernelServer:
         self._ids = itertools.count(1)
         self._requests: dict[int, ForkedProcess] = {}
         self._forked: dict[int, ForkedProcess] = {}
+        self._calls: dict[int, Future[Any]] = {}  # by request id: what a worker answers
+        self._workers: dict[int, int] = {}  # worker pid -> request id
         self._dead = threading.Event()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "runner.kernel_server"],
@@ -138,6 +144,27 @@ class KernelServer:
             if not handle.started.done() and self.usable:
                 self._write({"hurry": number})
 
+    def call(self, target: str, kwargs: dict[str, Any], cwd: Path, timeout_s: float) -> Any:
+        """Run `module:function`(**kwargs) in a worker forked now, with this process's environment; return
+        what it returns (JSON). WorkerError: it raised; KernelServerError: no answer (it is killed)."""
+        answer: Future[Any] = Future()
+        handle = ForkedProcess()
+        with self._lock:
+            if not self.usable:
+                raise KernelServerError("the kernel server is not running")
+            number = next(self._ids)
+            self._requests[number] = handle
+            self._calls[number] = answer
+            request = {"call": target, "kwargs": kwargs, "env": dict(os.environ), "cwd": str(cwd)}
+            self._write({"id": number, **request})
+        try:
+            return answer.result(timeout=timeout_s)
+        except TimeoutError:
+            handle.kill()
+            raise KernelServerError(f"{target} did not answer within {timeout_s:g} s") from None
+        finally:
+            self._calls.pop(number, None)
+
     def close(self) -> None:
         """Stop the server; it kills any kernel it forked that is still alive."""
         with self._lock, contextlib.suppress(OSError):
@@ -169,11 +196,16 @@ class KernelServer:
                 forked = self._forked.pop(message["exited"], None)
                 if forked is not None:
                     forked.returncode = message["code"]
+                self._answer(self._workers.pop(message["exited"], None), died=message["code"])
+            elif "result" in message or "failed" in message:
+                self._answer(message["id"], message=message)
             else:
                 handle = self._requests.pop(message["id"])
                 if "pid" in message:
                     self._forked[message["pid"]] = handle
-                    handle.preload_error = message["error"]
+                    if message["id"] in self._calls:
+                        self._workers[message["pid"]] = message["id"]
+                    handle.preload_error = message.get("error", "")
                     handle.started.set_result(message["pid"])
                 else:
                     handle.started.set_exception(KernelServerError(message["error"]))
@@ -181,6 +213,21 @@ class KernelServer:
         for handle in list(self._requests.values()):
             handle.started.set_exception(KernelServerError("the kernel server ended"))
         self._requests.clear()
+        for number in list(self._calls):
+            self._answer(number, died=None)
+
+    def _answer(
+        self, number: int | None, *, message: dict[str, Any] | None = None, died: int | None = 0
+    ) -> None:
+        answer = self._calls.get(number) if number is not None else None
+        if answer is None or answer.done():
+            return
+        if message is not None and "result" in message:
+            answer.set_result(message["result"])
+        elif message is not None:
+            answer.set_exception(WorkerError(message["failed"]))
+        else:
+            answer.set_exception(KernelServerError(f"the worker ended without an answer (exit code {died})"))
 
 
 class ForkProvisioner(LocalProvisioner):

@@ -17,6 +17,9 @@ The protocol is JSON lines on stdin/stdout:
                        (how far the preload was when it forked)   or   {"id": 3, "error": "fork failed: ..."}
     server -> runner   {"preloaded": true, "seconds": 2.1, "error": ""}   the preload ended (error: where)
     server -> runner   {"exited": 12345, "code": 0}                      a kernel ended (reaped here)
+    runner -> server   {"id": 4, "call": "module:function", "kwargs": {...}, "env": {...}, "cwd": "..."}
+                       run a function in a forked worker (at once): the server answers with its pid, then
+    worker -> runner   {"id": 4, "result": ...}   or   {"id": 4, "failed": "ValueError: ..."}
 stdin closing (the runner ended, or died: the pipe's only writer is gone) makes the server kill the kernels
 it forked that are still alive, and exit. The forked kernels also watch this process
 (`IPKernelApp.parent_handle`): a kernel whose server is gone exits.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import importlib
 import json
 import os
 import select
@@ -43,8 +47,11 @@ POLL_S = 0.2  # how often exited kernels are reaped while no request arrives
 def main() -> None:
     _call_process(b"retrain-kserver")
     request = serve(0, 1)  # stdin and stdout: the pipes from and to the runner
-    if request is not None:  # in a forked child: become the kernel the runner asked for
-        become_kernel(request)
+    if request is None:  # the server's end: nothing buffered to flush, no interpreter teardown to wait for
+        os._exit(0)
+    if "call" in request:  # in a forked child: run the function the runner asked for, answer, exit
+        run_call(request)
+    become_kernel(request)  # in a forked child: become the kernel the runner asked for
 
 
 def serve(requests: int, replies: int) -> dict[str, Any] | None:
@@ -64,7 +71,7 @@ def serve(requests: int, replies: int) -> dict[str, Any] | None:
     urgent: set[int] = set()
     while True:
         _reap(children, replies)
-        for number in [n for n in waiting if n in urgent or not preload.pending]:
+        for number in [n for n in waiting if n in urgent or "call" in waiting[n] or not preload.pending]:
             request = waiting.pop(number)
             try:
                 pid = os.fork()
@@ -138,22 +145,51 @@ def _statements(code: str) -> list[ast.Module]:
 def become_kernel(request: dict[str, Any]) -> None:
     """In the forked child: detach, take the environment and folder the runner gave, run ipykernel."""
     server = os.getppid()
-    _call_process(b"retrain-kernel")  # what `ps` and `top` show: its command line is the server's
-    os.setsid()  # its own process group: the runner signals (interrupts, kills) the kernel and its children
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0)
-    os.dup2(2, 1)  # what a kernel prints outside a cell goes where the runner's own kernels' output goes
-    os.close(devnull)  # sys.stdin and sys.stdout hold nothing buffered (the protocol used os.read/os.write)
-    os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
+    _settle(request, b"retrain-kernel")
     os.environ["JPY_PARENT_PID"] = str(server)
-    if "numpy" in sys.modules:  # forked kernels would share the global random state: reseed, as a new one
-        sys.modules["numpy"].random.seed()
     sys.argv = ["ipykernel_launcher", *request["argv"], f"--IPKernelApp.parent_handle={server}"]
     from ipykernel import kernelapp
 
     kernelapp.launch_new_instance()
+
+
+def run_call(request: dict[str, Any]) -> None:
+    """In the forked child: call `module:function` with the request's keyword arguments and send what it
+    returns (JSON) or the error it raised on the reply pipe, in one write (whole among the server's lines as
+    long as it is under PIPE_BUF, 4 KB: keep results small), then exit."""
+    reply = os.dup(1)  # the reply pipe, kept apart: what the function prints goes to stderr instead
+    _settle(request, b"retrain-worker")
+    number = request["id"]
+    try:
+        module, _, name = request["call"].partition(":")
+        line = json.dumps(
+            {"id": number, "result": getattr(importlib.import_module(module), name)(**request["kwargs"])}
+        )
+        if len(line) >= select.PIPE_BUF:
+            raise ValueError(
+                f"the result of {request['call']} is {len(line)} bytes, more than one pipe write"
+            )
+    except BaseException as problem:  # the runner reports it; this process only carries it
+        line = json.dumps({"id": number, "failed": f"{type(problem).__name__}: {problem}"[:2000]})
+    os.write(reply, (line + "\n").encode())
+    os._exit(0)
+
+
+def _settle(request: dict[str, Any], name: bytes) -> None:
+    """A forked child takes its name, its own process group (the runner signals it and what it starts), the
+    folder and environment the runner gave, a fresh random state; the server's pipes are replaced (what it
+    prints outside the protocol goes to stderr, where the runner's other kernels print)."""
+    _call_process(name)  # what `ps` and `top` show: its command line is the server's
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)
+    os.close(devnull)  # sys.stdin and sys.stdout hold nothing buffered (the protocol used os.read/os.write)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    if "numpy" in sys.modules:  # forked children would share the global random state: reseed, as a new one
+        sys.modules["numpy"].random.seed()
 
 
 class _Lines:

@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from runner import __version__, cache, history, intake, lifecycle, notify, report, schedule
 from runner.cache import StageCache
@@ -39,6 +39,9 @@ from runner.registry import CHAMPION, Registry, RegistryError, Version, check_re
 from runner.schedule import BackgroundRenders, PageJob
 from runner.scraps import read_scraps
 from runner.secrets import Redactor
+
+if TYPE_CHECKING:
+    from runner.kernel_fork import KernelServer
 
 
 @dataclass(frozen=True)
@@ -86,21 +89,21 @@ class Production:
             self._champion.set_result(self.registry.champion_fast())
         else:
             self._champion = _in_background(lambda: self.registry.by_alias(CHAMPION))
-        if new_store:
-            # a new embedded store is created by whoever opens it first: a kernel creating it at the same
-            # time would run the same schema migration and fail, so the first run waits for it here
-            self._champion.result()
+        self._new_store = new_store
         self._prepared = False
+
+    def wait_for_store(self) -> None:
+        """A new embedded store is created by whoever opens it first: a kernel creating it at the same time
+        would run the same schema migration and fail, so no stage starts before the runner has created it
+        (in the background, while the first kernel starts)."""
+        if self._new_store:
+            self._champion.result()
 
     def prepare(self) -> None:
         """Import MLflow in the background now: a stage runs, so registering will probably follow."""
         if not self._prepared:
             self._prepared = True
             _in_background(lambda: self.registry.client)
-
-    def prefetch(self, candidate_uri: str) -> None:
-        """Load the candidate once in the background (see lifecycle.load_once), while the next stages run."""
-        _in_background(lambda: lifecycle.load_once(self.registry, candidate_uri))
 
     @property
     def champion(self) -> Version | None:
@@ -171,10 +174,12 @@ def run_locked(
     run = RunState(
         pipeline, options, record, run_dir, production, stage_cache, kernels, deploy, redact, observer,
         renders, stopper,
-    )
+    )  # fmt: skip
     started = time.monotonic()
     try:
         start_next_kernel(run, after=None)
+        if production is not None:
+            production.wait_for_store()
         schedule.run_stages(
             list(pipeline.stages),
             pipeline.needs,
@@ -185,7 +190,7 @@ def run_locked(
             on_interrupt=stopper.stop,
         )
         if production is not None:
-            release_model(pipeline, record, run_dir, production)
+            release_model(pipeline, record, run_dir, production, kernels.server)
         renders.collect(wait_all=True)  # the run index links every page: they must all be there
     except KeyboardInterrupt:
         cancel_running_stages(record)
@@ -212,7 +217,7 @@ def start_stage(run: RunState, stage: Stage) -> schedule.Work | None:
     """Decide a stage whose needs are done: skip it, reuse it from the cache (None: it is settled), or
     return the work that executes it (in a worker thread when stages run in parallel)."""
     if run.production is not None and stage.name in run.deploy:
-        release_model(run.pipeline, run.record, run.run_dir, run.production)
+        release_model(run.pipeline, run.record, run.run_dir, run.production, run.kernels.server)
     current = run.record.stages[stage.name]
     reason = skip_reason(stage, run.record, run.options, run.deploy) or already_deployed(run, stage)
     if reason:
@@ -233,11 +238,6 @@ def finish_stage(run: RunState, stage: Stage) -> None:
     current = run.record.stages[stage.name]
     if current.status == "succeeded":
         run.cache.remember(stage, current.fingerprint, run.run_dir, current)
-        model = run.pipeline.model
-        if run.production is not None and model is not None and stage.name == model.candidate_stage:
-            candidate = current.scraps.get(model.candidate_scrap)
-            if isinstance(candidate, str):
-                run.production.prefetch(candidate)  # the smoke check's load then finds MLflow's flavour ready
         if stage.name in run.deploy:
             run.cache.remember_effect(stage.name, deploy_key(run, stage), run.record.run_id)
     run.renders.collect(wait_all=False)
@@ -354,8 +354,15 @@ def needs_champion(stage: Stage) -> bool:
     return "champion_uri" in stage.declared or any(name.startswith("champion.") for name in named)
 
 
-def release_model(pipeline: Pipeline, record: RunRecord, run_dir: Path, production: Production) -> None:
-    """Register and promote the candidate once, when the stages that judge it succeeded."""
+def release_model(
+    pipeline: Pipeline,
+    record: RunRecord,
+    run_dir: Path,
+    production: Production,
+    server: KernelServer | None = None,
+) -> None:
+    """Register and promote the candidate once, when the stages that judge it succeeded. The smoke check
+    runs in a worker of the run's kernel server, when the run started one."""
     model = pipeline.model
     assert model is not None
     judged = (record.stages[model.candidate_stage], record.stages[model.metrics])
@@ -363,7 +370,8 @@ def release_model(pipeline: Pipeline, record: RunRecord, run_dir: Path, producti
         return
     if any(stage.status not in ("succeeded", "cached") for stage in judged):
         return  # not selected by --only: there is no candidate to judge
-    record.model = lifecycle.release(pipeline, record, run_dir, production.registry, production.champion)
+    registry, champion = production.registry, production.champion
+    record.model = lifecycle.release(pipeline, record, run_dir, registry, champion, server)
 
 
 def settle_data(pipeline: Pipeline, record: RunRecord, drops: list[intake.Drop], redact: Redactor) -> None:

@@ -16,6 +16,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -216,6 +217,9 @@ class Registry:
         """Point `champion` at version `to` (None: no champion) and `previous` at `previous`.
 
         Refuses with RegistryConflict unless the champion is still `expected` (None: there was none).
+        The file lock serialises runs on this machine; runs on other machines that share a tracking server
+        can only be caught by what the server says: a move it refuses while another run moves the aliases
+        (a unique-key error on its database), or a champion that is not `to` once the move is done.
         """
         with self.locked():
             current = self.by_alias(CHAMPION)
@@ -225,8 +229,25 @@ class Registry:
                     f"the champion of {self.name} changed during this run (expected {expected or 'none'}, "
                     f"found {now}); nothing was moved"
                 )
-            self._set_alias(PREVIOUS, previous)
-            self._set_alias(CHAMPION, to)
+            try:
+                self._set_alias(PREVIOUS, previous)
+                self._set_alias(CHAMPION, to)
+            except Exception as error:  # the other run is mid-move: give it a moment to finish it
+                why = f"the registry refused the move: {error}"
+                for _ in range(12):
+                    self._raise_if_moved_by_another(expected, to, why)
+                    time.sleep(0.25)
+                raise
+            self._raise_if_moved_by_another(expected, to, "another run moved it at the same time")
+
+    def _raise_if_moved_by_another(self, expected: str | None, to: str | None, why: str) -> None:
+        now = self.by_alias(CHAMPION)
+        found = now.version if now else None
+        if found not in (to, expected):
+            raise RegistryConflict(
+                f"the champion of {self.name} changed during this run (expected {expected or 'none'}, found "
+                f"{found or 'none'}; {why.splitlines()[0][:200]}); this run's version is not the champion"
+            )
 
     def _set_alias(self, alias: str, version: str | None) -> None:
         if version is None:

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from runner.cli import main
+from runner.kernel_fork import KernelServer, KernelServerError, WorkerError
 from tests.conftest import is_stage_kernel, kernels_alive, kernels_in, spawn_run
 from tests.test_faults import eventually
 
@@ -110,3 +111,25 @@ def test_the_kernel_server_and_its_kernels_die_with_the_runner(make_project, sig
     assert eventually(lambda: not kernels_in(pipeline.parent), 30), (
         "the server or a kernel outlived the runner"
     )
+
+
+def test_a_worker_forked_from_the_server_answers_raises_dies_or_times_out(tmp_path):
+    server = KernelServer(tmp_path, "import json")
+    try:
+        assert server.call("json:dumps", {"obj": [1, "two"]}, tmp_path, 60) == '[1, "two"]'
+        with pytest.raises(WorkerError, match=r"^JSONDecodeError: "):
+            server.call("json:loads", {"s": "{"}, tmp_path, 60)
+        with pytest.raises(KernelServerError, match=r"ended without an answer \(exit code -6\)"):
+            server.call("os:abort", {}, tmp_path, 60)  # SIGABRT: the worker dies mid-call
+        started = time.monotonic()
+        with pytest.raises(KernelServerError, match="did not answer within 1 s"):
+            server.call("subprocess:run", {"args": ["sleep", "30"]}, tmp_path, 1)
+        assert time.monotonic() - started < 10
+        assert server.call("json:dumps", {"obj": "still serving"}, tmp_path, 60) == '"still serving"'
+    finally:
+        server.close()
+    assert eventually(lambda: not kernels_alive() and not _sleeping(), 10), "a worker outlived the server"
+
+
+def _sleeping() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[:2] == ["sleep", "30"]]
