@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +51,8 @@ _ENAMES = {"timeout": "TimeoutError", "dead_kernel": "DeadKernelError", "cancell
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 # guards papermill's process-wide list of I/O handlers, which stages in several threads update
 _HANDLERS_LOCK = threading.Lock()
+_LATER_IMPORTS: threading.Thread | None = None  # imports what the runner needs after a stage, once
+_LATER_IMPORTS_LOCK = threading.Lock()
 
 
 @dataclass
@@ -101,12 +103,14 @@ def execute_notebook(
     redact: Redactor,
     kernel: StartedKernel | None = None,
     stopper: Stopper | None = None,
+    retire: Callable[[StartedKernel], None] | None = None,
 ) -> ExecutionResult:
     """Run `notebook` with `parameters` injected, save the executed copy to `output` whatever happens.
 
     `timeout_s` bounds the whole stage: each cell may use what the earlier cells left of it. `kernel` is a
     kernel started ahead for this stage (see `WarmKernels`); without one, a kernel is started now. Either
-    way it is shut down before this returns. `stopper`: how another thread stops this stage (see `Stopper`).
+    way it is shut down before this returns, or handed to `retire` (`WarmKernels.retire`: killed now, its
+    manager cleaned up in the background). `stopper`: how another thread stops this stage (see `Stopper`).
     """
     timings = StageTimings()
     started = time.monotonic()
@@ -135,7 +139,10 @@ def execute_notebook(
         if kernel is not None:
             if stopper is not None:
                 stopper.detach(kernel)
-            kernel.shutdown()
+            if retire is not None:
+                retire(kernel)
+            else:
+                kernel.shutdown()
         timings.execute_s = time.monotonic() - started - timings.kernel_start_s
     return ExecutionResult(failure=failure, timings=timings, interrupted=interrupted)
 
@@ -171,10 +178,20 @@ def _ready_kernel(
 
 
 def _import_while_waiting() -> None:
-    """Import what this process needs for a stage (papermill runs it, scrapbook reads its scraps, nbconvert
-    renders it: ~1 s together, paid once) while the kernel boots in its own process, instead of after."""
-    import nbconvert  # noqa: F401
+    """Import what this process needs for a stage while the kernel boots in its own process, instead of
+    after: papermill, which runs it, now; scrapbook, which reads its scraps, and nbconvert, which renders it,
+    in a thread while it runs (~0.5 s together, paid once; a later import waits for that one to finish)."""
     import papermill  # noqa: F401
+
+    global _LATER_IMPORTS
+    with _LATER_IMPORTS_LOCK:
+        if _LATER_IMPORTS is None:
+            _LATER_IMPORTS = threading.Thread(target=_import_for_after, name="imports", daemon=True)
+            _LATER_IMPORTS.start()
+
+
+def _import_for_after() -> None:
+    import nbconvert  # noqa: F401
     import scrapbook  # noqa: F401
 
 
@@ -230,10 +247,14 @@ class StartedKernel:
     def forked(self) -> bool:
         return bool(getattr(self.manager.provisioner, "forked", False))
 
+    def hurry(self) -> None:
+        """A kernel the kernel server has not forked yet (it finishes its warm-up first): fork it now."""
+        process = getattr(self.manager.provisioner, "process", None)
+        getattr(process, "hurry", lambda: None)()
+
     def wait_ready(self) -> None:
         """Block until the kernel answers and its warm-up ran; RuntimeError when it cannot be used."""
-        process = getattr(self.manager.provisioner, "process", None)
-        getattr(process, "hurry", lambda: None)()  # a kernel the server has not forked yet: fork it now
+        self.hurry()
         if self._thread is not None:
             self._thread.join()
         if self._error is not None:
@@ -325,11 +346,16 @@ class WarmKernels:
         self.preload = preload
         self._started: dict[str, StartedKernel] = {}
         self._server: KernelServer | None = None
+        self._retiring: list[threading.Thread] = []
 
-    def start(self, stage: str, warmup: str) -> None:
-        """Start `stage`'s kernel now (once) and warm it up in the background."""
+    def start(self, stage: str, warmup: str, *, now: bool = False) -> None:
+        """Start `stage`'s kernel (once) and warm it up in the background. `now`: no stage runs, this one
+        is next: the kernel server forks it at once rather than after its warm-up."""
         if self.enabled and stage not in self._started:
-            self._started[stage] = StartedKernel(self.cwd, warmup, server=self._kernel_server())
+            kernel = StartedKernel(self.cwd, warmup, server=self._kernel_server())
+            if now:
+                kernel.hurry()
+            self._started[stage] = kernel
 
     @property
     def server(self) -> KernelServer | None:
@@ -358,10 +384,20 @@ class WarmKernels:
         if kernel is not None:
             kernel.shutdown()
 
+    def retire(self, kernel: StartedKernel) -> None:
+        """A stage is done with its kernel: kill it now (its memory is free for the next stage) and clean up
+        its manager in the background, so that the next stage does not wait for the process to be reaped."""
+        kernel.kill()
+        thread = threading.Thread(target=kernel.shutdown, name="kernel-shutdown", daemon=True)
+        thread.start()
+        self._retiring.append(thread)
+
     def close(self) -> None:
         while self._started:
             _, kernel = self._started.popitem()
             kernel.shutdown()
+        for thread in self._retiring:
+            thread.join()
         if self._server is not None:
             self._server.close()  # after the kernels: it kills any it forked that is still alive
 

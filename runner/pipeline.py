@@ -295,10 +295,12 @@ def start_next_kernel(run: RunState, after: Stage | None) -> None:
     """Start the kernel of the next stage that will probably execute, so that it is ready when its turn comes.
 
     A guess: the next selected stage that the cache cannot serve (a deploy stage only when a stage before it
-    executes in this run). A wrong guess costs one kernel start; the kernel is shut down unused.
+    executes in this run). A wrong guess costs one kernel start; the kernel is shut down unused. Before the
+    first stage (`after` None) nothing runs: the kernel is needed at once, not after the warm-up.
     """
     if not run.kernels.enabled:
         return
+    now = after is None
     stages = list(run.pipeline.stages.values())
     later = stages[stages.index(after) + 1 :] if after is not None else stages
     guessed = {name: record.fingerprint for name, record in run.record.stages.items()}
@@ -312,11 +314,11 @@ def start_next_kernel(run: RunState, after: Stage | None) -> None:
                 run.kernels.start(stage.name, stage.warmup)
             return
         if run.production is not None and needs_champion(stage) and not run.production.champion_known:
-            run.kernels.start(stage.name, stage.warmup)  # not worth waiting for the registry to guess
+            run.kernels.start(stage.name, stage.warmup, now=now)  # not worth waiting for the registry
             return
         guessed[stage.name] = stage_fingerprint(run, stage, guessed)
         if forced(run.options, stage.name) or run.cache.lookup(stage.name, guessed[stage.name]) is None:
-            run.kernels.start(stage.name, stage.warmup)
+            run.kernels.start(stage.name, stage.warmup, now=now)
             return
 
 
@@ -454,6 +456,7 @@ def run_stage(
         redact=run.redact,
         kernel=kernel,
         stopper=run.stopper,
+        retire=run.kernels.retire,
     )
     current.timings = result.timings
     current.notebook = executed.name if executed.is_file() else None
