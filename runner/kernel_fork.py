@@ -79,6 +79,7 @@ class ForkedProcess:
     def send_signal(self, signum: int) -> None:
         if self.poll() is not None:
             return
+        self.hurry()  # a kernel still waiting for the server's warm-up: fork it now, to signal it
         pid = self.pid
         try:
             os.killpg(pid, signum)  # the kernel leads its own process group: its children get it too
@@ -129,15 +130,24 @@ class KernelServer:
 
     def fork(self, argv: list[str], env: dict[str, str], cwd: str) -> ForkedProcess:
         """Ask for a kernel with these arguments (after `-m ipykernel_launcher`); returns at once."""
+        number, handle = self._request({"argv": argv, "env": env, "cwd": cwd})
+        handle.hurry = lambda: self._hurry(number, handle)
+        return handle
+
+    def _request(
+        self, request: dict[str, Any], answer: Future[Any] | None = None
+    ) -> tuple[int, ForkedProcess]:
+        """Send a request to fork: its number and the handle of the process to be."""
         handle = ForkedProcess()
         with self._lock:
             if not self.usable:
                 raise KernelServerError("the kernel server is not running")
             number = next(self._ids)
             self._requests[number] = handle
-            self._write({"id": number, "argv": argv, "env": env, "cwd": cwd})
-        handle.hurry = lambda: self._hurry(number, handle)
-        return handle
+            if answer is not None:
+                self._calls[number] = answer
+            self._write({"id": number, **request})
+        return number, handle
 
     def _hurry(self, number: int, handle: ForkedProcess) -> None:
         with self._lock, contextlib.suppress(KernelServerError):
@@ -148,15 +158,8 @@ class KernelServer:
         """Run `module:function`(**kwargs) in a worker forked now, with this process's environment; return
         what it returns (JSON). WorkerError: it raised; KernelServerError: no answer (it is killed)."""
         answer: Future[Any] = Future()
-        handle = ForkedProcess()
-        with self._lock:
-            if not self.usable:
-                raise KernelServerError("the kernel server is not running")
-            number = next(self._ids)
-            self._requests[number] = handle
-            self._calls[number] = answer
-            request = {"call": target, "kwargs": kwargs, "env": dict(os.environ), "cwd": str(cwd)}
-            self._write({"id": number, **request})
+        request = {"call": target, "kwargs": kwargs, "env": dict(os.environ), "cwd": str(cwd)}
+        number, handle = self._request(request, answer)
         try:
             return answer.result(timeout=timeout_s)
         except TimeoutError:
@@ -189,7 +192,10 @@ class KernelServer:
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
-            message = json.loads(line)
+            try:
+                message = json.loads(line)
+            except ValueError:  # not the protocol's (the server sends its own output to stderr): not ours
+                continue
             if "id" not in message and "preloaded" in message:
                 self.preload_s, self.preload_error = message["seconds"], message["error"]
             elif "exited" in message:
@@ -199,7 +205,7 @@ class KernelServer:
                 self._answer(self._workers.pop(message["exited"], None), died=message["code"])
             elif "result" in message or "failed" in message:
                 self._answer(message["id"], message=message)
-            else:
+            elif message.get("id") in self._requests:
                 handle = self._requests.pop(message["id"])
                 if "pid" in message:
                     self._forked[message["pid"]] = handle

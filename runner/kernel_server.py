@@ -46,11 +46,16 @@ POLL_S = 0.2  # how often exited kernels are reaped while no request arrives
 
 def main() -> None:
     _call_process(b"retrain-kserver")
-    request = serve(0, 1)  # stdin and stdout: the pipes from and to the runner
+    # stdin and stdout are the pipes from and to the runner; the replies get a descriptor of their own, and
+    # stdout goes to stderr: what a warm-up prints must not reach the runner as a reply
+    replies = os.dup(1)
+    os.dup2(2, 1)
+    request = serve(0, replies)
     if request is None:  # the server's end: nothing buffered to flush, no interpreter teardown to wait for
         os._exit(0)
     if "call" in request:  # in a forked child: run the function the runner asked for, answer, exit
-        run_call(request)
+        run_call(request, replies)
+    os.close(replies)  # a kernel keeps no end of the runner's pipe: it sees the server's end when it comes
     become_kernel(request)  # in a forked child: become the kernel the runner asked for
 
 
@@ -73,6 +78,8 @@ def serve(requests: int, replies: int) -> dict[str, Any] | None:
         _reap(children, replies)
         for number in [n for n in waiting if n in urgent or "call" in waiting[n] or not preload.pending]:
             request = waiting.pop(number)
+            sys.stdout.flush()  # what the warm-up printed, once: a child would print its own copy again
+            sys.stderr.flush()
             try:
                 pid = os.fork()
             except OSError as error:
@@ -153,11 +160,10 @@ def become_kernel(request: dict[str, Any]) -> None:
     kernelapp.launch_new_instance()
 
 
-def run_call(request: dict[str, Any]) -> None:
+def run_call(request: dict[str, Any], reply: int) -> None:
     """In the forked child: call `module:function` with the request's keyword arguments and send what it
     returns (JSON) or the error it raised on the reply pipe, in one write (whole among the server's lines as
     long as it is under PIPE_BUF, 4 KB: keep results small), then exit."""
-    reply = os.dup(1)  # the reply pipe, kept apart: what the function prints goes to stderr instead
     _settle(request, b"retrain-worker")
     number = request["id"]
     try:
@@ -177,14 +183,12 @@ def run_call(request: dict[str, Any]) -> None:
 
 def _settle(request: dict[str, Any], name: bytes) -> None:
     """A forked child takes its name, its own process group (the runner signals it and what it starts), the
-    folder and environment the runner gave, a fresh random state; the server's pipes are replaced (what it
-    prints outside the protocol goes to stderr, where the runner's other kernels print)."""
+    folder and environment the runner gave, a fresh random state; stdin, the runner's pipe, is replaced."""
     _call_process(name)  # what `ps` and `top` show: its command line is the server's
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
-    os.dup2(2, 1)
-    os.close(devnull)  # sys.stdin and sys.stdout hold nothing buffered (the protocol used os.read/os.write)
+    os.close(devnull)  # sys.stdin holds nothing buffered: the protocol is read with os.read
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])

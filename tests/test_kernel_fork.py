@@ -24,7 +24,8 @@ from tests.test_faults import eventually
 PIPELINE = """\
 version: 1
 name: inside
-warmup: "import colorsys, numpy\\nwarmup_variable = 1"
+# what a warm-up prints (here, a line that looks like a reply) does not disturb the server's replies
+warmup: "import colorsys, numpy\\nprint('{\\\"id\\\": 1}')\\nwarmup_variable = 1"
 stages:
   one:  # the server forks its kernel at once, before the warm-up is done; the warm-up goes on meanwhile
     notebook: notebooks/sleeps.ipynb
