@@ -104,8 +104,6 @@ class KernelServer:
 
     def __init__(self, cwd: Path, preload: str) -> None:
         self.preload = preload
-        self.preload_s = 0.0  # how long the preload took, once it ended
-        self.preload_error = ""
         self._lock = threading.Lock()  # one writer on the server's stdin at a time
         self._ids = itertools.count(1)
         self._requests: dict[int, ForkedProcess] = {}
@@ -196,9 +194,7 @@ class KernelServer:
                 message = json.loads(line)
             except ValueError:  # not the protocol's (the server sends its own output to stderr): not ours
                 continue
-            if "id" not in message and "preloaded" in message:
-                self.preload_s, self.preload_error = message["seconds"], message["error"]
-            elif "exited" in message:
+            if "exited" in message:
                 forked = self._forked.pop(message["exited"], None)
                 if forked is not None:
                     forked.returncode = message["code"]
@@ -211,7 +207,7 @@ class KernelServer:
                     self._forked[message["pid"]] = handle
                     if message["id"] in self._calls:
                         self._workers[message["pid"]] = message["id"]
-                    handle.preload_error = message.get("error", "")
+                    handle.preload_error = message["preload_error"]
                     handle.started.set_result(message["pid"])
                 else:
                     handle.started.set_exception(KernelServerError(message["error"]))

@@ -13,9 +13,8 @@ The protocol is JSON lines on stdin/stdout:
     runner -> server   {"preload": "<python code>"}                       once, first
     runner -> server   {"id": 3, "argv": [...], "env": {...}, "cwd": "..."}   fork a kernel, once preloaded
     runner -> server   {"hurry": 3}                                     a stage waits for it: fork it now
-    server -> runner   {"id": 3, "pid": 12345, "preloaded": false, "seconds": 0.4, "error": ""}
-                       (how far the preload was when it forked)   or   {"id": 3, "error": "fork failed: ..."}
-    server -> runner   {"preloaded": true, "seconds": 2.1, "error": ""}   the preload ended (error: where)
+    server -> runner   {"id": 3, "pid": 12345, "preload_error": ""}   (set: the warm-up failed before, why)
+                       or   {"id": 3, "error": "fork failed: ..."}
     server -> runner   {"exited": 12345, "code": 0}                      a kernel ended (reaped here)
     runner -> server   {"id": 4, "call": "module:function", "kwargs": {...}, "env": {...}, "cwd": "..."}
                        run a function in a forked worker (at once): the server answers with its pid, then
@@ -38,7 +37,6 @@ import os
 import select
 import signal
 import sys
-import time
 from typing import Any
 
 POLL_S = 0.2  # how often exited kernels are reaped while no request arrives
@@ -88,7 +86,7 @@ def serve(requests: int, replies: int) -> dict[str, Any] | None:
             if pid == 0:
                 return request  # become_kernel() puts other files on 0 and 1: the pipes close in this child
             children.add(pid)
-            _send(replies, {"id": number, "pid": pid, **preload.report()})
+            _send(replies, {"id": number, "pid": pid, "preload_error": preload.error})
         line = lines.next(timeout=0 if preload.pending else POLL_S)
         if line is not None:
             message = json.loads(line)
@@ -100,8 +98,8 @@ def serve(requests: int, replies: int) -> dict[str, Any] | None:
             for pid in children:
                 _kill_group(pid)
             return None
-        elif preload.pending and preload.step():
-            _send(replies, preload.report())
+        elif preload.pending:
+            preload.step()
 
 
 class Preload:
@@ -113,8 +111,6 @@ class Preload:
 
     def __init__(self, code: str) -> None:
         os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-        self.started = time.monotonic()
-        self.seconds = 0.0
         self.error = ""
         self.namespace: dict[str, Any] = {"__name__": "__warmup__"}
         self.statements: list[Any] = [compile("import ipykernel.kernelapp", "<kernel>", "exec")]
@@ -127,17 +123,12 @@ class Preload:
     def pending(self) -> bool:
         return bool(self.statements) and not self.error
 
-    def step(self) -> bool:
-        """Run the next statement; True when that was the last one (or it failed: the rest is not run)."""
+    def step(self) -> None:
+        """Run the next statement; after a failure the rest is not run."""
         try:
             exec(self.statements.pop(0), self.namespace)
         except BaseException as problem:  # reported to the runner, whose kernels then warm up themselves
             self.error = f"{type(problem).__name__}: {problem}"
-        self.seconds = time.monotonic() - self.started
-        return not self.pending
-
-    def report(self) -> dict[str, Any]:
-        return {"preloaded": not self.pending, "seconds": round(self.seconds, 3), "error": self.error}
 
 
 def _statements(code: str) -> list[ast.Module]:
