@@ -373,7 +373,7 @@ class WarmKernels:
             except (OSError, KernelServerError):
                 self.fork = False  # kernels start the usual way
                 return None
-        return self._server if self._server.usable else None
+        return self.server
 
     def take(self, stage: str) -> StartedKernel | None:
         """The kernel started for `stage`, now the caller's; None when there is none."""
