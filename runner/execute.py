@@ -24,6 +24,7 @@ threads (Ctrl-C and SIGTERM reach the main thread only) by killing their kernels
 from __future__ import annotations
 
 import contextlib
+import importlib
 import queue
 import re
 import shutil
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import nbformat
 
+from runner import imports
 from runner.files import atomic_write_text
 from runner.records import FailureKind, StageFailure, StageTimings
 from runner.secrets import Redactor
@@ -157,7 +159,7 @@ def _ready_kernel(
     """
     if kernel is not None:
         try:
-            _import_while_waiting()
+            _import_while_waiting(scrapbook=not kernel.forked)
             kernel.wait_ready()
             timings.warm_kernel, timings.warmup_s = True, round(kernel.warmup_s, 3)
             timings.forked = kernel.forked
@@ -168,7 +170,7 @@ def _ready_kernel(
     for _attempt in (1, 2):
         kernel = StartedKernel(cwd)
         try:
-            _import_while_waiting()
+            _import_while_waiting(scrapbook=True)
             kernel.wait_ready()
             return kernel, ""
         except RuntimeError as trouble:
@@ -177,22 +179,24 @@ def _ready_kernel(
     return None, f"the kernel did not start (twice): {error}"
 
 
-def _import_while_waiting() -> None:
+def _import_while_waiting(scrapbook: bool) -> None:
     """Import what this process needs for a stage while the kernel boots in its own process, instead of
-    after: papermill, which runs it, now; scrapbook, which reads its scraps, and nbconvert, which renders it,
-    in a thread while it runs (~0.5 s together, paid once; a later import waits for that one to finish)."""
-    import papermill  # noqa: F401
+    after: papermill, which runs it, now; nbconvert, which renders it, and scrapbook, which reads its scraps
+    (unless a worker forked from the kernel server reads them), in a thread while it runs (~0.5 s together,
+    paid once; a later import waits for that one to finish)."""
+    imports.papermill()
 
     global _LATER_IMPORTS
     with _LATER_IMPORTS_LOCK:
         if _LATER_IMPORTS is None:
-            _LATER_IMPORTS = threading.Thread(target=_import_for_after, name="imports", daemon=True)
+            later = ["nbconvert", *(["scrapbook"] if scrapbook else [])]
+            _LATER_IMPORTS = threading.Thread(target=_import, args=later, name="imports", daemon=True)
             _LATER_IMPORTS.start()
 
 
-def _import_for_after() -> None:
-    import nbconvert  # noqa: F401
-    import scrapbook  # noqa: F401
+def _import(*modules: str) -> None:
+    for name in modules:
+        importlib.import_module(name)
 
 
 class StartedKernel:
@@ -202,7 +206,13 @@ class StartedKernel:
     stops it before shutting the kernel down, so the kernel manager is used by one thread at a time.
     """
 
-    def __init__(self, cwd: Path, warmup: str = "", server: KernelServer | None = None) -> None:
+    def __init__(
+        self,
+        cwd: Path,
+        warmup: str = "",
+        server: KernelServer | None = None,
+        imports: frozenset[str] = frozenset(),
+    ) -> None:
         from jupyter_client.manager import KernelManager
 
         self.warmup = warmup
@@ -221,7 +231,7 @@ class StartedKernel:
             client_class="jupyter_client.asynchronous.AsyncKernelClient",
         )
         if server is not None:  # forked by the run's kernel server: the common imports are already done
-            self._fork_from(server)
+            self._fork_from(server, imports)
         try:
             # an in-memory history: a sqlite history file per kernel is slow and can lock when in parallel
             self.manager.start_kernel(cwd=str(cwd), extra_arguments=["--HistoryManager.hist_file=:memory:"])
@@ -231,7 +241,7 @@ class StartedKernel:
             self.shutdown()
             raise
 
-    def _fork_from(self, server: KernelServer) -> None:
+    def _fork_from(self, server: KernelServer, imports: frozenset[str]) -> None:
         import uuid
 
         from runner.kernel_fork import ForkProvisioner
@@ -240,7 +250,7 @@ class StartedKernel:
         provisioner = ForkProvisioner(
             kernel_id=self.manager.kernel_id, kernel_spec=self.manager.kernel_spec, parent=self.manager
         )
-        provisioner.server = server
+        provisioner.server, provisioner.imports = server, imports
         self.manager.provisioner = provisioner  # the manager uses it instead of creating a LocalProvisioner
 
     @property
@@ -348,11 +358,16 @@ class WarmKernels:
         self._server: KernelServer | None = None
         self._retiring: list[threading.Thread] = []
 
-    def start(self, stage: str, warmup: str, *, now: bool = False) -> None:
+    def start(self, stage: str, warmup: str, *, notebook: Path | None = None, now: bool = False) -> None:
         """Start `stage`'s kernel (once) and warm it up in the background. `now`: no stage runs, this one
-        is next: the kernel server forks it at once rather than after its warm-up."""
+        is next: the kernel server forks it once it has imported what the stage's `notebook` imports,
+        rather than after its whole warm-up."""
         if self.enabled and stage not in self._started:
-            kernel = StartedKernel(self.cwd, warmup, server=self._kernel_server())
+            from runner.kernel_fork import notebook_imports
+
+            server = self._kernel_server()
+            imports = notebook_imports(notebook) if server and notebook else frozenset[str]()
+            kernel = StartedKernel(self.cwd, warmup, server=server, imports=imports)
             if now:
                 kernel.hurry()
             self._started[stage] = kernel
@@ -410,7 +425,7 @@ def _run_cells(
     deadline: float,
     timeout_s: float,
 ) -> tuple[StageFailure | None, bool]:
-    import papermill
+    papermill = imports.papermill()
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 

@@ -12,13 +12,16 @@ started the usual way (runner/execute.py).
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -111,6 +114,7 @@ class KernelServer:
         self._calls: dict[int, Future[Any]] = {}  # by request id: what a worker answers
         self._workers: dict[int, int] = {}  # worker pid -> request id
         self._dead = threading.Event()
+        self._spills = Path(tempfile.mkdtemp(prefix="retrain-results-"))  # workers' long results
         self.process = subprocess.Popen(
             [sys.executable, "-m", "runner.kernel_server"],
             cwd=cwd,
@@ -126,14 +130,18 @@ class KernelServer:
     def usable(self) -> bool:
         return not self._dead.is_set() and self.process.poll() is None
 
-    def fork(self, argv: list[str], env: dict[str, str], cwd: str) -> ForkedProcess:
-        """Ask for a kernel with these arguments (after `-m ipykernel_launcher`); returns at once."""
-        number, handle = self._request({"argv": argv, "env": env, "cwd": cwd})
+    def fork(
+        self, argv: list[str], env: dict[str, str], cwd: str, imports: frozenset[str] = frozenset()
+    ) -> ForkedProcess:
+        """Ask for a kernel with these arguments (after `-m ipykernel_launcher`), for a notebook that imports
+        the packages `imports` (see `notebook_imports`); returns at once."""
+        request = {"argv": argv, "env": env, "cwd": cwd, "imports": sorted(imports)}
+        number, handle = self._request(request)
         handle.hurry = lambda: self._hurry(number, handle)
         return handle
 
     def _request(
-        self, request: dict[str, Any], answer: Future[Any] | None = None
+        self, request: dict[str, Any], answer: Future[Any] | None = None, spill: bool = False
     ) -> tuple[int, ForkedProcess]:
         """Send a request to fork: its number and the handle of the process to be."""
         handle = ForkedProcess()
@@ -144,6 +152,8 @@ class KernelServer:
             self._requests[number] = handle
             if answer is not None:
                 self._calls[number] = answer
+            if spill:
+                request = {**request, "spill": str(self._spills / f"{number}.json")}
             self._write({"id": number, **request})
         return number, handle
 
@@ -157,7 +167,7 @@ class KernelServer:
         what it returns (JSON). WorkerError: it raised; KernelServerError: no answer (it is killed)."""
         answer: Future[Any] = Future()
         request = {"call": target, "kwargs": kwargs, "env": dict(os.environ), "cwd": str(cwd)}
-        number, handle = self._request(request, answer)
+        number, handle = self._request(request, answer, spill=True)
         try:
             return answer.result(timeout=timeout_s)
         except TimeoutError:
@@ -177,6 +187,7 @@ class KernelServer:
             self.process.kill()
             self.process.wait()
         self._reader.join(timeout=5)
+        shutil.rmtree(self._spills, ignore_errors=True)
 
     def _write(self, message: dict[str, Any]) -> None:
         assert self.process.stdin is not None
@@ -199,7 +210,7 @@ class KernelServer:
                 if forked is not None:
                     forked.returncode = message["code"]
                 self._answer(self._workers.pop(message["exited"], None), died=message["code"])
-            elif "result" in message or "failed" in message:
+            elif "result" in message or "failed" in message or "result_file" in message:
                 self._answer(message["id"], message=message)
             elif message.get("id") in self._requests:
                 handle = self._requests.pop(message["id"])
@@ -226,6 +237,13 @@ class KernelServer:
             return
         if message is not None and "result" in message:
             answer.set_result(message["result"])
+        elif message is not None and "result_file" in message:
+            spill = Path(message["result_file"])
+            try:
+                answer.set_result(json.loads(spill.read_text()))
+            except (OSError, ValueError) as error:
+                answer.set_exception(KernelServerError(f"the worker's result is unreadable: {error}"))
+            spill.unlink(missing_ok=True)
         elif message is not None:
             answer.set_exception(WorkerError(message["failed"]))
         else:
@@ -236,13 +254,15 @@ class ForkProvisioner(LocalProvisioner):
     """Launches the kernel through the run's kernel server when the kernel is this interpreter's ipykernel."""
 
     server: KernelServer | None = None
+    imports: frozenset[str] = frozenset()  # what the stage's notebook imports
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         if self.server is None or not forkable(cmd) or not self.server.usable:
             return await super().launch_kernel(cmd, **kwargs)
         env = dict(kwargs.get("env") or os.environ)
         cwd = str(kwargs.get("cwd") or os.getcwd())
-        self.process = self.server.fork(cmd[3:], env, cwd)  # type: ignore[assignment]  # Popen-like
+        forked = self.server.fork(cmd[3:], env, cwd, self.imports)
+        self.process = forked  # type: ignore[assignment]  # Popen-like
         self.pid, self.pgid = 0, None  # the pid comes later; signals go through the process handle
         self.cwd = cwd
         return self.connection_info
@@ -261,6 +281,24 @@ class ForkProvisioner(LocalProvisioner):
             and warmup == self.server.preload
             and not process.preload_error
         )
+
+
+def notebook_imports(notebook: Path) -> frozenset[str]:
+    """The top-level packages the notebook's code cells import, anywhere in them (a cell that is not plain
+    Python, or a notebook that cannot be read, adds nothing)."""
+    from runner.kernel_server import imported_packages
+
+    try:
+        cells = json.loads(notebook.read_text(encoding="utf-8")).get("cells", [])
+    except (OSError, ValueError, AttributeError):
+        return frozenset()
+    found: set[str] = set()
+    for cell in cells:
+        if isinstance(cell, dict) and cell.get("cell_type") == "code":
+            source = cell.get("source", "")
+            with contextlib.suppress(SyntaxError, ValueError):
+                found |= imported_packages(ast.parse("".join(source) if isinstance(source, list) else source))
+    return frozenset(found)
 
 
 def forkable(cmd: list[str]) -> bool:

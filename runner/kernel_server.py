@@ -11,14 +11,17 @@ stage only.
 
 The protocol is JSON lines on stdin/stdout:
     runner -> server   {"preload": "<python code>"}                       once, first
-    runner -> server   {"id": 3, "argv": [...], "env": {...}, "cwd": "..."}   fork a kernel, once preloaded
-    runner -> server   {"hurry": 3}                                     a stage waits for it: fork it now
+    runner -> server   {"id": 3, "argv": [...], "env": {...}, "cwd": "...", "imports": ["pandas", ...]}
+                       fork a kernel (for a notebook that imports these packages), once preloaded
+    runner -> server   {"hurry": 3}                  a stage waits for it: fork it once its imports are done
     server -> runner   {"id": 3, "pid": 12345, "preload_error": ""}   (set: the warm-up failed before, why)
                        or   {"id": 3, "error": "fork failed: ..."}
     server -> runner   {"exited": 12345, "code": 0}                      a kernel ended (reaped here)
-    runner -> server   {"id": 4, "call": "module:function", "kwargs": {...}, "env": {...}, "cwd": "..."}
+    runner -> server   {"id": 4, "call": "module:function", "kwargs": {...}, "env": {...}, "cwd": "...",
+                        "spill": "<a file for a long result>"}
                        run a function in a forked worker (at once): the server answers with its pid, then
     worker -> runner   {"id": 4, "result": ...}   or   {"id": 4, "failed": "ValueError: ..."}
+                       or, for a result of 4 KB or more, {"id": 4, "result_file": "<the request's spill>"}
 stdin closing (the runner ended, or died: the pipe's only writer is gone) makes the server kill the kernels
 it forked that are still alive, and exit. The forked kernels also watch this process
 (`IPKernelApp.parent_handle`): a kernel whose server is gone exits.
@@ -37,6 +40,7 @@ import os
 import select
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 POLL_S = 0.2  # how often exited kernels are reaped while no request arrives
@@ -61,8 +65,9 @@ def serve(requests: int, replies: int) -> dict[str, Any] | None:
     """Preload, and fork kernels on request, until `requests` closes. Returns in forked children only.
 
     A kernel asked for ahead of its stage is forked once the preload is done. One that a stage waits for
-    (`hurry`) is forked at once, between two statements of the preload: it imports what it needs beyond what
-    was done itself, as its notebook says.
+    (`hurry`) is forked as soon as the preload has run every statement that imports a module its notebook
+    imports too (the request's `imports`), between two statements: the kernel then shares those modules
+    with this process instead of importing its own copy, and imports what it needs beyond them itself.
     """
     lines = _Lines(requests)
     first = lines.next(timeout=None)
@@ -74,7 +79,8 @@ def serve(requests: int, replies: int) -> dict[str, Any] | None:
     urgent: set[int] = set()
     while True:
         _reap(children, replies)
-        for number in [n for n in waiting if n in urgent or "call" in waiting[n] or not preload.pending]:
+        ready = [n for n in waiting if "call" in waiting[n] or preload.done_for(waiting[n], n in urgent)]
+        for number in ready:
             request = waiting.pop(number)
             sys.stdout.flush()  # what the warm-up printed, once: a child would print its own copy again
             sys.stderr.flush()
@@ -113,22 +119,46 @@ class Preload:
         os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
         self.error = ""
         self.namespace: dict[str, Any] = {"__name__": "__warmup__"}
-        self.statements: list[Any] = [compile("import ipykernel.kernelapp", "<kernel>", "exec")]
+        kernel = ast.parse("import ipykernel.kernelapp")
         try:
-            self.statements += [compile(statement, "<warmup>", "exec") for statement in _statements(code)]
+            statements = [kernel, *_statements(code)]
         except SyntaxError as problem:  # `retrain check` refuses it; here, only the runner's own import runs
-            self.error = f"SyntaxError: {problem}"
+            self.error, statements = f"SyntaxError: {problem}", [kernel]
+        # each statement with the top-level packages it imports ("mlflow" for `import mlflow.pyfunc`)
+        self.statements: list[tuple[Any, set[str]]] = [
+            (compile(tree, "<warmup>", "exec"), imported_packages(tree)) for tree in statements
+        ]
 
     @property
     def pending(self) -> bool:
         return bool(self.statements) and not self.error
 
+    def done_for(self, request: dict[str, Any], urgent: bool) -> bool:
+        """Whether a kernel may be forked for `request` now: the preload is over, or its stage waits and no
+        statement left imports a package that its notebook imports (its kernel is forked before the first
+        statement when it names no imports)."""
+        if not self.pending:
+            return True
+        wanted = set(request.get("imports", ()))
+        return urgent and not any(packages & wanted for _, packages in self.statements)
+
     def step(self) -> None:
         """Run the next statement; after a failure the rest is not run."""
         try:
-            exec(self.statements.pop(0), self.namespace)
+            exec(self.statements.pop(0)[0], self.namespace)
         except BaseException as problem:  # reported to the runner, whose kernels then warm up themselves
             self.error = f"{type(problem).__name__}: {problem}"
+
+
+def imported_packages(tree: ast.AST) -> set[str]:
+    """The top-level packages the import statements in `tree` import (wherever they are in it)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found
 
 
 def _statements(code: str) -> list[ast.Module]:
@@ -154,18 +184,21 @@ def become_kernel(request: dict[str, Any]) -> None:
 def run_call(request: dict[str, Any], reply: int) -> None:
     """In the forked child: call `module:function` with the request's keyword arguments and send what it
     returns (JSON) or the error it raised on the reply pipe, in one write (whole among the server's lines as
-    long as it is under PIPE_BUF, 4 KB: keep results small), then exit."""
-    _settle(request, b"retrain-worker")
+    long as it is under PIPE_BUF, 4 KB), then exit. A longer result goes to the file `spill` names, and the
+    reply says so."""
     number = request["id"]
     try:
+        _settle(request, b"retrain-worker")
         module, _, name = request["call"].partition(":")
-        line = json.dumps(
-            {"id": number, "result": getattr(importlib.import_module(module), name)(**request["kwargs"])}
-        )
+        result = getattr(importlib.import_module(module), name)(**request["kwargs"])
+        line = json.dumps({"id": number, "result": result})
         if len(line) >= select.PIPE_BUF:
-            raise ValueError(
-                f"the result of {request['call']} is {len(line)} bytes, more than one pipe write"
-            )
+            from runner.files import atomic_write_text
+            from runner.secrets import NO_SECRETS
+
+            spill = Path(request["spill"])  # private to the runner, read once and removed: not redacted
+            atomic_write_text(spill, json.dumps(result), redact=NO_SECRETS)
+            line = json.dumps({"id": number, "result_file": str(spill)})
     except BaseException as problem:  # the runner reports it; this process only carries it
         line = json.dumps({"id": number, "failed": f"{type(problem).__name__}: {problem}"[:2000]})
     os.write(reply, (line + "\n").encode())

@@ -19,6 +19,7 @@ from typing import Any
 import nbformat
 import yaml
 
+from runner import imports
 from runner.errors import Problem, did_you_mean
 from runner.secrets import Redactor
 
@@ -51,6 +52,7 @@ def _parameters_cell(notebook: Path) -> Any:
 
 
 def _inspect(cell: Any) -> dict[str, NotebookParameter]:
+    imports.papermill()
     from papermill.translators import PythonTranslator
 
     declared = {}

@@ -74,34 +74,40 @@ class Production:
     """The registry and the champion the run started with (what `champion.*` and `champion_uri` mean).
 
     With the embedded store the champion is read straight from its sqlite file, in milliseconds. Otherwise
-    MLflow (over a second to import) reads it in the background while the first stages run. `prepare()`
-    imports MLflow in the background as soon as a stage is executed, so that registering does not wait for
-    it; a run whose stages all come from the cache, and that leaves production as it is, never imports it.
+    MLflow (over a second to import) reads it in the background while the first stages run. Once the run has
+    a kernel server, MLflow's calls run in workers forked from it (`use_server`, `prepare`), where MLflow is
+    imported already. Without one, `prepare()` imports MLflow in the background as soon as a stage is
+    executed, so that registering does not wait for it. A run whose stages all come from the cache, and
+    that leaves production as it is, never imports it.
     """
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.registry = lifecycle.open_registry(pipeline)
         uri = self.registry.tracking_uri
-        new_store = uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
-        self._champion: Future[Version | None]
-        if self.registry.store is not None and not new_store:
-            self._champion = Future()
+        self._new_store = uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
+        self._champion: Future[Version | None] = Future()
+        if self.registry.store is not None and not self._new_store:
             self._champion.set_result(self.registry.champion_fast())
-        else:
+        elif not self._new_store:
             self._champion = _in_background(lambda: self.registry.by_alias(CHAMPION))
-        self._new_store = new_store
         self._prepared = False
 
-    def wait_for_store(self) -> None:
-        """A new embedded store is created by whoever opens it first: a kernel creating it at the same time
-        would run the same schema migration and fail, so no stage starts before the runner has created it
-        (in the background, while the first kernel starts)."""
-        if self._new_store:
-            self._champion.result()
+    def use_server(self, server: KernelServer | None) -> None:
+        """Run MLflow's calls in workers forked from the run's kernel server, and create a new embedded store.
 
-    def prepare(self) -> None:
-        """Import MLflow in the background now: a stage runs, so registering will probably follow."""
-        if not self._prepared:
+        A new embedded store is created by whoever opens it first: a kernel creating it at the same time
+        would run the same schema migration and fail, so no stage starts before it exists. It is created
+        (by reading the champion, in a worker when there is a server) while the first kernel starts."""
+        self.registry.work_in(server)
+        if self._new_store and not self._champion.done():
+            self._champion.set_result(self.registry.by_alias(CHAMPION))
+
+    def prepare(self, server: KernelServer | None) -> None:
+        """A stage runs, so registering will probably follow: MLflow's calls go to workers forked from the
+        kernel server when there is one, else MLflow is imported here in the background now."""
+        if server is not None and not self.registry.elsewhere:
+            self.registry.work_in(server)
+        if not self._prepared and not self.registry.elsewhere:
             self._prepared = True
             _in_background(lambda: self.registry.client)
 
@@ -179,7 +185,7 @@ def run_locked(
     try:
         start_next_kernel(run, after=None)
         if production is not None:
-            production.wait_for_store()
+            production.use_server(kernels.server)
         schedule.run_stages(
             list(pipeline.stages),
             pipeline.needs,
@@ -264,10 +270,10 @@ def reuse_cached(run: RunState, stage: Stage, current: StageRecord) -> bool:
 
 def execute_stage(run: RunState, stage: Stage, current: StageRecord) -> schedule.Work:
     """The work that runs the stage's notebook, in the kernel started for it, if any."""
-    if run.production is not None:
-        run.production.prepare()  # registering will follow: import MLflow while the stage runs
     current.status = "running"  # before guessing the next kernel: this stage's is taken
     start_next_kernel(run, after=stage)
+    if run.production is not None:
+        run.production.prepare(run.kernels.server)  # registering will follow: make MLflow ready meanwhile
     needed = run.production if run.production is not None and needs_champion(stage) else None
     kernel = run.kernels.take(stage.name)  # from here on execute_notebook shuts it down
     return lambda: run_stage(stage, current, run, needed, kernel)
@@ -311,14 +317,14 @@ def start_next_kernel(run: RunState, after: Stage | None) -> None:
             continue  # already started (stages run in parallel) or settled
         if stage.name in run.deploy:
             if after is not None and run.record.mode == "full":
-                run.kernels.start(stage.name, stage.warmup)
+                run.kernels.start(stage.name, stage.warmup, notebook=stage.notebook)
             return
         if run.production is not None and needs_champion(stage) and not run.production.champion_known:
-            run.kernels.start(stage.name, stage.warmup, now=now)  # not worth waiting for the registry
+            run.kernels.start(stage.name, stage.warmup, notebook=stage.notebook, now=now)  # no registry wait
             return
         guessed[stage.name] = stage_fingerprint(run, stage, guessed)
         if forced(run.options, stage.name) or run.cache.lookup(stage.name, guessed[stage.name]) is None:
-            run.kernels.start(stage.name, stage.warmup, now=now)
+            run.kernels.start(stage.name, stage.warmup, notebook=stage.notebook, now=now)
             return
 
 
@@ -460,7 +466,7 @@ def run_stage(
     )
     current.timings = result.timings
     current.notebook = executed.name if executed.is_file() else None
-    current.scraps = read_scraps(executed)
+    current.scraps = read_scraps(executed, run.kernels.server)
     if result.failure is not None:
         current.status, current.failure = "failed", result.failure
         current.error = f"stage '{stage.name}' failed: {result.failure.message}"

@@ -21,12 +21,15 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.errors import RetrainError
+
+if TYPE_CHECKING:
+    from runner.kernel_fork import KernelServer
 
 _DEFAULT_STORE = threading.Lock()  # held while MLflow's process-wide default store is set (as_default)
 
@@ -89,15 +92,52 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
 
 
 class Registry:
-    """One registered model in one tracking store."""
+    """One registered model in one tracking store.
+
+    What goes through MLflow (reads the embedded store cannot answer, and every write) runs in a worker
+    forked from the run's kernel server once `work_in(server)` was called: MLflow and its database layer
+    (~100 MB) are imported there already, and the runner process never imports them.
+    """
 
     def __init__(self, tracking_uri: str, model_name: str, lock_dir: Path) -> None:
         self.name = model_name
         self.tracking_uri = tracking_uri
+        self.lock_dir = lock_dir
         self.lock_path = lock_dir / "registry.lock"
         self._client: Any = None
         self._client_lock = threading.Lock()
         self.store = EmbeddedStore.at(tracking_uri, model_name)  # reads without MLflow, when it can
+        self._server: KernelServer | None = None
+
+    def work_in(self, server: KernelServer | None) -> None:
+        """Run MLflow's calls in workers forked from `server` (None: in this process)."""
+        self._server = server
+
+    @property
+    def elsewhere(self) -> bool:
+        """Whether MLflow's calls run in a worker (this process then does not import MLflow)."""
+        return self._server is not None and self._server.usable
+
+    def _in_worker(self, method: str, **arguments: Any) -> Any:
+        """`method`(**arguments) of this registry, run in a worker; a Version comes back as a Version."""
+        from runner.kernel_fork import KernelServerError, WorkerError
+
+        assert self._server is not None
+        job = {
+            "tracking_uri": self.tracking_uri,
+            "model_name": self.name,
+            "lock_dir": str(self.lock_dir),
+            "method": method,
+            "arguments": arguments,
+        }
+        try:
+            found = self._server.call("runner.registry:call_in_worker", job, Path.cwd(), WORKER_TIMEOUT_S)
+        except WorkerError as error:
+            kind, _, message = str(error).partition(": ")
+            raise (RegistryConflict if kind == "RegistryConflict" else RegistryError)(message) from None
+        except KernelServerError as error:  # gone or silent: whether the write happened is not known
+            raise RegistryError(f"the registry's {method} got no answer: {error}") from None
+        return Version(**{**found, "aliases": tuple(found["aliases"])}) if isinstance(found, dict) else found
 
     @property
     def client(self) -> Any:
@@ -155,6 +195,9 @@ class Registry:
         return max(versions, key=lambda v: int(v.version)) if versions else None
 
     def by_alias(self, alias: str) -> Version | None:
+        if self.elsewhere:
+            found: Version | None = self._in_worker("by_alias", alias=alias)
+            return found
         from mlflow.exceptions import MlflowException
 
         try:
@@ -164,6 +207,9 @@ class Registry:
         return self._version(found)
 
     def get(self, version: str) -> Version | None:
+        if self.elsewhere:
+            found: Version | None = self._in_worker("get", version=version)
+            return found
         from mlflow.exceptions import MlflowException
 
         try:
@@ -200,16 +246,22 @@ class Registry:
     # --- writing ----------------------------------------------------------------------------------------
     def register(self, model_uri: str, tags: Mapping[str, str]) -> Version:
         """A new version of the model from `model_uri`, tagged, with the `challenger` alias."""
+        if self.elsewhere:
+            registered: Version = self._in_worker("register", model_uri=model_uri, tags=dict(tags))
+            return registered
         import mlflow
 
         with self.as_default():  # register_model resolves a logged model's URI through the default store
             created = mlflow.register_model(model_uri, self.name, tags=dict(tags))
         self.client.set_registered_model_alias(self.name, CHALLENGER, created.version)
-        registered = self.get(str(created.version))
-        assert registered is not None
-        return registered
+        found = self.get(str(created.version))
+        assert found is not None
+        return found
 
     def tag(self, version: str, tags: Mapping[str, str]) -> None:
+        if self.elsewhere:
+            self._in_worker("tag", version=version, tags=dict(tags))
+            return
         for key, value in tags.items():
             self.client.set_model_version_tag(self.name, version, key, value)
 
@@ -221,6 +273,9 @@ class Registry:
         can only be caught by what the server says: a move it refuses while another run moves the aliases
         (a unique-key error on its database), or a champion that is not `to` once the move is done.
         """
+        if self.elsewhere:
+            self._in_worker("move_champion", to=to, expected=expected, previous=previous)
+            return
         with self.locked():
             current = self.by_alias(CHAMPION)
             if (current.version if current else None) != expected:
@@ -288,6 +343,17 @@ class Registry:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+WORKER_TIMEOUT_S = 300  # one registry call in a worker: MLflow's own retries against a server fit in it
+
+
+def call_in_worker(
+    tracking_uri: str, model_name: str, lock_dir: str, method: str, arguments: dict[str, Any]
+) -> Any:
+    """In a worker forked from the kernel server: one method of the registry, its result as JSON."""
+    found = getattr(Registry(tracking_uri, model_name, Path(lock_dir)), method)(**arguments)
+    return asdict(found) if isinstance(found, Version) else found
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,32 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runner.kernel_fork import KernelServer
 
 TABLE_ROWS = 50
+READ_TIMEOUT_S = 120
 
 
-def read_scraps(executed_notebook: Path) -> dict[str, Any]:
-    """Every scrap glued in the notebook, by name; {} when the notebook does not exist."""
+def read_scraps(executed_notebook: Path | str, server: KernelServer | None = None) -> dict[str, Any]:
+    """Every scrap glued in the notebook, by name; {} when the notebook does not exist.
+
+    With the run's kernel server, they are read in a worker forked from it: scrapbook decodes a glued table
+    with pandas and pyarrow, which the server has imported and the runner then never does (~80 MB)."""
+    executed_notebook = Path(executed_notebook)  # a worker is given a string
     if not executed_notebook.is_file():
         return {}
+    if server is not None:
+        from runner.kernel_fork import KernelServerError, WorkerError
+
+        job, folder = {"executed_notebook": str(executed_notebook)}, executed_notebook.parent
+        try:
+            found: dict[str, Any] = server.call("runner.scraps:read_scraps", job, folder, READ_TIMEOUT_S)
+            return found
+        except (KernelServerError, WorkerError):
+            pass  # read here: what failed there fails again with its own traceback, or works
     import scrapbook
 
     notebook = scrapbook.read_notebook(str(executed_notebook))

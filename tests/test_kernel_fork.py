@@ -64,6 +64,33 @@ def test_forked_kernels_start_with_the_warmup_done_and_a_fresh_namespace(make_pr
     assert len({found["random"] for found in scraps.values()}) == 2, "forked kernels share a random state"
 
 
+@pytest.mark.parametrize(
+    ("warmup", "imported"),
+    [
+        ("import numpy\nimport colorsys", {"numpy_preloaded": True, "preloaded": False}),
+        ("import colorsys\nimport numpy", {"numpy_preloaded": True, "preloaded": True}),
+    ],
+)
+def test_a_kernel_its_stage_waits_for_is_forked_once_its_notebooks_imports_are_done(
+    make_project, capsys, warmup, imported
+):
+    """The first stage waits for its kernel: the server forks it as soon as it has run the warm-up's
+    statements up to the last one that imports a package the notebook imports (numpy here; colorsys is not
+    imported by the notebook), and goes on with the rest of the warm-up meanwhile."""
+    pipeline = make_project(f"""\
+        version: 1
+        name: first
+        warmup: {json.dumps(warmup)}
+        stages:
+          first:
+            notebook: notebooks/inside.ipynb
+        """)
+    assert main(["run", str(pipeline), "--no-notify"]) == 0, capsys.readouterr().out
+    record, scraps = scraps_of(pipeline)
+    assert record["stages"]["first"]["timings"]["forked"] is True
+    assert {name: scraps["first"][name] for name in imported} == imported
+
+
 def test_without_the_kernel_server_kernels_start_the_usual_way(make_project, capsys, monkeypatch):
     monkeypatch.setenv("RETRAIN_FORK_KERNELS", "0")
     pipeline = make_project(PIPELINE)
@@ -118,6 +145,8 @@ def test_a_worker_forked_from_the_server_answers_raises_dies_or_times_out(tmp_pa
     server = KernelServer(tmp_path, "import json")
     try:
         assert server.call("json:dumps", {"obj": [1, "two"]}, tmp_path, 60) == '[1, "two"]'
+        long = "x" * 20_000  # more than one pipe write: it comes back through a file
+        assert server.call("json:loads", {"s": json.dumps(long)}, tmp_path, 60) == long
         with pytest.raises(WorkerError, match=r"^JSONDecodeError: "):
             server.call("json:loads", {"s": "{"}, tmp_path, 60)
         with pytest.raises(KernelServerError, match=r"ended without an answer \(exit code -6\)"):
@@ -129,6 +158,7 @@ def test_a_worker_forked_from_the_server_answers_raises_dies_or_times_out(tmp_pa
         assert server.call("json:dumps", {"obj": "still serving"}, tmp_path, 60) == '"still serving"'
     finally:
         server.close()
+    assert not server._spills.exists(), "the folder of long results outlived the server"
     assert eventually(lambda: not kernels_alive() and not _sleeping(), 10), "a worker outlived the server"
 
 
