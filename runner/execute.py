@@ -159,7 +159,7 @@ def _ready_kernel(
     """
     if kernel is not None:
         try:
-            _import_while_waiting(scrapbook=not kernel.forked)
+            _import_while_waiting(scrapbook="scrapbook" not in kernel.preloaded)
             kernel.wait_ready()
             timings.warm_kernel, timings.warmup_s = True, round(kernel.warmup_s, 3)
             timings.forked = kernel.forked
@@ -256,6 +256,12 @@ class StartedKernel:
     @property
     def forked(self) -> bool:
         return bool(getattr(self.manager.provisioner, "forked", False))
+
+    @property
+    def preloaded(self) -> frozenset[str]:
+        """The packages imported by the warm-up of the kernel server that forked this kernel (if it was)."""
+        server = getattr(self.manager.provisioner, "server", None)
+        return server.preloaded if self.forked and server is not None else frozenset()
 
     def hurry(self) -> None:
         """A kernel the kernel server has not forked yet (it finishes its warm-up first): fork it now."""

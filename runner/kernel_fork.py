@@ -106,7 +106,13 @@ class KernelServer:
     """
 
     def __init__(self, cwd: Path, preload: str) -> None:
+        from runner.kernel_server import imported_packages
+
         self.preload = preload
+        try:  # what a worker finds imported (once the preload got there): worth a worker, not an import
+            self.preloaded = frozenset(imported_packages(ast.parse(preload)))
+        except (SyntaxError, ValueError):
+            self.preloaded = frozenset()
         self._lock = threading.Lock()  # one writer on the server's stdin at a time
         self._ids = itertools.count(1)
         self._requests: dict[int, ForkedProcess] = {}

@@ -95,8 +95,9 @@ class Registry:
     """One registered model in one tracking store.
 
     What goes through MLflow (reads the embedded store cannot answer, and every write) runs in a worker
-    forked from the run's kernel server once `work_in(server)` was called: MLflow and its database layer
-    (~100 MB) are imported there already, and the runner process never imports them.
+    forked from the run's kernel server once `work_in(server)` was called, when the server's warm-up imports
+    MLflow: MLflow and its database layer (~100 MB) are imported there already, and the runner process
+    never imports them.
     """
 
     def __init__(self, tracking_uri: str, model_name: str, lock_dir: Path) -> None:
@@ -110,8 +111,9 @@ class Registry:
         self._server: KernelServer | None = None
 
     def work_in(self, server: KernelServer | None) -> None:
-        """Run MLflow's calls in workers forked from `server` (None: in this process)."""
-        self._server = server
+        """Run MLflow's calls in workers forked from `server` when its warm-up imports MLflow (otherwise each
+        worker would import it again: it is imported once, here); None: in this process."""
+        self._server = server if server is not None and "mlflow" in server.preloaded else None
 
     @property
     def elsewhere(self) -> bool:

@@ -22,12 +22,13 @@ READ_TIMEOUT_S = 120
 def read_scraps(executed_notebook: Path | str, server: KernelServer | None = None) -> dict[str, Any]:
     """Every scrap glued in the notebook, by name; {} when the notebook does not exist.
 
-    With the run's kernel server, they are read in a worker forked from it: scrapbook decodes a glued table
-    with pandas and pyarrow, which the server has imported and the runner then never does (~80 MB)."""
+    With a kernel server whose warm-up imports scrapbook, they are read in a worker forked from it: scrapbook
+    decodes a glued table with pandas and pyarrow, which the server has imported and the runner then never
+    does (~80 MB)."""
     executed_notebook = Path(executed_notebook)  # a worker is given a string
     if not executed_notebook.is_file():
         return {}
-    if server is not None:
+    if server is not None and "scrapbook" in server.preloaded:
         from runner.kernel_fork import KernelServerError, WorkerError
 
         job, folder = {"executed_notebook": str(executed_notebook)}, executed_notebook.parent

@@ -60,7 +60,8 @@ RUN_AND_LIST_IMPORTS = f"""
 import json, sys
 from runner.cli import main
 code = main(["run", sys.argv[1], "--no-notify"])
-print(json.dumps({{"code": code, "heavy": sorted({{m.split(".")[0] for m in sys.modules}} & set({HEAVY!r}))}}))
+heavy = {{name.split(".")[0] for name in sys.modules}} & set({HEAVY!r})
+print(json.dumps({{"code": code, "heavy": sorted(heavy)}}))
 """
 
 

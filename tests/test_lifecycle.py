@@ -27,6 +27,7 @@ from tests.conftest import ASSETS, spawn_run
 PIPELINE = """\
 version: 1
 name: toy
+{warmup}
 stages:
   train:
     notebook: notebooks/train.ipynb
@@ -98,7 +99,11 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log.close()
 
 
-@pytest.fixture(params=["embedded", "server"])
+# With MLflow in the warm-up, the registry's calls and the scraps run in workers forked from the kernel server
+IN_WORKERS = 'warmup: "import mlflow, scrapbook"'
+
+
+@pytest.fixture(params=["embedded", "embedded, from workers", "server"])
 def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "server":
         monkeypatch.setenv("MLFLOW_TRACKING_URI", request.getfixturevalue("mlflow_server"))
@@ -107,14 +112,14 @@ def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
     return str(request.param)
 
 
-def make_model_project(tmp_path: Path, promotion: str = "auto") -> tuple[Path, str]:
+def make_model_project(tmp_path: Path, promotion: str = "auto", warmup: str = "") -> tuple[Path, str]:
     root = tmp_path / "project"
     shutil.copytree(ASSETS / "model", root / "notebooks")
     (root / "data").mkdir()
     rows = "\n".join(f"{x},{2 * x + (1 if x % 2 else -1) * 0.5}" for x in range(1, 41))
     (root / "data" / "points.csv").write_text("x,y\n" + rows + "\n")
     name = f"toy-{secrets.token_hex(3)}"  # the server is shared by the session's tests
-    (root / "pipeline.yaml").write_text(PIPELINE.format(name=name, promotion=promotion))
+    (root / "pipeline.yaml").write_text(PIPELINE.format(name=name, promotion=promotion, warmup=warmup))
     return root / "pipeline.yaml", name
 
 
@@ -140,7 +145,7 @@ def aliases(pipeline: Path, name: str) -> dict[str, str]:
 
 
 def test_register_promote_dedupe_smoke_check_and_roll_back(store, tmp_path, capsys):
-    pipeline, name = make_model_project(tmp_path)
+    pipeline, name = make_model_project(tmp_path, warmup=IN_WORKERS if "workers" in store else "")
 
     code, first, out = run(capsys, pipeline)
     assert code == 0, out
@@ -249,3 +254,20 @@ def test_unreachable_tracking_server_fails_before_anything_runs(tmp_path, capsys
     code, said = command(capsys, "run", str(pipeline))
     assert code == 1 and f"MLflow tracking server {uri} is unreachable" in said
     assert not (pipeline.parent / "reports").exists()
+
+
+def test_a_conflict_found_in_a_worker_reaches_the_runner_as_a_conflict(tmp_path):
+    from runner.kernel_fork import KernelServer
+    from runner.registry import Registry, RegistryConflict
+
+    server = KernelServer(tmp_path, "import mlflow")
+    registry = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", "toy", lock_dir=tmp_path / "mlruns")
+    registry.work_in(server)
+    try:
+        assert registry.elsewhere
+        with pytest.raises(RegistryConflict, match=r"expected 5, found none"):
+            registry.move_champion("1", expected="5", previous=None)
+        assert registry.by_alias("champion") is None
+    finally:
+        server.close()
+    assert not registry.elsewhere  # the server is gone: MLflow's calls run in this process again

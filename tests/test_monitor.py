@@ -19,7 +19,7 @@ from runner import demo
 from runner.cli import main
 from runner.secrets import NO_SECRETS
 from tests.conftest import ASSETS, PROJECT_ROOT
-from tests.test_lifecycle import PIPELINE, mlflow_server, store  # noqa: F401  (fixtures)
+from tests.test_lifecycle import IN_WORKERS, PIPELINE, mlflow_server, store  # noqa: F401  (fixtures)
 
 MONITOR = """
 monitor:
@@ -32,13 +32,15 @@ monitor:
 """
 
 
-def toy_project(root: Path, name: str = "toy", max_decay: float = 0.5, min_weeks: int = 1) -> Path:
+def toy_project(
+    root: Path, name: str = "toy", max_decay: float = 0.5, min_weeks: int = 1, warmup: str = ""
+) -> Path:
     """The toy model's project with a monitor section; nothing run yet."""
     shutil.copytree(ASSETS / "model", root / "notebooks")
     (root / "data").mkdir(parents=True)
     rows = "\n".join(f"{x},{2 * x + (1 if x % 2 else -1) * 0.5}" for x in range(1, 41))
     (root / "data" / "points.csv").write_text("x,y\n" + rows + "\n")
-    text = PIPELINE.format(name=name, promotion="auto") + MONITOR.format(
+    text = PIPELINE.format(name=name, promotion="auto", warmup=warmup) + MONITOR.format(
         max_decay=max_decay, min_weeks=min_weeks
     )
     (root / "pipeline.yaml").write_text(text)
@@ -70,7 +72,7 @@ def outputs(path: Path) -> dict[str, str]:
 
 def test_no_champion_no_data_healthy_then_decayed(store, tmp_path, capsys, monkeypatch):  # noqa: F811
     name = f"toy-{secrets.token_hex(3)}"  # the server is shared by the session's tests
-    pipeline = toy_project(tmp_path / "project", name=name)
+    pipeline = toy_project(tmp_path / "project", name=name, warmup=IN_WORKERS if "workers" in store else "")
     github_output, summary = tmp_path / "output.txt", tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_OUTPUT", str(github_output))
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
