@@ -223,6 +223,8 @@ def start_stage(run: RunState, stage: Stage) -> schedule.Work | None:
     """Decide a stage whose needs are done: skip it, reuse it from the cache (None: it is settled), or
     return the work that executes it (in a worker thread when stages run in parallel)."""
     if run.production is not None and stage.name in run.deploy:
+        if run.record.mode == "full" and run.record.first_problem is None:  # it boots during the release
+            run.kernels.start(stage.name, stage.warmup, notebook=stage.notebook, now=True)
         release_model(run.pipeline, run.record, run.run_dir, run.production, run.kernels.server)
     current = run.record.stages[stage.name]
     reason = skip_reason(stage, run.record, run.options, run.deploy) or already_deployed(run, stage)
@@ -300,9 +302,11 @@ def stage_fingerprint(
 def start_next_kernel(run: RunState, after: Stage | None) -> None:
     """Start the kernel of the next stage that will probably execute, so that it is ready when its turn comes.
 
-    A guess: the next selected stage that the cache cannot serve (a deploy stage only when a stage before it
-    executes in this run). A wrong guess costs one kernel start; the kernel is shut down unused. Before the
-    first stage (`after` None) nothing runs: the kernel is needed at once, not after the warm-up.
+    A guess: the next selected stage that the cache cannot serve. A wrong guess costs one kernel start; the
+    kernel is shut down unused. Before the first stage (`after` None) nothing runs: the kernel is needed at
+    once, not after the warm-up. A deploy stage's kernel is started when the model's release begins
+    (`start_stage`): the release takes about as long as a forked kernel's start, and an idle kernel beside
+    the stage that judges the model would add its memory (~60 MB on the demo) to the run's peak.
     """
     if not run.kernels.enabled:
         return
@@ -316,8 +320,6 @@ def start_next_kernel(run: RunState, after: Stage | None) -> None:
         if run.record.stages[stage.name].status != "pending":
             continue  # already started (stages run in parallel) or settled
         if stage.name in run.deploy:
-            if after is not None and run.record.mode == "full":
-                run.kernels.start(stage.name, stage.warmup, notebook=stage.notebook)
             return
         if run.production is not None and needs_champion(stage) and not run.production.champion_known:
             run.kernels.start(stage.name, stage.warmup, notebook=stage.notebook, now=now)  # no registry wait
