@@ -223,8 +223,8 @@ def start_stage(run: RunState, stage: Stage) -> schedule.Work | None:
     """Decide a stage whose needs are done: skip it, reuse it from the cache (None: it is settled), or
     return the work that executes it (in a worker thread when stages run in parallel)."""
     if run.production is not None and stage.name in run.deploy:
-        if run.record.mode == "full" and run.record.first_problem is None:  # it boots during the release
-            run.kernels.start(stage.name, stage.warmup, notebook=stage.notebook, now=True)
+        if run.record.mode == "full" and run.record.first_problem is None and executed_any(run.record):
+            run.kernels.start(stage.name, stage.warmup, notebook=stage.notebook, now=True)  # boots meanwhile
         release_model(run.pipeline, run.record, run.run_dir, run.production, run.kernels.server)
     current = run.record.stages[stage.name]
     reason = skip_reason(stage, run.record, run.options, run.deploy) or already_deployed(run, stage)
@@ -297,6 +297,12 @@ def stage_fingerprint(
         upstream={name: known.get(name) for name in stage.needs},
         hashes=run.cache.hashes,
     )
+
+
+def executed_any(record: RunRecord) -> bool:
+    """Whether a stage of this run was executed (not reused from the cache): only then may a deploy follow
+    (a run whose stages all come from the cache starts no kernel at all)."""
+    return any(stage.status == "succeeded" for stage in record.stages.values())
 
 
 def start_next_kernel(run: RunState, after: Stage | None) -> None:

@@ -307,7 +307,7 @@ def test_cached_training_keeps_the_model_lifecycle_right(tmp_path, capsys, monke
     )
     assert done.returncode == 0, done.stdout + done.stderr
     imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
-    assert "mlflow" not in imported and "papermill" not in imported
+    assert not {"mlflow", "papermill", "jupyter_client"} & imported  # no kernel, not even for the deploy
     third = json.loads(sorted((root / "reports").glob("*/run.json"))[-1].read_text())
     assert statuses(third) == {"train": "cached", "evaluate": "cached", "deploy": "skipped"}
     assert third["model"]["version"] == "1" and third["model"]["action"] == "unchanged"
