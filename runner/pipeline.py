@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -91,6 +92,7 @@ class Production:
         elif not self._new_store:
             self._champion = _in_background(lambda: self.registry.by_alias(CHAMPION))
         self._prepared = False
+        self._creating = threading.Lock()
 
     def use_server(self, server: KernelServer | None) -> None:
         """Run MLflow's calls in workers forked from the run's kernel server, and create a new embedded store.
@@ -99,8 +101,12 @@ class Production:
         would run the same schema migration and fail, so no stage starts before it exists. It is created
         (by reading the champion, in a worker when there is a server) while the first kernel starts."""
         self.registry.work_in(server)
-        if self._new_store and not self._champion.done():
-            self._champion.set_result(self.registry.by_alias(CHAMPION))
+        self._create_store()
+
+    def _create_store(self) -> None:
+        with self._creating:
+            if self._new_store and not self._champion.done():
+                self._champion.set_result(self.registry.by_alias(CHAMPION))
 
     def prepare(self, server: KernelServer | None) -> None:
         """A stage runs, so registering will probably follow: MLflow's calls go to workers forked from the
@@ -113,6 +119,7 @@ class Production:
 
     @property
     def champion(self) -> Version | None:
+        self._create_store()  # done by use_server() before any stage; here only if the run stopped before it
         return self._champion.result()
 
     @property
