@@ -292,18 +292,17 @@ class ForkProvisioner(LocalProvisioner):
 def notebook_imports(notebook: Path) -> frozenset[str]:
     """The top-level packages the notebook's code cells import, anywhere in them (a cell that is not plain
     Python, or a notebook that cannot be read, adds nothing)."""
+    from runner.cache import code_cells
     from runner.kernel_server import imported_packages
 
     try:
-        cells = json.loads(notebook.read_text(encoding="utf-8")).get("cells", [])
-    except (OSError, ValueError, AttributeError):
+        cells = code_cells(notebook)
+    except (OSError, ValueError):
         return frozenset()
     found: set[str] = set()
-    for cell in cells:
-        if isinstance(cell, dict) and cell.get("cell_type") == "code":
-            source = cell.get("source", "")
-            with contextlib.suppress(SyntaxError, ValueError):
-                found |= imported_packages(ast.parse("".join(source) if isinstance(source, list) else source))
+    for source in cells:
+        with contextlib.suppress(SyntaxError, ValueError):
+            found |= imported_packages(ast.parse(source))
     return frozenset(found)
 
 
