@@ -22,7 +22,7 @@ working tree is never touched. Scenarios:
 The baselines do the work of the runner's cold run: before the deploy stage they register the trained model
 (version 1, made the champion, as a workflow step would with `mlflow.register_model`) and give the deploy
 notebook `champion_uri=models:/<name>/1`, so that it deploys as it does in `retrain run`. Without that, their
-deploy notebook finds no model and does nothing (on 1M rows: 38 s of forecasting they would skip).
+deploy notebook finds no model and does nothing (on 1M rows: the deploy stage's 4.7 s they would skip).
 
 Wall time, CPU time (user + sys of every child process, from getrusage(RUSAGE_CHILDREN)) and peak memory of
 the process tree, sampled every 50 ms with psutil, are printed for each, with ratios. Memory is measured two

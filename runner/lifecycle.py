@@ -24,9 +24,6 @@ from runner.config import Pipeline, SmokeCheckSpec
 from runner.errors import UsageError
 from runner.project import MLFLOW_DIR, PRODUCTS_DIR, REPORTS_DIR, tracking_uri
 from runner.records import ModelRecord, RunRecord, SmokeCheck
-
-if TYPE_CHECKING:
-    from runner.kernel_fork import KernelServer
 from runner.registry import (
     CHAMPION,
     LINEAGE,
@@ -38,6 +35,9 @@ from runner.registry import (
     Version,
     check_reachable,
 )
+
+if TYPE_CHECKING:
+    from runner.kernel_fork import KernelServer
 
 
 def fingerprints(pipeline: Pipeline) -> dict[str, str]:
