@@ -24,7 +24,7 @@ EXIT_OK = 0
 EXIT_STAGE_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_GATE_FAILED = 3
-EXIT_DECAY = 4  # `retrain monitor` only: the champion has decayed (see runner/monitor.py)
+EXIT_DECAY = 4  # `retrain monitor` only: the champion has decayed (see runner/production/monitor.py)
 EXIT_INTERRUPTED = 130
 EXIT_BUG = 1  # an exception that is not a RetrainError: what Python itself exits with
 
@@ -80,7 +80,7 @@ class UsageError(RetrainError):
 
 
 class ProjectBusy(UsageError):
-    """Another run holds the project's lock (runner/lock.py): nothing was run."""
+    """Another run holds the project's lock (runner/engine/lock.py): nothing was run."""
 
 
 class WriteError(RetrainError, OSError):

@@ -8,7 +8,7 @@ tests/test_secrets.py checks that no other module of runner/ opens a file for wr
 Atomic: a temporary file in the same folder (`.<name>.<random>.tmp`), then `os.replace`. Readers see the
 old file or the new one, never a part of either, even when the process is killed mid-write; such a kill
 leaves only the temporary file, which the next run removes (`remove_stale_temporaries`) once it holds the
-project's lock (runner/lock.py), when no other writer can be busy.
+project's lock (runner/engine/lock.py), when no other writer can be busy.
 
 A write that fails (a full disk, a read-only folder) raises `WriteError`, which names the file; it is an
 OSError too, so callers for whom a write is optional (the stage cache) keep treating it as one.

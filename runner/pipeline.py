@@ -1,7 +1,7 @@
 """One run of a pipeline, top to bottom.
 
     validated pipeline -> the project's lock -> for each stage once the stages it needs are done (up to
-    `max_parallel` at once, runner/schedule.py): fingerprint -> reuse an earlier identical run's results
+    `max_parallel` at once, engine/schedule.py): fingerprint -> reuse an earlier identical run's results
     (cache) or execute the notebook (papermill, in a kernel started while the previous stage ran), read its
     scraps (scrapbook), evaluate its gates, render its page in the background -> stop at the first failure,
     later stages skipped -> model lifecycle -> new data accepted, quarantined or kept (intake) -> reports
@@ -25,24 +25,28 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from runner import __version__, cache, history, intake, lifecycle, notify, report, schedule
-from runner.cache import StageCache
-from runner.config import Pipeline, Stage
+from runner import __version__
+from runner.engine import cache, intake, schedule
+from runner.engine.cache import StageCache
+from runner.engine.config import Pipeline, Stage
+from runner.engine.execute import StartedKernel, Stopper, WarmKernels, execute_notebook
+from runner.engine.gates import GateScope, evaluate_gate
+from runner.engine.lock import project_lock
+from runner.engine.schedule import BackgroundRenders, PageJob
+from runner.engine.scraps import read_scraps
 from runner.errors import WriteError
-from runner.execute import StartedKernel, Stopper, WarmKernels, execute_notebook
 from runner.files import remove_stale_temporaries
-from runner.gates import GateScope, evaluate_gate
-from runner.lock import project_lock
-from runner.notify import Links
+from runner.production import lifecycle
+from runner.production.registry import CHAMPION, Registry, RegistryError, Version, check_reachable
 from runner.project import MLFLOW_DIR, PRODUCTS_DIR, REPORTS_DIR, git_sha, tracking_uri
 from runner.records import ModelRecord, RunRecord, StageFailure, StageRecord
-from runner.registry import CHAMPION, Registry, RegistryError, Version, check_reachable
-from runner.schedule import BackgroundRenders, PageJob
-from runner.scraps import read_scraps
+from runner.report import history, notify
+from runner.report import pages as report
+from runner.report.notify import Links
 from runner.secrets import Redactor
 
 if TYPE_CHECKING:
-    from runner.kernel_fork import KernelServer
+    from runner.engine.kernels.forked import KernelServer
 
 
 @dataclass(frozen=True)
@@ -291,7 +295,7 @@ def execute_stage(run: RunState, stage: Stage, current: StageRecord) -> schedule
 def stage_fingerprint(
     run: RunState, stage: Stage, upstream: Mapping[str, str | None] | None = None
 ) -> str | None:
-    """The stage's content hash (see runner/cache.py); None when it cannot be cached."""
+    """The stage's content hash (see runner/engine/cache.py); None when it cannot be cached."""
     if stage.inputs is None:
         return None
     known = upstream if upstream is not None else {n: s.fingerprint for n, s in run.record.stages.items()}

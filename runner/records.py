@@ -45,7 +45,7 @@ class StageTimings:
     render_s: float = 0.0
     warm_kernel: bool = False  # the kernel was started (and warmed up) while the previous stage ran
     warmup_s: float = 0.0  # how long its warm-up took, in the background
-    forked: bool = False  # forked by the run's kernel server (runner/kernel_server.py): imports done once
+    forked: bool = False  # forked by the run's kernel server (runner/engine/kernels/): imports done once
 
 
 @dataclass

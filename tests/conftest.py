@@ -52,7 +52,7 @@ def spawn_run(pipeline: Path, *args: str, env: dict[str, str] | None = None) -> 
 def is_kernel(cmdline: Sequence[str]) -> bool:
     """A kernel started the usual way, a run's kernel server or a kernel it forked (same command line)."""
     text = " ".join(cmdline)
-    return "ipykernel" in text or "runner.kernel_server" in text
+    return "ipykernel" in text or "runner.engine.kernels.server" in text
 
 
 def is_stage_kernel(process: psutil.Process) -> bool:

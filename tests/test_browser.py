@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell
 
-from runner.history import Remembered
+from runner.production.registry import Version
 from runner.records import GateResult, ModelRecord
-from runner.registry import Version
-from runner.report import render_history_index, render_run_index, render_stage_html, write_run_json
+from runner.report.history import Remembered
+from runner.report.pages import render_history_index, render_run_index, render_stage_html, write_run_json
 from runner.secrets import NO_SECRETS
 from tests.conftest import PROJECT_ROOT
 from tests.test_report import PLOT, _execute, failed_run, gate_failed_run, succeeded_run

@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from runner.cli import main
+from runner.commands import main
 from tests.conftest import ASSETS, kernels_alive
 from tests.test_lifecycle import aliases
 

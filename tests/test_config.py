@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
-from runner.config import load_pipeline
+from runner.commands import main
+from runner.engine.config import load_pipeline
+from runner.engine.params import parse_overrides
 from runner.errors import ConfigError
-from runner.params import parse_overrides
 
 GOOD = """\
 version: 1

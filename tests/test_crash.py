@@ -27,7 +27,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from runner.cli import main
+from runner.commands import main
 from tests.conftest import assert_reports_readable, kernels_in, spawn_run, temp_files
 from tests.test_faults import eventually
 from tests.test_lifecycle import make_model_project

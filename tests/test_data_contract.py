@@ -1,5 +1,6 @@
-"""The sales data's contract (notebooks/sales_contract.py), the drift measures (runner/drift.py) and the
-intake's crash recovery (runner/intake.py), without kernels: the same checks the validate stage runs."""
+"""The sales data's contract (notebooks/sales_contract.py), the drift measures (runner/nb/drift.py) and
+the intake's crash recovery (runner/engine/intake.py), without kernels: the same checks the validate stage
+runs."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runner import drift, intake
-from runner.config import DataSpec
+from runner.engine import intake
+from runner.engine.config import DataSpec
+from runner.nb import drift
 from tests.conftest import PROJECT_ROOT
 
 sys.path.insert(0, str(PROJECT_ROOT / "notebooks"))

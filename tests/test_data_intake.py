@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from runner import lifecycle
-from runner.cli import main
-from runner.config import load_pipeline
+from runner.commands import main
+from runner.engine.config import load_pipeline
+from runner.production import lifecycle
 from tests.conftest import PROJECT_ROOT
 from tests.test_data_contract import BAD_DROPS, DROPS
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.demo import (
+from runner.demo.walmart import (
     HISTORY_DIR,
     NEW_DIR,
     QUARANTINE_DIR,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
+from runner.commands import main
 from tests.conftest import PROJECT_ROOT
 
 
@@ -58,7 +58,7 @@ def test_demo_pipeline_trains_a_real_forecast(demo_project: Path, capsys):
 HEAVY = ("mlflow", "sqlalchemy", "pandas", "numpy", "pyarrow", "scrapbook")
 RUN_AND_LIST_IMPORTS = f"""
 import json, sys
-from runner.cli import main
+from runner.commands import main
 code = main(["run", sys.argv[1], "--no-notify"])
 heavy = {{name.split(".")[0] for name in sys.modules}} & set({HEAVY!r})
 print(json.dumps({{"code": code, "heavy": sorted(heavy)}}))

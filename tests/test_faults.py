@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
+from runner.commands import main
 from tests.conftest import assert_reports_readable, kernels_in, spawn_run, temp_files
 from tests.test_lifecycle import aliases, free_port, make_model_project
 from tests.test_notify import Reply, Webhook, webhook  # noqa: F401 (fixture)

@@ -16,7 +16,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner.cli import main
+from runner.commands import main
 from tests.conftest import ASSETS
 
 NOTEBOOKS = [f"notebooks/{path.name}" for path in sorted((ASSETS / "notebooks").glob("*.ipynb"))]

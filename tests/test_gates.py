@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from runner.gates import (
+from runner.engine.gates import (
     Gate,
     GateScope,
     GateSyntaxError,

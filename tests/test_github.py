@@ -1,6 +1,6 @@
-"""Tests for runner/github.py and the `retrain github` commands: the plan per event, the pull request's
-comment against a real HTTP server on 127.0.0.1 standing in for the GitHub REST API, and the registry's state
-branch against a bare git repository in a temporary folder as `origin`.
+"""Tests for runner/github/actions.py and the `retrain github` commands: the plan per event, the pull
+request's comment against a real HTTP server on 127.0.0.1 standing in for the GitHub REST API, and the
+registry's state branch against a bare git repository in a temporary folder as `origin`.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from runner import github
-from runner.cli import main
+from runner.commands import main
 from runner.errors import ConfigError
+from runner.github import actions as github
 from runner.records import GateResult, ModelRecord, RunRecord, StageRecord
-from runner.report import champion_comparison, cost_markdown, summary_markdown
+from runner.report.pages import champion_comparison, cost_markdown, summary_markdown
 from tests.conftest import ASSETS
 
 EVENTS = ASSETS / "events"

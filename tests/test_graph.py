@@ -1,6 +1,6 @@
 import pytest
 
-from runner.graph import StageCycleError, downstream_of, stage_order, upstream_of, with_upstream
+from runner.engine.graph import StageCycleError, downstream_of, stage_order, upstream_of, with_upstream
 
 DIAMOND = {
     "validate": [],

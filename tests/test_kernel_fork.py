@@ -1,4 +1,4 @@
-"""Kernels forked by the run's kernel server (runner/kernel_server.py, runner/kernel_fork.py).
+"""Kernels forked by the run's kernel server (runner/engine/kernels/).
 
 A forked kernel must be indistinguishable, from inside a notebook, from one started the usual way except that
 the pipeline's warm-up imports are already done: its own process, a fresh namespace, its own random state,
@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from runner.cli import main
-from runner.kernel_fork import KernelServer, KernelServerError, WorkerError
+from runner.commands import main
+from runner.engine.kernels.forked import KernelServer, KernelServerError, WorkerError
 from tests.conftest import is_stage_kernel, kernels_alive, kernels_in, spawn_run
 from tests.test_faults import eventually
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
+from runner.commands import main
 from tests.conftest import ASSETS, spawn_run
 
 PIPELINE = """\
@@ -137,8 +137,8 @@ def command(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 
 
 def aliases(pipeline: Path, name: str) -> dict[str, str]:
+    from runner.production.registry import Registry
     from runner.project import tracking_uri
-    from runner.registry import Registry
 
     registry = Registry(tracking_uri(pipeline.parent), name, lock_dir=pipeline.parent / "mlruns")
     return {alias: version.version for version in registry.versions() for alias in version.aliases}
@@ -257,8 +257,8 @@ def test_unreachable_tracking_server_fails_before_anything_runs(tmp_path, capsys
 
 
 def test_a_conflict_found_in_a_worker_reaches_the_runner_as_a_conflict(tmp_path):
-    from runner.kernel_fork import KernelServer
-    from runner.registry import Registry, RegistryConflict
+    from runner.engine.kernels.forked import KernelServer
+    from runner.production.registry import Registry, RegistryConflict
 
     server = KernelServer(tmp_path, "import mlflow")
     registry = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", "toy", lock_dir=tmp_path / "mlruns")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from runner import demo
-from runner.cli import main
+from runner.commands import main
+from runner.demo import walmart as demo
 from runner.secrets import NO_SECRETS
 from tests.conftest import ASSETS, PROJECT_ROOT
 from tests.test_lifecycle import IN_WORKERS, PIPELINE, mlflow_server, store  # noqa: F401  (fixtures)
@@ -180,7 +180,7 @@ def test_the_section_settings_reach_the_notebook(champion, capsys):
 
 
 def test_appending_keeps_every_line_whole(tmp_path):
-    from runner.monitor import append_line
+    from runner.production.monitor import append_line
 
     log = tmp_path / "monitoring" / "checks.jsonl"
     for number in range(3):
@@ -297,7 +297,7 @@ def demo_registered(pipeline: Path) -> float:
 
 
 def test_the_log_travels_on_its_own_branch(tmp_path, capsys, monkeypatch):
-    from runner.monitor import append_line
+    from runner.production.monitor import append_line
     from tests.test_github import clone, git
 
     bare = tmp_path / "origin.git"

@@ -1,6 +1,6 @@
-"""Tests for runner/notify.py against real servers on 127.0.0.1: an HTTP server in a thread standing in for
-Slack's incoming webhook (scripted per test), and an aiosmtpd SMTP server. Nothing in urllib or smtplib is
-mocked; only the sleep between retries is injected, so that no test waits for real backoff.
+"""Tests for runner/report/notify.py against real servers on 127.0.0.1: an HTTP server in a thread standing
+in for Slack's incoming webhook (scripted per test), and an aiosmtpd SMTP server. Nothing in urllib or smtplib
+is mocked; only the sleep between retries is injected, so that no test waits for real backoff.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from runner.notify import (
+from runner.records import GateResult, ModelRecord, RunRecord, SmokeCheck, StageFailure, StageRecord
+from runner.report.notify import (
     NO_WEBHOOK,
     Delivery,
     EmailSettings,
@@ -34,8 +35,7 @@ from runner.notify import (
     slack_payload,
     text_message,
 )
-from runner.records import GateResult, ModelRecord, RunRecord, SmokeCheck, StageFailure, StageRecord
-from runner.report import model_sentence, outcome_sentence
+from runner.report.pages import model_sentence, outcome_sentence
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "slack"
 SECRET_PATH = "/services/T0SECRET/B0SECRET/xoxsecretsecretsecret"
@@ -644,7 +644,7 @@ def test_a_run_announces_itself_and_records_the_delivery(
     webhook: Webhook, make_project: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`retrain run` sends the message at the end; `retrain notify` sends it again with the artifact link."""
-    from runner.cli import main
+    from runner.commands import main
 
     pipeline = make_project("version: 1\nname: toy\nstages:\n  only:\n    notebook: notebooks/ok.ipynb\n")
     monkeypatch.setenv("SLACK_WEBHOOK_URL", webhook.url)

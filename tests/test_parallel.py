@@ -12,8 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from runner.execute import ExecutionResult, execute_notebook
-from runner.scraps import read_scraps
+from runner.engine.execute import ExecutionResult, execute_notebook
+from runner.engine.scraps import read_scraps
 from runner.secrets import Redactor
 from tests.conftest import is_stage_kernel, kernels_alive, spawn_run, temp_files
 from tests.test_pipeline import run
@@ -90,7 +90,7 @@ def test_the_command_line_overrides_max_parallel(make_project, capsys):
     code, record, out = run(capsys, pipeline, "--max-parallel", "1")
     assert code == 0, out
     assert not overlap(interval(record, "left"), interval(record, "right"))
-    from runner.cli import main
+    from runner.commands import main
 
     with pytest.raises(SystemExit) as usage:  # argparse's usage error: exit 2
         main(["run", str(pipeline), "--max-parallel", "0"])
@@ -99,7 +99,7 @@ def test_the_command_line_overrides_max_parallel(make_project, capsys):
 
 
 def test_max_parallel_must_be_at_least_one(make_project, capsys):
-    from runner.cli import main
+    from runner.commands import main
 
     pipeline = branches(make_project, max_parallel=0)
     assert main(["check", str(pipeline)]) == 2

@@ -14,7 +14,7 @@ import nbformat
 import psutil
 import pytest
 
-from runner.cli import main
+from runner.commands import main
 from tests.conftest import assert_reports_readable, kernels_alive, spawn_run, temp_files
 
 

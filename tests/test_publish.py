@@ -1,4 +1,4 @@
-"""Tests for runner/publish.py: the GitHub Pages site kept on a branch of a real (bare) git remote."""
+"""Tests for runner/github/pages.py: the GitHub Pages site kept on a branch of a real (bare) git remote."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import os
 import subprocess
 from pathlib import Path
 
-from runner.github import git_environment
-from runner.history import Remembered
-from runner.publish import PAGES_BRANCH, publish
+from runner.github.actions import git_environment
+from runner.github.pages import PAGES_BRANCH, publish
 from runner.records import RunRecord
-from runner.report import render_run_index, write_run_json
+from runner.report.history import Remembered
+from runner.report.pages import render_run_index, write_run_json
 from runner.secrets import NO_SECRETS
 from tests.test_report import failed_run, gate_failed_run, succeeded_run
 

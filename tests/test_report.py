@@ -1,4 +1,5 @@
-"""Tests for runner/report.py: run.json, the run index, the history of runs, stage pages, the step summary."""
+"""Tests for runner/report/pages.py: run.json, the run index, the history of runs, stage pages, the step
+summary."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from runner.files import atomic_write_text
 from runner.records import GateResult, RunRecord, StageFailure, StageRecord, StageTimings
-from runner.report import (
+from runner.report.pages import (
     outcome_sentence,
     render_history_index,
     render_run_index,

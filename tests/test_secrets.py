@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.cli import main
+from runner.commands import main
 from runner.secrets import MIN_LENGTH, RedactingStream, Redactor, names_in_file
 from tests.test_notify import Mailbox, Webhook, mailbox, webhook  # noqa: F401 (fixtures)
 

@@ -787,7 +787,7 @@ def test_monitor_keeps_the_log_apart_from_the_registry() -> None:
 
 
 def test_a_decay_dispatches_what_retrain_accepts_as_a_monitoring_run() -> None:
-    from runner import github
+    from runner.github import actions as github
 
     step = monitor_steps()["Start the retrain workflow"]
     assert step["if"] == "steps.monitor.outputs.decay == 'true'"

@@ -1,0 +1,1 @@
+"""The engine: a pipeline's configuration, its stages' execution and what decides them."""

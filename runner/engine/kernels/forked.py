@@ -1,0 +1,321 @@
+"""The runner's side of the kernel server (server.py): kernels forked from a warmed-up process.
+
+`KernelServer` starts the server process of a run and asks it for kernels. `ForkProvisioner` is the
+jupyter_client provisioner that launches a kernel through it; the kernel manager, nbclient and papermill
+see an ordinary local kernel (connection file, ipc sockets, signals to its process group). `ForkedProcess`
+stands for the kernel's process, which is the server's child, not ours: the server tells its pid and exit.
+
+Only a kernel that would have been `<this interpreter> -m ipykernel_launcher ...` is forked; any other
+kernel spec is launched the usual way. On any trouble with the server, a stage falls back to a kernel
+started the usual way (runner/engine/execute.py).
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.provisioning.local_provisioner import LocalProvisioner
+
+START_TIMEOUT_S = 60  # the server's preload and each fork; a kernel start has the same bound
+# Forking a process that imported libraries is safe on Linux; elsewhere (macOS: system frameworks that do not
+# survive fork) kernels start the usual way.
+SUPPORTED = sys.platform == "linux"
+
+
+class KernelServerError(RuntimeError):
+    pass
+
+
+class WorkerError(RuntimeError):
+    """What a function run by `KernelServer.call` raised, as "Type: message"."""
+
+
+class ForkedProcess:
+    """The Popen-like handle of a kernel forked by the server: what LocalProvisioner calls on its process."""
+
+    stdin = stdout = stderr = None  # the provisioner closes these when set; a forked kernel has none of ours
+
+    def __init__(self) -> None:
+        self.started: Future[int] = Future()
+        self.returncode: int | None = None
+        self.preload_error = ""  # the server's preload had failed when it forked this kernel
+        self.hurry: Callable[[], None] = lambda: None  # a stage waits for it: fork it now
+
+    @property
+    def pid(self) -> int:
+        return self.started.result(timeout=START_TIMEOUT_S)
+
+    def poll(self) -> int | None:
+        if self.returncode is not None:
+            return self.returncode
+        if not self.started.done():
+            return None  # still being forked: a kernel that is starting
+        if self.started.exception() is not None:
+            self.returncode = 1
+        elif not _alive(self.started.result()):
+            self.returncode = -signal.SIGKILL  # gone before the server said how: a kill is the usual reason
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("forked kernel", timeout or 0)
+            time.sleep(0.02)
+        return code
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is not None:
+            return
+        self.hurry()  # a kernel still waiting for the server's warm-up: fork it now, to signal it
+        pid = self.pid
+        try:
+            os.killpg(pid, signum)  # the kernel leads its own process group: its children get it too
+        except OSError:
+            os.kill(pid, signum)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.send_signal(signal.SIGTERM)
+
+
+class KernelServer:
+    """A run's kernel server: started with the code to preload, asked for kernels, closed at the run's end.
+
+    A kernel asked for ahead of its stage is forked when the preload is done, or as soon as `hurry()` is
+    called on its handle (its stage waits for it).
+    """
+
+    def __init__(self, cwd: Path, preload: str) -> None:
+        from runner.engine.kernels.server import imported_packages
+
+        self.preload = preload
+        try:  # what a worker finds imported (once the preload got there): worth a worker, not an import
+            self.preloaded = frozenset(imported_packages(ast.parse(preload)))
+        except (SyntaxError, ValueError):
+            self.preloaded = frozenset()
+        self._lock = threading.Lock()  # one writer on the server's stdin at a time
+        self._ids = itertools.count(1)
+        self._requests: dict[int, ForkedProcess] = {}
+        self._forked: dict[int, ForkedProcess] = {}
+        self._calls: dict[int, Future[Any]] = {}  # by request id: what a worker answers
+        self._workers: dict[int, int] = {}  # worker pid -> request id
+        self._dead = threading.Event()
+        self._spills = Path(tempfile.mkdtemp(prefix="retrain-results-"))  # workers' long results
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "runner.engine.kernels.server"],
+            cwd=cwd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C in the terminal is the runner's to handle, not the server's
+        )
+        self._write({"preload": preload})
+        self._reader = threading.Thread(target=self._read, name="kernel-server", daemon=True)
+        self._reader.start()
+
+    @property
+    def usable(self) -> bool:
+        return not self._dead.is_set() and self.process.poll() is None
+
+    def fork(
+        self, argv: list[str], env: dict[str, str], cwd: str, imports: frozenset[str] = frozenset()
+    ) -> ForkedProcess:
+        """Ask for a kernel with these arguments (after `-m ipykernel_launcher`), for a notebook that imports
+        the packages `imports` (see `notebook_imports`); returns at once."""
+        request = {"argv": argv, "env": env, "cwd": cwd, "imports": sorted(imports)}
+        number, handle = self._request(request)
+        handle.hurry = lambda: self._hurry(number, handle)
+        return handle
+
+    def _request(
+        self, request: dict[str, Any], answer: Future[Any] | None = None, spill: bool = False
+    ) -> tuple[int, ForkedProcess]:
+        """Send a request to fork: its number and the handle of the process to be."""
+        handle = ForkedProcess()
+        with self._lock:
+            if not self.usable:
+                raise KernelServerError("the kernel server is not running")
+            number = next(self._ids)
+            self._requests[number] = handle
+            if answer is not None:
+                self._calls[number] = answer
+            if spill:
+                request = {**request, "spill": str(self._spills / f"{number}.json")}
+            self._write({"id": number, **request})
+        return number, handle
+
+    def _hurry(self, number: int, handle: ForkedProcess) -> None:
+        with self._lock, contextlib.suppress(KernelServerError):
+            if not handle.started.done() and self.usable:
+                self._write({"hurry": number})
+
+    def call(self, target: str, kwargs: dict[str, Any], cwd: Path, timeout_s: float) -> Any:
+        """Run `module:function`(**kwargs) in a worker forked now, with this process's environment; return
+        what it returns (JSON). WorkerError: it raised; KernelServerError: no answer (it is killed)."""
+        answer: Future[Any] = Future()
+        request = {"call": target, "kwargs": kwargs, "env": dict(os.environ), "cwd": str(cwd)}
+        number, handle = self._request(request, answer, spill=True)
+        try:
+            return answer.result(timeout=timeout_s)
+        except TimeoutError:
+            handle.kill()
+            raise KernelServerError(f"{target} did not answer within {timeout_s:g} s") from None
+        finally:
+            self._calls.pop(number, None)
+
+    def close(self) -> None:
+        """Stop the server; it kills any kernel it forked that is still alive."""
+        with self._lock, contextlib.suppress(OSError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._reader.join(timeout=5)
+        shutil.rmtree(self._spills, ignore_errors=True)
+
+    def _write(self, message: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write((json.dumps(message) + "\n").encode())
+            self.process.stdin.flush()
+        except OSError as error:
+            self._dead.set()
+            raise KernelServerError(f"the kernel server is gone: {error}") from error
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                message = json.loads(line)
+            except ValueError:  # not the protocol's (the server sends its own output to stderr): not ours
+                continue
+            if "exited" in message:
+                forked = self._forked.pop(message["exited"], None)
+                if forked is not None:
+                    forked.returncode = message["code"]
+                self._answer(self._workers.pop(message["exited"], None), died=message["code"])
+            elif "result" in message or "failed" in message or "result_file" in message:
+                self._answer(message["id"], message=message)
+            elif message.get("id") in self._requests:
+                handle = self._requests.pop(message["id"])
+                if "pid" in message:
+                    self._forked[message["pid"]] = handle
+                    if message["id"] in self._calls:
+                        self._workers[message["pid"]] = message["id"]
+                    handle.preload_error = message["preload_error"]
+                    handle.started.set_result(message["pid"])
+                else:
+                    handle.started.set_exception(KernelServerError(message["error"]))
+        self._dead.set()  # the server ended: requests still waiting will never be answered
+        for handle in list(self._requests.values()):
+            handle.started.set_exception(KernelServerError("the kernel server ended"))
+        self._requests.clear()
+        for number in list(self._calls):
+            self._answer(number, died=None)
+
+    def _answer(
+        self, number: int | None, *, message: dict[str, Any] | None = None, died: int | None = 0
+    ) -> None:
+        answer = self._calls.get(number) if number is not None else None
+        if answer is None or answer.done():
+            return
+        if message is not None and "result" in message:
+            answer.set_result(message["result"])
+        elif message is not None and "result_file" in message:
+            spill = Path(message["result_file"])
+            try:
+                answer.set_result(json.loads(spill.read_text()))
+            except (OSError, ValueError) as error:
+                answer.set_exception(KernelServerError(f"the worker's result is unreadable: {error}"))
+            spill.unlink(missing_ok=True)
+        elif message is not None:
+            answer.set_exception(WorkerError(message["failed"]))
+        else:
+            answer.set_exception(KernelServerError(f"the worker ended without an answer (exit code {died})"))
+
+
+class ForkProvisioner(LocalProvisioner):
+    """Launches the kernel through the run's kernel server when the kernel is this interpreter's ipykernel."""
+
+    server: KernelServer | None = None
+    imports: frozenset[str] = frozenset()  # what the stage's notebook imports
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        if self.server is None or not forkable(cmd) or not self.server.usable:
+            return await super().launch_kernel(cmd, **kwargs)
+        env = dict(kwargs.get("env") or os.environ)
+        cwd = str(kwargs.get("cwd") or os.getcwd())
+        forked = self.server.fork(cmd[3:], env, cwd, self.imports)
+        self.process = forked  # type: ignore[assignment]  # Popen-like
+        self.pid, self.pgid = 0, None  # the pid comes later; signals go through the process handle
+        self.cwd = cwd
+        return self.connection_info
+
+    @property
+    def forked(self) -> bool:
+        return isinstance(self.process, ForkedProcess)
+
+    def warmed_up_by_server(self, warmup: str) -> bool:
+        """Whether `warmup` is the server's preload, which was going well when it forked this kernel: the
+        kernel then skips it (what the server had not imported yet, the notebook imports when it needs it)."""
+        process = self.process
+        return (
+            isinstance(process, ForkedProcess)
+            and self.server is not None
+            and warmup == self.server.preload
+            and not process.preload_error
+        )
+
+
+def notebook_imports(notebook: Path) -> frozenset[str]:
+    """The top-level packages the notebook's code cells import, anywhere in them (a cell that is not plain
+    Python, or a notebook that cannot be read, adds nothing)."""
+    from runner.engine.cache import code_cells
+    from runner.engine.kernels.server import imported_packages
+
+    try:
+        cells = code_cells(notebook)
+    except (OSError, ValueError):
+        return frozenset()
+    found: set[str] = set()
+    for source in cells:
+        with contextlib.suppress(SyntaxError, ValueError):
+            found |= imported_packages(ast.parse(source))
+    return frozenset(found)
+
+
+def forkable(cmd: list[str]) -> bool:
+    """`<this interpreter> -m ipykernel_launcher ...`: what the server, running this interpreter, can be."""
+    return SUPPORTED and cmd[:3] == [sys.executable, "-m", "ipykernel_launcher"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,1 @@
+"""The notebook library: what stage notebooks import."""
