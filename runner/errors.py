@@ -3,7 +3,7 @@
     RetrainError                 exit 1  reported without a traceback
     ├── ConfigError              exit 2  pipeline.yaml, -p or --params-file is wrong: every problem found
     ├── UsageError               exit 2  a command asked for something that cannot be (unknown run, ...)
-    │   └── ProjectBusy          exit 2  another `retrain run` holds the project's lock
+    ├── ProjectBusy              exit 75 another `retrain run` holds the project's lock: try again later
     ├── WriteError               exit 1  a file could not be written (disk full, read-only); also an OSError
     └── DemoDataError            exit 2  the demo's data cannot be fetched or prepared
 
@@ -11,7 +11,7 @@ A stage that fails or a gate that fails is not an exception: it is a status in t
 maps the run's status to exit codes 1 and 3 (see `exit_code_for_status`). `retrain monitor` exits 4 when
 the champion has decayed: a finding, not an error.
 Ctrl-C and SIGTERM end a run as `cancelled` (exit 130). Anything else that escapes is a bug: the CLI prints
-its traceback.
+its traceback and exits 70 (EX_SOFTWARE of sysexits.h), so that a crash never reads as a failed stage.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ EXIT_STAGE_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_GATE_FAILED = 3
 EXIT_DECAY = 4  # `retrain monitor` only: the champion has decayed (see runner/production/monitor.py)
+EXIT_BUG = 70  # an exception that is not a RetrainError: a bug in retrain (sysexits.h EX_SOFTWARE)
+EXIT_BUSY = 75  # another run holds the project: nothing ran, try again (sysexits.h EX_TEMPFAIL)
 EXIT_INTERRUPTED = 130
-EXIT_BUG = 1  # an exception that is not a RetrainError: what Python itself exits with
 
 _EXIT_BY_RUN_STATUS = {
     "succeeded": EXIT_OK,
@@ -79,8 +80,10 @@ class UsageError(RetrainError):
     exit_code = EXIT_CONFIG
 
 
-class ProjectBusy(UsageError):
+class ProjectBusy(RetrainError):
     """Another run holds the project's lock (runner/engine/lock.py): nothing was run."""
+
+    exit_code = EXIT_BUSY
 
 
 class WriteError(RetrainError, OSError):

@@ -193,3 +193,16 @@ def test_check_command_exit_codes_and_no_traceback(make_project, capsys):
     assert "unknown stage 'frist'" in err and "Traceback" not in err
     assert main(["check", str(path.parent / "missing.yaml")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_a_bug_exits_70_with_its_traceback_not_1_like_a_failed_stage(make_project, capsys, monkeypatch):
+    pipeline = make_project(GOOD)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the loader")
+
+    monkeypatch.setattr("runner.engine.config.load_pipeline", broken)
+    assert main(["check", str(pipeline)]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "RuntimeError: a bug in the loader" in err
+    assert "this is a bug in retrain" in err

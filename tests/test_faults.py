@@ -223,13 +223,13 @@ def holder_pid(pipeline: Path) -> str:
     return lock.read_text() if lock.is_file() else ""
 
 
-def test_a_second_run_exits_2_naming_the_run_that_holds_the_project(model_project, capsys) -> None:
+def test_a_second_run_exits_75_naming_the_run_that_holds_the_project(model_project, capsys) -> None:
     pipeline, name = model_project
     first = spawn_run(pipeline, "-p", "fault=hang", "-p", "factor=2.01")
     assert eventually(lambda: holder_pid(pipeline).startswith(f"pid {first.pid} ")), "no lock taken"
     code = main(["run", str(pipeline), "-p", "factor=2.02"])
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == 75
     assert f"another retrain run is running in this project: pid {first.pid} on" in err
     assert "--wait SECONDS" in err
     first.send_signal(signal.SIGTERM)

@@ -6,8 +6,9 @@ import os
 import subprocess
 from pathlib import Path
 
+from runner.github import PAGES_BRANCH
 from runner.github.actions import git_environment
-from runner.github.pages import PAGES_BRANCH, publish
+from runner.github.pages import publish
 from runner.records import RunRecord
 from runner.report.history import Remembered
 from runner.report.pages import render_run_index, write_run_json

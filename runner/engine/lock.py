@@ -2,7 +2,7 @@
 
 Two runs at once in one project would race for the stage cache, the run index and the registry's aliases.
 The second run waits up to `wait_s` seconds (default 0: it does not wait) and then gives up with
-`ProjectBusy` (exit 2), naming the run that holds the lock. The lock is `fcntl.flock`: the operating system
+`ProjectBusy` (exit 75), naming the run that holds the lock. The lock is `fcntl.flock`: the operating system
 releases it when its holder ends, however it ends (SIGKILL and power loss included), so a crashed run never
 leaves a project locked. The file itself stays; its content only says who holds it.
 

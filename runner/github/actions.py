@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import ConfigError, Problem, RetrainError, UsageError
+from runner.github import STATE_BRANCH
 from runner.records import RunRecord
 from runner.report.pages import champion_comparison, outcome_sentence
 
-STATE_BRANCH = "retrain-state"
-MONITORING_BRANCH = "retrain-monitoring"  # the monitoring log's folder: apart from the registry, see below
 RESTORED_REF = "refs/retrain/restored"  # the state commit this checkout restored: a later push checks it
 EVENTS = ("push", "schedule", "workflow_dispatch", "repository_dispatch", "pull_request")
 _PARAM_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")

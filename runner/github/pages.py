@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from runner.files import atomic_copy
+from runner.github import PAGES_BRANCH
 from runner.github import actions as github
 from runner.report import pages as report
 from runner.report.history import Remembered
 from runner.secrets import Redactor
 
-PAGES_BRANCH = "retrain-pages"
 PAGE_FILES = ("run.json", "*.html", "*.ipynb")
 
 
