@@ -23,14 +23,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from runner import __version__
-from runner.engine import cache, intake, schedule
+from runner.engine import cache, intake, params, schedule
 from runner.engine.cache import StageCache
 from runner.engine.config import Pipeline, Stage
-from runner.engine.execute import StartedKernel, Stopper, WarmKernels, execute_notebook
+from runner.engine.execute import Stopper, execute_notebook
 from runner.engine.gates import GateScope, evaluate_gate
+from runner.engine.kernels import Kernel, KernelPool, Workers
 from runner.engine.lock import project_lock
 from runner.engine.schedule import BackgroundRenders, PageJob
 from runner.engine.scraps import read_scraps
@@ -45,9 +46,6 @@ from runner.report import pages as report
 from runner.report.notify import Links
 from runner.secrets import Redactor
 
-if TYPE_CHECKING:
-    from runner.engine.kernels.forked import KernelServer
-
 
 @dataclass(frozen=True)
 class RunOptions:
@@ -58,7 +56,7 @@ class RunOptions:
     force: bool = False  # execute every stage, whatever the cache holds
     force_stages: frozenset[str] = frozenset()  # execute these (a --force STAGE and what needs it)
     warm_kernels: bool = True  # start a stage's kernel while the stage before it runs
-    fork_kernels: bool = True  # ... forked by a kernel server that did the pipeline's warm-up once
+    fork_kernels: bool = True  # ... forked from a kernel server that did the pipeline's warm-up once
     max_parallel: int | None = None  # stages executed at once, at most; None: the pipeline's `max_parallel`
     show_code: bool = False
     step_summary: Path | None = None  # $GITHUB_STEP_SUMMARY in GitHub Actions
@@ -79,11 +77,11 @@ class Production:
     """The registry and the champion the run started with (what `champion.*` and `champion_uri` mean).
 
     With the embedded store the champion is read straight from its sqlite file, in milliseconds. Otherwise
-    MLflow (over a second to import) reads it in the background while the first stages run. Once the run has
-    a kernel server, MLflow's calls run in workers forked from it (`use_server`, `prepare`), where MLflow is
-    imported already. Without one, `prepare()` imports MLflow in the background as soon as a stage is
-    executed, so that registering does not wait for it. A run whose stages all come from the cache, and
-    that leaves production as it is, never imports it.
+    MLflow (over a second to import) reads it in the background while the first stages run. MLflow's calls
+    run in the run's workers (`use_workers`, `prepare`) when they have MLflow imported already. Otherwise
+    `prepare()` imports MLflow in the background as soon as a stage is executed, so that registering does not
+    wait for it. A run whose stages all come from the cache, and that leaves production as it is, never
+    imports it.
     """
 
     def __init__(self, pipeline: Pipeline) -> None:
@@ -98,13 +96,13 @@ class Production:
         self._prepared = False
         self._creating = threading.Lock()
 
-    def use_server(self, server: KernelServer | None) -> None:
-        """Run MLflow's calls in workers forked from the run's kernel server, and create a new embedded store.
+    def use_workers(self, workers: Workers) -> None:
+        """Run MLflow's calls in the run's workers, and create a new embedded store.
 
         A new embedded store is created by whoever opens it first: a kernel creating it at the same time
         would run the same schema migration and fail, so no stage starts before it exists. It is created
-        (by reading the champion, in a worker when there is a server) while the first kernel starts."""
-        self.registry.work_in(server)
+        (by reading the champion, in a worker when the run has them) while the first kernel starts."""
+        self.registry.work_in(workers)
         self._create_store()
 
     def _create_store(self) -> None:
@@ -112,18 +110,16 @@ class Production:
             if self._new_store and not self._champion.done():
                 self._champion.set_result(self.registry.by_alias(CHAMPION))
 
-    def prepare(self, server: KernelServer | None) -> None:
-        """A stage runs, so registering will probably follow: MLflow's calls go to workers forked from the
-        kernel server when there is one, else MLflow is imported here in the background now."""
-        if server is not None and not self.registry.elsewhere:
-            self.registry.work_in(server)
+    def prepare(self) -> None:
+        """A stage runs, so registering will probably follow: unless MLflow's calls go to workers, MLflow is
+        imported here in the background now."""
         if not self._prepared and not self.registry.elsewhere:
             self._prepared = True
             _in_background(lambda: self.registry.client)
 
     @property
     def champion(self) -> Version | None:
-        self._create_store()  # done by use_server() before any stage; here only if the run stopped before it
+        self._create_store()  # done by use_workers() before any stage; here only if the run stopped before
         return self._champion.result()
 
     @property
@@ -148,7 +144,7 @@ class RunState:
     run_dir: Path
     production: Production | None
     cache: StageCache
-    kernels: WarmKernels
+    kernels: KernelPool
     deploy: frozenset[str]  # the model's deploy stages: they run after promotion
     redact: Redactor  # every file this run writes goes through it
     observer: Observer
@@ -183,8 +179,8 @@ def run_locked(
         pipeline.declared.save(redact)  # the next load of these notebooks needs no papermill
     observer.run_started(record, run_dir)
     deploy = frozenset(pipeline.model.deploy if pipeline.model else ())
-    kernels = WarmKernels(
-        pipeline.root, enabled=options.warm_kernels, fork=options.fork_kernels, preload=pipeline.warmup
+    kernels = KernelPool(
+        pipeline.root, warm=options.warm_kernels, fork=options.fork_kernels, preload=pipeline.warmup
     )
     stage_cache = StageCache(pipeline.root, run_dir.parent, redact)
     renders, stopper = BackgroundRenders(redact), Stopper()
@@ -196,7 +192,7 @@ def run_locked(
     try:
         start_next_kernel(run, after=None)
         if production is not None:
-            production.use_server(kernels.server)
+            production.use_workers(kernels.workers)
         schedule.run_stages(
             list(pipeline.stages),
             pipeline.needs,
@@ -207,7 +203,7 @@ def run_locked(
             on_interrupt=stopper.stop,
         )
         if production is not None:
-            release_model(pipeline, record, run_dir, production, kernels.server)
+            release_model(pipeline, record, run_dir, production, kernels.workers)
         renders.collect(wait_all=True)  # the run index links every page: they must all be there
     except KeyboardInterrupt:
         cancel_running_stages(record)
@@ -236,7 +232,7 @@ def start_stage(run: RunState, stage: Stage) -> schedule.Work | None:
     if run.production is not None and stage.name in run.deploy:
         if run.record.mode == "full" and run.record.first_problem is None and executed_any(run.record):
             run.kernels.start(stage.name, stage.warmup, notebook=stage.notebook, now=True)  # boots meanwhile
-        release_model(run.pipeline, run.record, run.run_dir, run.production, run.kernels.server)
+        release_model(run.pipeline, run.record, run.run_dir, run.production, run.kernels.workers)
     current = run.record.stages[stage.name]
     reason = skip_reason(stage, run.record, run.options, run.deploy) or already_deployed(run, stage)
     if reason:
@@ -286,7 +282,7 @@ def execute_stage(run: RunState, stage: Stage, current: StageRecord) -> schedule
     current.status = "running"  # before guessing the next kernel: this stage's is taken
     start_next_kernel(run, after=stage)
     if run.production is not None:
-        run.production.prepare(run.kernels.server)  # registering will follow: make MLflow ready meanwhile
+        run.production.prepare()  # registering will follow: make MLflow ready meanwhile
     needed = run.production if run.production is not None and needs_champion(stage) else None
     kernel = run.kernels.take(stage.name)  # from here on execute_notebook shuts it down
     return lambda: run_stage(stage, current, run, needed, kernel)
@@ -325,7 +321,7 @@ def start_next_kernel(run: RunState, after: Stage | None) -> None:
     (`start_stage`): the release takes about as long as a forked kernel's start, and an idle kernel beside
     the stage that judges the model would add its memory (~60 MB on the demo) to the run's peak.
     """
-    if not run.kernels.enabled:
+    if not run.kernels.warm:
         return
     now = after is None
     stages = list(run.pipeline.stages.values())
@@ -386,10 +382,10 @@ def release_model(
     record: RunRecord,
     run_dir: Path,
     production: Production,
-    server: KernelServer | None = None,
+    workers: Workers,
 ) -> None:
     """Register and promote the candidate once, when the stages that judge it succeeded. The smoke check
-    runs in a worker of the run's kernel server, when the run started one."""
+    runs in one of the run's workers, when it has them."""
     model = pipeline.model
     assert model is not None
     judged = (record.stages[model.candidate_stage], record.stages[model.metrics])
@@ -398,7 +394,7 @@ def release_model(
     if any(stage.status not in ("succeeded", "cached") for stage in judged):
         return  # not selected by --only: there is no candidate to judge
     registry, champion = production.registry, production.champion
-    record.model = lifecycle.release(pipeline, record, run_dir, registry, champion, server)
+    record.model = lifecycle.release(pipeline, record, run_dir, registry, champion, workers)
 
 
 def settle_data(pipeline: Pipeline, record: RunRecord, drops: list[intake.Drop], redact: Redactor) -> None:
@@ -415,7 +411,9 @@ def settle_data(pipeline: Pipeline, record: RunRecord, drops: list[intake.Drop],
 def new_run_record(pipeline: Pipeline, options: RunOptions) -> RunRecord:
     now = datetime.now(UTC)
     stages = {
-        name: StageRecord(name=name, source=stage.source, params=dict(stage.params))
+        name: StageRecord(
+            name=name, source=stage.source, params=dict(stage.params), param_sources=dict(stage.param_sources)
+        )
         for name, stage in pipeline.stages.items()
     }
     return RunRecord(
@@ -460,7 +458,7 @@ def run_stage(
     current: StageRecord,
     run: RunState,
     production: Production | None,
-    kernel: StartedKernel | None = None,
+    kernel: Kernel | None = None,
 ) -> None:
     """Execute one stage, read its scraps, judge its gates, queue its page; the outcome goes in `current`.
 
@@ -470,7 +468,9 @@ def run_stage(
     current.status = "running"
     started = time.monotonic()
     champion = current_champion(production, record)
-    parameters = {**stage.params, **injected_parameters(stage, record, run_dir, champion)}
+    given = injected_parameters(stage, record, run_dir, champion)
+    parameters = {**stage.params, **given}
+    current.param_sources = {**stage.param_sources, **dict.fromkeys(given, params.RUNNER)}
     executed = run_dir / f"{stage.name}.ipynb"
     result = execute_notebook(
         stage.notebook,
@@ -480,12 +480,12 @@ def run_stage(
         timeout_s=stage.timeout,
         redact=run.redact,
         kernel=kernel,
+        kernels=run.kernels,
         stopper=run.stopper,
-        retire=run.kernels.retire,
     )
     current.timings = result.timings
     current.notebook = executed.name if executed.is_file() else None
-    current.scraps = read_scraps(executed, run.kernels.server)
+    current.scraps = read_scraps(executed, run.kernels.workers)
     if result.failure is not None:
         current.status, current.failure = "failed", result.failure
         current.error = f"stage '{stage.name}' failed: {result.failure.message}"
@@ -515,14 +515,14 @@ def current_champion(production: Production | None, record: RunRecord) -> Versio
 def injected_parameters(
     stage: Stage, record: RunRecord, run_dir: Path, champion: Version | None
 ) -> dict[str, Any]:
-    """run_dir, run_id, mode and champion_uri, for the notebooks that declare them."""
-    available = {
-        "run_dir": str(run_dir / PRODUCTS_DIR),
-        "run_id": record.run_id,
-        "mode": record.mode,
-        "champion_uri": champion.uri if champion else "",
-    }
-    return {key: value for key, value in available.items() if key in stage.declared}
+    """The products folder, run id, mode and champion URI, for the notebooks that declare them."""
+    return params.injected(
+        stage.declared,
+        products=run_dir / PRODUCTS_DIR,
+        run_id=record.run_id,
+        mode=record.mode,
+        champion_uri=champion.uri if champion else "",
+    )
 
 
 def rerender_run(

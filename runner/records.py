@@ -55,6 +55,8 @@ class StageRecord:
     status: StageStatus = "pending"
     duration_s: float = 0.0
     params: dict[str, Any] = field(default_factory=dict)
+    # where each parameter's value came from: pipeline, stage, params file, -p, injected (engine/params.py)
+    param_sources: dict[str, str] = field(default_factory=dict)
     scraps: dict[str, Any] = field(default_factory=dict)
     gates: list[GateResult] = field(default_factory=list)
     notebook: str | None = None  # the executed notebook, relative to the run folder

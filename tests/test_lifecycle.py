@@ -257,12 +257,13 @@ def test_unreachable_tracking_server_fails_before_anything_runs(tmp_path, capsys
 
 
 def test_a_conflict_found_in_a_worker_reaches_the_runner_as_a_conflict(tmp_path):
+    from runner.engine.kernels import Workers
     from runner.engine.kernels.forked import KernelServer
     from runner.production.registry import Registry, RegistryConflict
 
     server = KernelServer(tmp_path, "import mlflow")
     registry = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}", "toy", lock_dir=tmp_path / "mlruns")
-    registry.work_in(server)
+    registry.work_in(Workers(lambda: server))
     try:
         assert registry.elsewhere
         with pytest.raises(RegistryConflict, match=r"expected 5, found none"):

@@ -3,7 +3,6 @@ summary."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from html.parser import HTMLParser
@@ -11,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-import papermill
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from runner.engine.execute import execute_notebook
 from runner.files import atomic_write_text
 from runner.records import GateResult, RunRecord, StageFailure, StageRecord, StageTimings
 from runner.report.pages import (
@@ -221,7 +220,7 @@ def test_failed_run_index_shows_the_error(tmp_path: Path) -> None:
     pre = re.search(r"<pre>(.*?)</pre>", html, re.S)
     assert pre is not None
     assert pre.group(1).splitlines() == ["ZeroDivisionError: division by zero (in cell [4])"]
-    assert 'href="train.html#papermill-error-cell"' in html
+    assert 'href="train.html#failing-cell"' in html
     assert "evaluate: upstream train failed" in text
     assert_offline(html)
 
@@ -314,7 +313,7 @@ def test_step_summary_appends(tmp_path: Path) -> None:
     assert "### ✅ demand-forecast: succeeded" in content
 
 
-# --- stage pages: real notebooks executed by papermill ------------------------------------------------------
+# --- stage pages: real notebooks, executed as the runner does ------------------------------------------
 
 PLOT = """fig, ax = plt.subplots(figsize=(8, 3.5), dpi=90)
 x = np.linspace(0, 10, n_points)
@@ -329,16 +328,8 @@ def _execute(tmp_path: Path, name: str, cells: list[Any], parameters: dict[str, 
     source, executed = tmp_path / f"{name}.src.ipynb", tmp_path / f"{name}.ipynb"
     kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(new_notebook(cells=cells, metadata={"kernelspec": kernelspec}), source)
-    # The failing fixture raises; papermill has saved the executed notebook with its error banner by then.
-    with contextlib.suppress(papermill.PapermillExecutionError):
-        papermill.execute_notebook(
-            source,
-            executed,
-            parameters=parameters,
-            kernel_name="python3",
-            cwd=str(tmp_path),
-            progress_bar=False,
-        )
+    # the failing fixture raises: the executed notebook is saved, flagged, with its banner
+    execute_notebook(source, executed, parameters, cwd=tmp_path, timeout_s=300, redact=NO_SECRETS)
     return executed
 
 
@@ -411,7 +402,7 @@ def test_stage_page_of_a_failed_notebook_shows_a_readable_traceback(failing_note
     assert "\x1b" not in html  # the escape character itself (the cell's source spells it as text)
     error = re.search(r'<div class="output_subarea output_text output_error"><pre>(.*?)</pre>', html, re.S)
     assert error is not None and "ZeroDivisionError: division by zero" in error.group(1)
-    assert 'id="papermill-error-cell"' in html
+    assert 'id="failing-cell"' in html
     failing_cell = re.search(
         r'<details class="input" open(="")?>\s*<summary>code</summary>(.*?)</details>', html, re.S
     )

@@ -3,9 +3,9 @@
 A stage's fingerprint hashes everything that decides its results:
 
     its notebook's code cells (not outputs, not metadata) + its resolved parameters and the injected ones that
-    change results (`mode`, `champion_uri`; never `run_dir` or `run_id`, which change every run) + its gates
-    and the `params.*` they read + the champion's version when its notebook or gates read the champion + the
-    contents of its declared `inputs` + its upstream stages' fingerprints + the runner's version
+    change results (`mode`, `champion_uri`; never `products_dir` or `run_id`, which change every run) + its
+    gates and the `params.*` they read + the champion's version when its notebook or gates read the champion +
+    the contents of its declared `inputs` + its upstream stages' fingerprints + the runner's version
 
 A stage without an `inputs` key has no fingerprint and is never cached: the runner cannot know what it
 reads, and it may act on the world (a deploy). `inputs: []` declares that a stage reads nothing but its
@@ -42,7 +42,8 @@ from runner.secrets import Redactor
 INDEX_FILE = ".cache.json"
 LOCK_FILE = ".cache.lock"
 INDEX_VERSION = 1
-NOT_HASHED = frozenset({"run_dir", "run_id"})  # injected values that change every run, never the results
+# injected values that change every run, never the results
+NOT_HASHED = frozenset({"products_dir", "run_dir", "run_id"})
 RUN_OUTPUTS = PRODUCTS_DIR + "/"  # an output path starting so lives in the run's products folder
 
 

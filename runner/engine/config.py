@@ -22,11 +22,15 @@ from runner.engine.gates import Gate, GateSyntaxError, parse_gate
 from runner.engine.monitor_spec import Monitor, MonitorSpec, check_monitor, resolve_monitor
 from runner.engine.params import (
     INJECTED,
+    PIPELINE,
+    STAGE,
     DeclaredParameters,
     NotebookParameter,
     Overrides,
     check_value,
+    merged,
     parameter_problems,
+    resolve,
 )
 from runner.errors import ConfigError, Problem, did_you_mean
 from runner.project import REPORTS_DIR
@@ -176,6 +180,7 @@ class Stage:
     notebook: Path  # absolute
     declared: Mapping[str, NotebookParameter]
     params: Mapping[str, Any]  # values to inject: only what the notebook declares
+    param_sources: Mapping[str, str]  # where each of them came from (engine/params.py: resolve)
     gate_params: Mapping[str, Any]  # what `params.*` means in this stage's gates
     gates: tuple[Gate, ...]
     needs: tuple[str, ...]
@@ -582,14 +587,16 @@ def _resolve(
         stage = spec.stages[name]
         notebook = root / stage.notebook
         declared = declared_parameters(notebook)
-        merged = {**wide, **stage.params, **overrides.values}
+        layers = [(PIPELINE, spec.params), (STAGE, stage.params), *overrides.layers()]
+        resolved = resolve(declared, layers)
         stages[name] = Stage(
             name=name,
             source=stage.notebook,
             notebook=notebook,
             declared=declared,
-            params={key: overrides.coerce(declared[key], merged[key]) for key in declared if key in merged},
-            gate_params=merged,
+            params=resolved.values,
+            param_sources=resolved.sources,
+            gate_params=merged(layers),
             gates=tuple(parse_gate(expr) for expr in stage.gates),
             needs=tuple(stage.needs),
             timeout=stage.timeout,

@@ -22,7 +22,15 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from runner.engine.params import INJECTED, NotebookParameter, check_value, coerce, parameter_problems
+from runner.engine.params import (
+    MONITOR,
+    MONITOR_SETTING,
+    PIPELINE,
+    NotebookParameter,
+    check_value,
+    parameter_problems,
+    resolve,
+)
 from runner.errors import Problem, did_you_mean
 
 ParamName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -54,7 +62,8 @@ class Monitor:
     source: str  # notebook path as written
     notebook: Path  # absolute
     declared: Mapping[str, NotebookParameter]
-    params: Mapping[str, Any]  # values to inject (the runner adds champion_uri, run_dir, run_id, mode)
+    params: Mapping[str, Any]  # values to inject (the runner adds champion_uri, products_dir, run_id, mode)
+    param_sources: Mapping[str, str]  # where each value came from
     metric: str
     lower_is_better: bool
     max_decay: float
@@ -136,14 +145,14 @@ def resolve_monitor(
     notebook = root / spec.notebook
     declared = declared_parameters(notebook)
     settings = {key: getattr(spec, key) for key in SETTINGS}
-    merged = {**pipeline_params, **settings, **spec.params}
-    wanted = [key for key in declared if key in merged and key not in INJECTED]
-    params = {key: coerce(declared[key], merged[key]) for key in wanted}
+    layers = [(PIPELINE, pipeline_params), (MONITOR_SETTING, settings), (MONITOR, spec.params)]
+    resolved = resolve(declared, layers)
     return Monitor(
         source=spec.notebook,
         notebook=notebook,
         declared=declared,
-        params=params,
+        params=resolved.values,
+        param_sources=resolved.sources,
         metric=spec.metric,
         lower_is_better=spec.lower_is_better,
         max_decay=spec.max_decay,

@@ -1,8 +1,17 @@
-"""Parameters: what a notebook declares, what the command line overrides, and whether a value fits.
+"""Parameters: what a notebook declares, what the command line overrides, whether a value fits, and the
+one resolver that decides what each notebook receives and where each value came from.
 
 A notebook declares its parameters in the cell tagged `parameters`; papermill's Python translator reads the
 names, defaults and comments from it. The type a parameter expects is its annotation, or else the type of
-its default value.
+its default value. Values come in layers, later ones winning (`resolve`):
+
+    pipeline (pipeline.yaml `params`) < stage (`stages.<name>.params`) < params file (`--params-file`)
+    < command line (`-p`)                      and for the monitor notebook:
+    pipeline < monitor setting (`monitor.metric`, ...) < monitor (`monitor.params`)
+
+and the runner injects, into every notebook that declares them, `products_dir` (the folder where a run's
+stages hand products to each other; `run_dir` is its older name, still served), `run_id`, `mode` and
+`champion_uri`. `run.json` keeps each stage's values with their sources (`param_sources`).
 """
 
 from __future__ import annotations
@@ -24,7 +33,11 @@ from runner.errors import Problem, did_you_mean
 from runner.secrets import Redactor
 
 # Set by the runner for every notebook that declares them; never by pipeline.yaml or -p.
-INJECTED = ("run_dir", "run_id", "mode", "champion_uri")
+INJECTED = ("products_dir", "run_dir", "run_id", "mode", "champion_uri")
+# Where a value came from, as run.json says it
+PIPELINE, STAGE, PARAMS_FILE, COMMAND_LINE, RUNNER = "pipeline", "stage", "params file", "-p", "injected"
+MONITOR_SETTING, MONITOR = "monitor setting", "monitor"
+Layer = tuple[str, Mapping[str, Any]]  # (source, values)
 _TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}
 
 
@@ -186,12 +199,61 @@ def coerce(parameter: NotebookParameter, value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class Resolved:
+    """What a notebook receives: each declared parameter that some layer sets, with the layer it came from."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+
+def resolve(declared: Mapping[str, NotebookParameter], layers: list[Layer]) -> Resolved:
+    """The values of the parameters `declared` by a notebook, from `layers` (later ones win), each converted
+    to its declared type; the names the runner injects are never taken from a layer."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for source, layer in layers:
+        for key, value in layer.items():
+            if key in declared and key not in INJECTED:
+                values[key], sources[key] = coerce(declared[key], value), source
+    return Resolved(values, sources)
+
+
+def injected(
+    declared: Mapping[str, NotebookParameter], *, products: Path, run_id: str, mode: str, champion_uri: str
+) -> dict[str, Any]:
+    """What the runner gives a notebook that declares them: the products folder (as `products_dir`, and as
+    `run_dir`, its older name), the run's id, its mode, and the champion's pinned URI ("" when none)."""
+    available = {
+        "products_dir": str(products),
+        "run_dir": str(products),
+        "run_id": run_id,
+        "mode": mode,
+        "champion_uri": champion_uri,
+    }
+    return {key: value for key, value in available.items() if key in declared}
+
+
+def merged(layers: list[Layer]) -> dict[str, Any]:
+    """Every value the layers set, declared or not (what `params.*` means in a gate)."""
+    found: dict[str, Any] = {}
+    for _, layer in layers:
+        found.update(layer)
+    return found
+
+
+@dataclass(frozen=True)
 class Overrides:
     """Parameters from `--params-file` and `-p KEY=VALUE` (the latter win), with the problems parsing them."""
 
     values: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (file, where) for messages
     problems: tuple[Problem, ...] = ()
+
+    def layers(self) -> list[Layer]:
+        """The overrides as resolver layers: the params file's, then the command line's."""
+        from_file = {k: v for k, v in self.values.items() if self.sources[k][0] != COMMAND_SOURCE}
+        from_line = {k: v for k, v in self.values.items() if self.sources[k][0] == COMMAND_SOURCE}
+        return [(PARAMS_FILE, from_file), (COMMAND_LINE, from_line)]
 
     def check_against(
         self, pipeline_params: Mapping[str, Any], declared: Mapping[str, Mapping[str, NotebookParameter]]
@@ -213,9 +275,8 @@ class Overrides:
                         problems.append(Problem(file, where, f"{trouble} (stage {stage})"))
         return problems
 
-    @staticmethod
-    def coerce(parameter: NotebookParameter, value: Any) -> Any:
-        return coerce(parameter, value)
+
+COMMAND_SOURCE = "command line"  # the `file` of a -p value's messages
 
 
 def parse_overrides(pairs: list[str], params_file: Path | None = None) -> Overrides:
@@ -235,7 +296,7 @@ def parse_overrides(pairs: list[str], params_file: Path | None = None) -> Overri
         key = key.strip()
         if not sep or not key.isidentifier():
             problems.append(
-                Problem("command line", f"-p {pair}", "expected KEY=VALUE", "e.g. -p horizon_weeks=8")
+                Problem(COMMAND_SOURCE, f"-p {pair}", "expected KEY=VALUE", "e.g. -p horizon_weeks=8")
             )
             continue
         try:
@@ -244,10 +305,10 @@ def parse_overrides(pairs: list[str], params_file: Path | None = None) -> Overri
             value = text  # not YAML (an unbalanced quote, say): take it as text
         if isinstance(value, dict | list):
             fix = "quote it to pass text, or put structured values in --params-file"
-            problems.append(Problem("command line", f"-p {pair}", "expected a single value", fix))
+            problems.append(Problem(COMMAND_SOURCE, f"-p {pair}", "expected a single value", fix))
             continue
         values[key] = value
-        sources[key] = ("command line", f"-p {pair}")
+        sources[key] = (COMMAND_SOURCE, f"-p {pair}")
     return Overrides(values=values, sources=sources, problems=tuple(problems))
 
 

@@ -15,7 +15,6 @@ killed), waits for their threads, and re-raises.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import threading
 import time
@@ -24,6 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.engine.kernels import release_thread_loop
 from runner.records import StageRecord
 from runner.report import pages as report
 from runner.secrets import Redactor
@@ -106,16 +106,11 @@ def run_stages(
 
 def _in_own_event_loop(work: Work) -> None:
     """Run `work` in this worker thread, then close the event loop jupyter_client made for the thread
-    (jupyter_core keeps one per thread: a stage in another thread never shares it)."""
+    (one per thread: a stage in another thread never shares it)."""
     try:
         work()
     finally:
-        from jupyter_core.utils import ensure_event_loop
-
-        loop = ensure_event_loop()
-        if not loop.is_running():
-            loop.close()
-            asyncio.set_event_loop(None)
+        release_thread_loop()
 
 
 @dataclass(frozen=True)

@@ -10,38 +10,37 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from runner.engine.kernels.forked import KernelServer
+from runner.engine.kernels import IN_THIS_PROCESS, WorkerError, WorkerLost, Workers
 
 TABLE_ROWS = 50
 READ_TIMEOUT_S = 120
 
 
-def read_scraps(executed_notebook: Path | str, server: KernelServer | None = None) -> dict[str, Any]:
+def read_scraps(executed_notebook: Path, workers: Workers = IN_THIS_PROCESS) -> dict[str, Any]:
     """Every scrap glued in the notebook, by name; {} when the notebook does not exist.
 
-    With a kernel server whose warm-up imports scrapbook, they are read in a worker forked from it: scrapbook
-    decodes a glued table with pandas and pyarrow, which the server has imported and the runner then never
-    does (~80 MB)."""
-    executed_notebook = Path(executed_notebook)  # a worker is given a string
+    In a worker when the run's kernel server imported scrapbook: scrapbook decodes a glued table with pandas
+    and pyarrow, which the server has imported and the runner then never does (~80 MB)."""
     if not executed_notebook.is_file():
         return {}
-    if server is not None and "scrapbook" in server.preloaded:
-        from runner.engine.kernels.forked import KernelServerError, WorkerError
+    where, folder = str(executed_notebook), executed_notebook.parent
+    try:
+        found: dict[str, Any] = workers.call(
+            scraps_in, needs="scrapbook", timeout_s=READ_TIMEOUT_S, cwd=folder, notebook=where
+        )
+    except (WorkerError, WorkerLost):  # read here: what failed there fails again with its traceback, or works
+        found = scraps_in(where)
+    return found
 
-        job, folder = {"executed_notebook": str(executed_notebook)}, executed_notebook.parent
-        try:
-            target = "runner.engine.scraps:read_scraps"
-            found: dict[str, Any] = server.call(target, job, folder, READ_TIMEOUT_S)
-            return found
-        except (KernelServerError, WorkerError):
-            pass  # read here: what failed there fails again with its own traceback, or works
+
+def scraps_in(notebook: str) -> dict[str, Any]:
+    """The scraps of an executed notebook, read here (in the runner, or in a worker)."""
     import scrapbook
 
-    notebook = scrapbook.read_notebook(str(executed_notebook))
-    return {name: _plain(scrap.data) for name, scrap in notebook.scraps.items()}
+    read = scrapbook.read_notebook(notebook)
+    return {name: _plain(scrap.data) for name, scrap in read.scraps.items()}
 
 
 def _plain(value: Any) -> Any:

@@ -17,10 +17,11 @@ import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runner.engine.cache import code_cells
 from runner.engine.config import Pipeline, SmokeCheckSpec
+from runner.engine.kernels import IN_THIS_PROCESS, WorkerError, WorkerLost, Workers
 from runner.errors import UsageError
 from runner.production.registry import (
     CHAMPION,
@@ -35,9 +36,6 @@ from runner.production.registry import (
 )
 from runner.project import MLFLOW_DIR, PRODUCTS_DIR, REPORTS_DIR, tracking_uri
 from runner.records import ModelRecord, RunRecord, SmokeCheck
-
-if TYPE_CHECKING:
-    from runner.engine.kernels.forked import KernelServer
 
 
 def fingerprints(pipeline: Pipeline) -> dict[str, str]:
@@ -71,7 +69,7 @@ def release(
     run_dir: Path,
     registry: Registry,
     champion: Version | None,
-    server: KernelServer | None = None,
+    workers: Workers = IN_THIS_PROCESS,
 ) -> ModelRecord:
     """Register the run's candidate and, with automatic promotion, make it the champion (or roll back)."""
     model = pipeline.model
@@ -106,7 +104,7 @@ def release(
     result.seconds["promote"] = round(time.monotonic() - started, 3)
     result.promoted, result.champion_after = True, candidate.version
     sample = run_dir / PRODUCTS_DIR / model.smoke_check.sample
-    result.smoke_check = smoke_check(registry, model.smoke_check, sample, result.metrics, server)
+    result.smoke_check = smoke_check(registry, model.smoke_check, sample, result.metrics, workers)
     result.seconds["smoke_check"] = result.smoke_check.seconds
     if result.smoke_check.passed:
         result.detail += f"; promoted to champion (was {result.champion_before or 'none'})"
@@ -193,16 +191,14 @@ def smoke_check(
     spec: SmokeCheckSpec,
     sample_path: Path,
     metrics: Mapping[str, float],
-    server: KernelServer | None = None,
+    workers: Workers = IN_THIS_PROCESS,
 ) -> SmokeCheck:
     """Load the champion fresh from the registry and check it reproduces what the evaluate stage measured.
 
-    With the run's kernel server, the loading and predicting happen in a worker forked from it (a new
-    process, with the flavour's libraries already imported there: for LightGBM, scikit-learn and skops, ~2 s
-    and ~100 MB this process is spared); otherwise here.
+    When the run has workers, the loading and predicting happen in one (a new process, with the flavour's
+    libraries imported there or by the worker itself: for LightGBM, scikit-learn and skops, ~2 s and ~100 MB
+    this process is spared); otherwise here.
     """
-    from runner.engine.kernels.forked import KernelServerError, WorkerError
-
     started = time.monotonic()
     job = {
         "tracking_uri": registry.tracking_uri,
@@ -213,14 +209,14 @@ def smoke_check(
         "metric": spec.metric,
     }
     try:
-        if server is not None and server.usable:
+        if workers.elsewhere(None):
             timeout_s = spec.max_seconds + 60  # a slow model still gets its verdict ("took N s (limit M s)")
-            target = "runner.production.lifecycle:score_sample"
-            scored = server.call(target, job, sample_path.parent, timeout_s)
+            folder = sample_path.parent
+            scored = workers.call(score_sample, needs=None, timeout_s=timeout_s, cwd=folder, **job)
         else:
-            with registry.as_default():
+            with registry.as_default():  # score_sample points MLflow at the store: for this call only
                 scored = score_sample(**job)
-    except (WorkerError, KernelServerError) as error:  # the worker's own "Type: message"
+    except (WorkerError, WorkerLost) as error:  # the worker's own "Type: message", or its silence
         seconds = round(time.monotonic() - started, 3)
         return SmokeCheck(False, f"the champion could not predict: {error}"[:500], seconds)
     except Exception as error:  # whatever breaks loading or predicting is the finding, not a crash

@@ -25,6 +25,7 @@ from typing import Any
 from runner.engine.config import Pipeline
 from runner.engine.execute import execute_notebook
 from runner.engine.monitor_spec import Monitor
+from runner.engine.params import injected
 from runner.engine.scraps import read_scraps
 from runner.errors import EXIT_DECAY, EXIT_OK, EXIT_STAGE_FAILED, UsageError
 from runner.files import atomic_write_text
@@ -129,13 +130,14 @@ def score_champion(root: Path, monitor: Monitor, champion: Version, check: Check
     folder = root / REPORTS_DIR / MONITORING_DIR / check.check_id
     (folder / PRODUCTS_DIR).mkdir(parents=True)
     check.report_dir = folder.relative_to(root).as_posix()
-    injected = {
-        "champion_uri": champion.uri,  # pinned: the version judged is the one logged, even if aliases move
-        "run_dir": str(folder / PRODUCTS_DIR),
-        "run_id": check.check_id,
-        "mode": "monitor",
-    }
-    parameters = {**monitor.params, **{k: v for k, v in injected.items() if k in monitor.declared}}
+    given = injected(
+        monitor.declared,
+        products=folder / PRODUCTS_DIR,
+        run_id=check.check_id,
+        mode="monitor",
+        champion_uri=champion.uri,  # pinned: the version judged is the one logged, even if aliases move
+    )
+    parameters = {**monitor.params, **given}
     executed = folder / f"{NOTEBOOK_NAME}.ipynb"
     result = execute_notebook(
         monitor.notebook, executed, parameters, cwd=root, timeout_s=monitor.timeout, redact=redact

@@ -21,15 +21,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from runner.engine.kernels import IN_THIS_PROCESS, WorkerError, WorkerLost, Workers
 from runner.errors import RetrainError
-
-if TYPE_CHECKING:
-    from runner.engine.kernels.forked import KernelServer
 
 _DEFAULT_STORE = threading.Lock()  # held while MLflow's process-wide default store is set (as_default)
 
@@ -94,10 +92,9 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
 class Registry:
     """One registered model in one tracking store.
 
-    What goes through MLflow (reads the embedded store cannot answer, and every write) runs in a worker
-    forked from the run's kernel server once `work_in(server)` was called, when the server's warm-up imports
-    MLflow: MLflow and its database layer (~100 MB) are imported there already, and the runner process
-    never imports them.
+    What goes through MLflow (reads the embedded store cannot answer, and every write) runs in a worker of the
+    run (`work_in`) when its kernel server's warm-up imports MLflow: MLflow and its database layer (~100 MB)
+    are imported there already, and the runner process never imports them.
     """
 
     def __init__(self, tracking_uri: str, model_name: str, lock_dir: Path) -> None:
@@ -108,39 +105,36 @@ class Registry:
         self._client: Any = None
         self._client_lock = threading.Lock()
         self.store = EmbeddedStore.at(tracking_uri, model_name)  # reads without MLflow, when it can
-        self._server: KernelServer | None = None
+        self._workers = IN_THIS_PROCESS
 
-    def work_in(self, server: KernelServer | None) -> None:
-        """Run MLflow's calls in workers forked from `server` when its warm-up imports MLflow (otherwise each
-        worker would import it again: it is imported once, here); None: in this process."""
-        self._server = server if server is not None and "mlflow" in server.preloaded else None
+    def work_in(self, workers: Workers) -> None:
+        """Run MLflow's calls in the run's workers, when they have MLflow imported (otherwise each worker
+        would import it again: it is imported once, here)."""
+        self._workers = workers
 
     @property
     def elsewhere(self) -> bool:
         """Whether MLflow's calls run in a worker (this process then does not import MLflow)."""
-        return self._server is not None and self._server.usable
+        return self._workers.elsewhere("mlflow")
 
     def _in_worker(self, method: str, **arguments: Any) -> Any:
-        """`method`(**arguments) of this registry, run in a worker; a Version comes back as a Version."""
-        from runner.engine.kernels.forked import KernelServerError, WorkerError
-
-        assert self._server is not None
-        job = {
-            "tracking_uri": self.tracking_uri,
-            "model_name": self.name,
-            "lock_dir": str(self.lock_dir),
-            "method": method,
-            "arguments": arguments,
-        }
+        """`method`(**arguments) of this registry, run in a worker; RegistryConflict comes back as itself."""
         try:
-            target = "runner.production.registry:call_in_worker"
-            found = self._server.call(target, job, Path.cwd(), WORKER_TIMEOUT_S)
+            return self._workers.call(
+                call_in_worker,
+                needs="mlflow",
+                timeout_s=WORKER_TIMEOUT_S,
+                cwd=Path.cwd(),
+                tracking_uri=self.tracking_uri,
+                model_name=self.name,
+                lock_dir=str(self.lock_dir),
+                method=method,
+                arguments=arguments,
+            )
         except WorkerError as error:
-            kind, _, message = str(error).partition(": ")
-            raise (RegistryConflict if kind == "RegistryConflict" else RegistryError)(message) from None
-        except KernelServerError as error:  # gone or silent: whether the write happened is not known
+            raise RegistryError(str(error)) from None
+        except WorkerLost as error:  # gone or silent: whether the write happened is not known
             raise RegistryError(f"the registry's {method} got no answer: {error}") from None
-        return Version(**{**found, "aliases": tuple(found["aliases"])}) if isinstance(found, dict) else found
 
     @property
     def client(self) -> Any:
@@ -354,9 +348,8 @@ WORKER_TIMEOUT_S = 300  # one registry call in a worker: MLflow's own retries ag
 def call_in_worker(
     tracking_uri: str, model_name: str, lock_dir: str, method: str, arguments: dict[str, Any]
 ) -> Any:
-    """In a worker forked from the kernel server: one method of the registry, its result as JSON."""
-    found = getattr(Registry(tracking_uri, model_name, Path(lock_dir)), method)(**arguments)
-    return asdict(found) if isinstance(found, Version) else found
+    """In a worker: one method of the registry, in that process."""
+    return getattr(Registry(tracking_uri, model_name, Path(lock_dir)), method)(**arguments)
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,12 @@ started the usual way (runner/engine/execute.py).
 from __future__ import annotations
 
 import ast
+import base64
 import contextlib
 import itertools
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -159,7 +162,7 @@ class KernelServer:
             if answer is not None:
                 self._calls[number] = answer
             if spill:
-                request = {**request, "spill": str(self._spills / f"{number}.json")}
+                request = {**request, "spill": str(self._spills / f"{number}.pickle")}
             self._write({"id": number, **request})
         return number, handle
 
@@ -169,8 +172,9 @@ class KernelServer:
                 self._write({"hurry": number})
 
     def call(self, target: str, kwargs: dict[str, Any], cwd: Path, timeout_s: float) -> Any:
-        """Run `module:function`(**kwargs) in a worker forked now, with this process's environment; return
-        what it returns (JSON). WorkerError: it raised; KernelServerError: no answer (it is killed)."""
+        """Run `module:function`(**kwargs) (JSON arguments) in a worker forked now, with this process's
+        environment; return what it returns. What it raised is raised here when it is one of the runner's
+        own exceptions, else WorkerError ("Type: message"); KernelServerError: no answer (it is killed)."""
         answer: Future[Any] = Future()
         request = {"call": target, "kwargs": kwargs, "env": dict(os.environ), "cwd": str(cwd)}
         number, handle = self._request(request, answer, spill=True)
@@ -216,7 +220,7 @@ class KernelServer:
                 if forked is not None:
                     forked.returncode = message["code"]
                 self._answer(self._workers.pop(message["exited"], None), died=message["code"])
-            elif "result" in message or "failed" in message or "result_file" in message:
+            elif "answer" in message or "answer_file" in message:
                 self._answer(message["id"], message=message)
             elif message.get("id") in self._requests:
                 handle = self._requests.pop(message["id"])
@@ -241,19 +245,29 @@ class KernelServer:
         answer = self._calls.get(number) if number is not None else None
         if answer is None or answer.done():
             return
-        if message is not None and "result" in message:
-            answer.set_result(message["result"])
-        elif message is not None and "result_file" in message:
-            spill = Path(message["result_file"])
-            try:
-                answer.set_result(json.loads(spill.read_text()))
-            except (OSError, ValueError) as error:
-                answer.set_exception(KernelServerError(f"the worker's result is unreadable: {error}"))
-            spill.unlink(missing_ok=True)
-        elif message is not None:
-            answer.set_exception(WorkerError(message["failed"]))
-        else:
+        if message is None:
             answer.set_exception(KernelServerError(f"the worker ended without an answer (exit code {died})"))
+            return
+        try:
+            if "answer_file" in message:
+                spill = Path(message["answer_file"])
+                try:
+                    payload = spill.read_bytes()
+                finally:
+                    spill.unlink(missing_ok=True)
+            else:
+                payload = base64.b64decode(message["answer"])
+            # our own child's answer (server.py, run_call): the runner's values and exceptions only
+            said: dict[str, Any] = pickle.loads(payload)
+        except (OSError, ValueError, pickle.UnpicklingError, AttributeError, ImportError) as error:
+            answer.set_exception(KernelServerError(f"the worker's answer is unreadable: {error}"))
+            return
+        if "result" in said:
+            answer.set_result(said["result"])
+        elif isinstance(said.get("raised"), BaseException):
+            answer.set_exception(said["raised"])
+        else:
+            answer.set_exception(WorkerError(said.get("failed", "the worker failed")))
 
 
 class ForkProvisioner(LocalProvisioner):
@@ -287,6 +301,21 @@ class ForkProvisioner(LocalProvisioner):
             and warmup == self.server.preload
             and not process.preload_error
         )
+
+
+def forking(server: KernelServer, imports: frozenset[str]) -> Callable[[Any], None]:
+    """The hook that makes a kernel manager launch its kernel through `server` (for a notebook that imports
+    `imports`): the manager uses this provisioner instead of creating a LocalProvisioner."""
+
+    def prepare(manager: Any) -> None:
+        manager.kernel_id = str(uuid.uuid4())
+        provisioner = ForkProvisioner(
+            kernel_id=manager.kernel_id, kernel_spec=manager.kernel_spec, parent=manager
+        )
+        provisioner.server, provisioner.imports = server, imports
+        manager.provisioner = provisioner
+
+    return prepare
 
 
 def notebook_imports(notebook: Path) -> frozenset[str]:

@@ -20,8 +20,9 @@ The protocol is JSON lines on stdin/stdout:
     runner -> server   {"id": 4, "call": "module:function", "kwargs": {...}, "env": {...}, "cwd": "...",
                         "spill": "<a file for a long result>"}
                        run a function in a forked worker (at once): the server answers with its pid, then
-    worker -> runner   {"id": 4, "result": ...}   or   {"id": 4, "failed": "ValueError: ..."}
-                       or, for a result of 4 KB or more, {"id": 4, "result_file": "<the request's spill>"}
+    worker -> runner   {"id": 4, "answer": "<base64 of a pickled {"result": ...} or {"failed": "Type: ...",
+                       "raised": <the exception, when it is the runner's own>}>"}
+                       or, for an answer of 4 KB or more, {"id": 4, "answer_file": "<the request's spill>"}
 stdin closing (the runner ended, or died: the pipe's only writer is gone) makes the server kill the kernels
 it forked that are still alive, and exit. The forked kernels also watch this process
 (`IPKernelApp.parent_handle`): a kernel whose server is gone exits.
@@ -33,10 +34,12 @@ it imports nothing but the standard library until the preload, and a warm-up is 
 from __future__ import annotations
 
 import ast
+import base64
 import contextlib
 import importlib
 import json
 import os
+import pickle
 import select
 import signal
 import sys
@@ -182,25 +185,35 @@ def become_kernel(request: dict[str, Any]) -> None:
 
 
 def run_call(request: dict[str, Any], reply: int) -> None:
-    """In the forked child: call `module:function` with the request's keyword arguments and send what it
-    returns (JSON) or the error it raised on the reply pipe, in one write (whole among the server's lines as
-    long as it is under PIPE_BUF, 4 KB), then exit. A longer result goes to the file `spill` names, and the
-    reply says so."""
+    """In the forked child: call `module:function` with the request's keyword arguments and send back what
+    it returns, or what it raised, pickled (workers.py reads it), then exit.
+
+    The answer goes on the reply pipe in one write (whole among the server's lines as long as it is under
+    PIPE_BUF, 4 KB); a longer one goes to the file `spill` names, and the reply says so. An exception is
+    pickled only when its class is the runner's own (unpickling a library's would import that library in the
+    runner, which the worker exists to avoid): otherwise its "Type: message" travels as text."""
     number = request["id"]
+    answer: dict[str, Any]
     try:
         _settle(request, b"retrain-worker")
         module, _, name = request["call"].partition(":")
-        result = getattr(importlib.import_module(module), name)(**request["kwargs"])
-        line = json.dumps({"id": number, "result": result})
-        if len(line) >= select.PIPE_BUF:
-            from runner.files import atomic_write_text
-            from runner.secrets import NO_SECRETS
-
-            spill = Path(request["spill"])  # private to the runner, read once and removed: not redacted
-            atomic_write_text(spill, json.dumps(result), redact=NO_SECRETS)
-            line = json.dumps({"id": number, "result_file": str(spill)})
+        answer = {"result": getattr(importlib.import_module(module), name)(**request["kwargs"])}
     except BaseException as problem:  # the runner reports it; this process only carries it
-        line = json.dumps({"id": number, "failed": f"{type(problem).__name__}: {problem}"[:2000]})
+        answer = {"failed": f"{type(problem).__name__}: {problem}"[:2000]}
+        if type(problem).__module__.startswith("runner."):
+            answer["raised"] = problem
+    try:
+        payload = pickle.dumps(answer)
+    except Exception as problem:  # a result or an exception that cannot travel
+        failed = answer.get("failed") or f"the worker's result cannot be sent back: {problem}"
+        payload = pickle.dumps({"failed": failed})
+    line = json.dumps({"id": number, "answer": base64.b64encode(payload).decode("ascii")})
+    if len(line) >= select.PIPE_BUF:
+        spill = Path(request["spill"])  # private to the runner, read once and removed
+        fd = os.open(spill, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as file:
+            file.write(payload)
+        line = json.dumps({"id": number, "answer_file": str(spill)})
     os.write(reply, (line + "\n").encode())
     os._exit(0)
 
