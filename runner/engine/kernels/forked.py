@@ -197,6 +197,8 @@ class KernelServer:
             self.process.kill()
             self.process.wait()
         self._reader.join(timeout=5)
+        if self.process.stdout is not None and not self._reader.is_alive():
+            self.process.stdout.close()  # the reader is done with it: a process running many runs keeps none
         shutil.rmtree(self._spills, ignore_errors=True)
 
     def _write(self, message: dict[str, Any]) -> None:
