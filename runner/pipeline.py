@@ -33,7 +33,6 @@ from runner.engine.execute import Stopper, execute_notebook
 from runner.engine.gates import GateScope, evaluate_gate
 from runner.engine.kernels import Kernel, KernelPool, Workers
 from runner.engine.lock import project_lock
-from runner.engine.schedule import BackgroundRenders, PageJob
 from runner.engine.scraps import read_scraps
 from runner.errors import WriteError
 from runner.files import remove_stale_temporaries
@@ -44,6 +43,7 @@ from runner.records import ModelRecord, RunRecord, StageFailure, StageRecord
 from runner.report import history, notify
 from runner.report import pages as report
 from runner.report.notify import Links
+from runner.report.renders import BackgroundRenders, PageJob
 from runner.secrets import Redactor
 
 
