@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
+from runner import yamltext
 
 MIN_LENGTH = 4
 # Secret wherever they are set, whatever pipeline.yaml says: the default Slack webhook, the registry's
@@ -118,8 +118,8 @@ def names_in_file(pipeline: Path) -> tuple[str, ...]:
     """The secrets a pipeline file names, read leniently before it is validated (so that even the messages
     about a broken file are redacted); what cannot be read is simply not named here."""
     try:
-        raw = yaml.safe_load(pipeline.read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):
+        raw = yamltext.load(pipeline.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # YamlError is a ValueError
         return secret_names(())
     if not isinstance(raw, dict):
         return secret_names(())

@@ -206,3 +206,46 @@ def test_a_bug_exits_70_with_its_traceback_not_1_like_a_failed_stage(make_projec
     err = capsys.readouterr().err
     assert "Traceback" in err and "RuntimeError: a bug in the loader" in err
     assert "this is a bug in retrain" in err
+
+
+BOMB = """\
+  a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+  b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+  c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+  d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+  e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+  f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+  g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+  h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+  i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+def test_a_yaml_alias_bomb_as_a_value_is_refused_without_expanding_it(make_project, capsys):
+    """387 million strings written as nine lines: refused at once, and the message does not print them."""
+    bomb = "".join(f"    {line}\n" for line in BOMB.splitlines())
+    pipeline = make_project(GOOD.replace("params:\n  x: 2\n", "params:\n  x: 2\n  bomb:\n" + bomb))
+    assert main(["check", str(pipeline)]) == 2
+    err = capsys.readouterr().err
+    assert "params.bomb: the value holds more than 10000 items once its YAML aliases are expanded" in err
+    assert len(err) < 2000
+
+
+@pytest.mark.parametrize("where", ["pipeline", "-p", "params file"])
+def test_a_number_of_5000_digits_is_a_configuration_error_not_a_traceback(
+    make_project, capsys, tmp_path, where
+):
+    pipeline = make_project(GOOD)
+    digits = "9" * 5000
+    args = ["check", str(pipeline)]
+    if where == "pipeline":
+        pipeline.write_text(GOOD.replace("  x: 2\n", f"  x: {digits}\n"))
+    elif where == "-p":
+        args += ["-p", f"x={digits}"]
+    else:
+        (tmp_path / "params.yaml").write_text(f"x: {digits}\n")
+        args += ["--params-file", str(tmp_path / "params.yaml")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err) < 2000
+    assert "x" in err

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from runner import yamltext
 from runner.engine import graph
 from runner.engine.gates import Gate, GateSyntaxError, parse_gate
 from runner.engine.monitor_spec import Monitor, MonitorSpec, check_monitor, resolve_monitor
@@ -251,8 +251,8 @@ def _read_yaml(path: Path) -> Any:
         fix = "run from the project folder or pass the path: retrain run path/to/pipeline.yaml"
         raise ConfigError([Problem(file, "", "file not found", fix)])
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raw = yamltext.load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yamltext.YamlError) as error:
         raise ConfigError([Problem(file, "", f"not valid YAML: {_one_line(str(error))}")]) from None
     if not isinstance(raw, dict):
         fix = "start from the example in README.md (version, name, params, stages)"
@@ -275,7 +275,8 @@ def _schema_problems(file: str, error: ValidationError) -> list[Problem]:
             message = f"'{item['input']}' is not a valid name"
             problems.append(Problem(file, where, message, "use letters, digits and _ (stage names also -)"))
         else:
-            problems.append(Problem(file, where, f"{item['msg']} (got {item['input']!r})"))
+            got = yamltext.bounded_repr(item["input"])
+            problems.append(Problem(file, where, f"{item['msg']} (got {got})"))
     return problems
 
 
@@ -364,6 +365,7 @@ def _check_semantics(
         problems.extend(_check_stage_params(file, name, stage, declared[name]))
         problems.extend(_check_needs(file, name, stage, list(spec.stages)))
     problems.extend(_check_cycles(file, spec))
+    problems.extend(_check_sizes(file, spec, overrides))
     problems.extend(_check_files_and_warmup(file, spec))
     problems.extend(_check_gates(file, spec, overrides))
     monitor_declared: frozenset[str] = frozenset()
@@ -433,6 +435,22 @@ def _check_secrets(
         Problem(source, where, f"a secret ({name}) cannot be passed as a parameter", fix.format(name))
         for source, where, name in found
     ]
+
+
+def _check_sizes(file: str, spec: PipelineSpec, overrides: Overrides) -> list[Problem]:
+    """A parameter's value is written into the executed notebook and run.json: a few lines of YAML aliases can
+    stand for billions of values, which would take forever to write and fill the disk."""
+    given = [(file, f"params.{key}", value) for key, value in spec.params.items()]
+    given += [
+        (file, f"stages.{stage}.params.{key}", value)
+        for stage, body in spec.stages.items()
+        for key, value in body.params.items()
+    ]
+    given += [(*overrides.sources[key], value) for key, value in overrides.values.items()]
+    fix = "pass a smaller value, or a file path the notebook reads"
+    message = f"the value holds more than {yamltext.MAX_NODES} items once its YAML aliases are expanded"
+    found = [(source, where) for source, where, value in given if yamltext.too_large(value)]
+    return [Problem(source, where, message, fix) for source, where in found]
 
 
 def _check_cycles(file: str, spec: PipelineSpec) -> list[Problem]:

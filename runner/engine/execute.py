@@ -29,8 +29,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
 from runner.engine import imports
 from runner.engine.kernels import IN_THIS_PROCESS, KERNEL_NAME, Kernel, KernelPool
 from runner.files import atomic_write_text
@@ -228,6 +226,8 @@ class _ExecutedNotebook:
         self.save()
 
     def save(self) -> None:
+        import nbformat  # when a stage executes: a cached run does without it
+
         atomic_write_text(self.output, nbformat.writes(self.nb), redact=self.redact)
         self.saved_at = time.monotonic()
 
@@ -267,6 +267,8 @@ class _ExecutedNotebook:
 
     def flag(self, index: int | None, why: str) -> None:
         """Mark the notebook failed: a banner first (linking to the cell), an anchor before the cell."""
+        import nbformat
+
         if index is not None:
             anchor = nbformat.v4.new_markdown_cell(f'<span id="{FAILING_CELL_ANCHOR}"></span>')
             anchor.metadata["tags"] = [BANNER_TAG]
@@ -354,6 +356,8 @@ def _unfinished(book: _ExecutedNotebook, failure: StageFailure) -> StageFailure:
         cell = book.nb.cells[running]
         cell.metadata.papermill.update(status="failed", exception=True)
         if cell.cell_type == "code":
+            import nbformat
+
             cell.outputs.append(
                 nbformat.v4.new_output("error", ename="StageStopped", evalue=why, traceback=[why])
             )

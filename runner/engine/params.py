@@ -25,9 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nbformat
-import yaml
-
+from runner import yamltext
 from runner.engine import imports
 from runner.errors import Problem, did_you_mean
 from runner.secrets import Redactor
@@ -56,17 +54,29 @@ def declared_parameters(notebook: Path) -> dict[str, NotebookParameter]:
 
 
 def _parameters_cell(notebook: Path) -> Any:
+    """The notebook's first cell tagged `parameters`, read as plain JSON (nbformat's reader and validator cost
+    a quarter of a second, more than a run whose stages all come from the cache), or None."""
     try:
-        nb = nbformat.read(notebook, as_version=4)
-    except Exception as error:  # nbformat raises several unrelated types for a bad file
+        document = json.loads(notebook.read_bytes())
+        cells = document["cells"]
+        tagged = [cell for cell in cells if "parameters" in (cell.get("metadata") or {}).get("tags", [])]
+    except (OSError, ValueError) as error:
         raise ValueError(f"cannot read notebook {notebook.name}: {error}") from None
-    cells = [cell for cell in nb.cells if "parameters" in cell.get("metadata", {}).get("tags", [])]
-    return cells[0] if cells else None
+    except (KeyError, TypeError, AttributeError):
+        raise ValueError(f"cannot read notebook {notebook.name}: not a notebook (no cells)") from None
+    if not tagged:
+        return None
+    source = tagged[0].get("source", "")
+    text = "".join(source) if isinstance(source, list) else str(source)
+    return {"cell_type": "code", "metadata": tagged[0].get("metadata") or {}, "source": text}
 
 
 def _inspect(cell: Any) -> dict[str, NotebookParameter]:
     imports.papermill()
+    import nbformat
     from papermill.translators import PythonTranslator
+
+    cell = nbformat.from_dict(cell)  # papermill reads it as a notebook cell
 
     declared = {}
     for parameter in PythonTranslator.inspect(cell):
@@ -105,7 +115,7 @@ class DeclaredParameters:
         cell = _parameters_cell(notebook)
         if cell is None:
             return {}
-        key = hashlib.sha256(str(cell.source).encode("utf-8")).hexdigest()
+        key = hashlib.sha256(cell["source"].encode("utf-8")).hexdigest()
         if key in self._known:
             with contextlib.suppress(TypeError, ValueError):
                 return {fields[0]: NotebookParameter(*fields) for fields in self._known[key]}
@@ -183,7 +193,7 @@ def check_value(parameter: NotebookParameter, value: Any) -> str | None:
         return None
     if isinstance(value, _TYPES[expected]) and not (expected != "bool" and isinstance(value, bool)):
         return None
-    shown = f"{value!r}"[:60]
+    shown = yamltext.bounded_repr(value)
     return f"'{parameter.name}' expects {expected} (default {parameter.default}), got {shown}"
 
 
@@ -294,30 +304,31 @@ def parse_overrides(pairs: list[str], params_file: Path | None = None) -> Overri
     for pair in pairs:
         key, sep, text = pair.partition("=")
         key = key.strip()
+        shown = pair if len(pair) <= 80 else f"{pair[:60]}...{pair[-12:]} ({len(pair)} characters)"
         if not sep or not key.isidentifier():
             problems.append(
-                Problem(COMMAND_SOURCE, f"-p {pair}", "expected KEY=VALUE", "e.g. -p horizon_weeks=8")
+                Problem(COMMAND_SOURCE, f"-p {shown}", "expected KEY=VALUE", "e.g. -p horizon_weeks=8")
             )
             continue
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
-            value = text  # not YAML (an unbalanced quote, say): take it as text
+            value = yamltext.load(text) if text.strip() else ""
+        except yamltext.YamlError:
+            value = text  # not YAML (an unbalanced quote, a number too long to be one): take it as text
         if isinstance(value, dict | list):
             fix = "quote it to pass text, or put structured values in --params-file"
-            problems.append(Problem(COMMAND_SOURCE, f"-p {pair}", "expected a single value", fix))
+            problems.append(Problem(COMMAND_SOURCE, f"-p {shown}", "expected a single value", fix))
             continue
         values[key] = value
-        sources[key] = (COMMAND_SOURCE, f"-p {pair}")
+        sources[key] = (COMMAND_SOURCE, f"-p {shown}")
     return Overrides(values=values, sources=sources, problems=tuple(problems))
 
 
 def _read_params_file(path: Path) -> tuple[dict[str, Any], Problem | None]:
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = yamltext.load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}, Problem(str(path), "", "params file not found")
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
+    except (OSError, UnicodeDecodeError, yamltext.YamlError) as error:
         return {}, Problem(str(path), "", f"not valid YAML: {' '.join(str(error).split())}")
     if loaded is None:
         return {}, None

@@ -436,7 +436,15 @@ def _md(text: str) -> str:
 @lru_cache(maxsize=1)
 def _jinja_env() -> jinja2.Environment:
     loader = jinja2.FileSystemLoader(TEMPLATES_DIR)
-    env = jinja2.Environment(loader=loader, autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    # compiling the templates takes longer than a whole run whose stages all come from the cache: their
+    # bytecode is kept in the user's temporary folder (jinja's own cache, keyed by the templates' sources)
+    env = jinja2.Environment(
+        loader=loader,
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        bytecode_cache=jinja2.FileSystemBytecodeCache(),
+    )
     env.undefined = jinja2.StrictUndefined  # a misspelt variable fails the test suite, not a page
     env.filters.update(duration=_duration, when=_when, value=_value, values=_values)
     return env

@@ -1,13 +1,10 @@
-"""The runner's side of the kernel server (server.py): kernels forked from a warmed-up process.
+"""The runner's side of the kernel server (server.py): kernels and workers forked from a warmed-up process.
 
-`KernelServer` starts the server process of a run and asks it for kernels. `ForkProvisioner` is the
-jupyter_client provisioner that launches a kernel through it; the kernel manager, nbclient and papermill
-see an ordinary local kernel (connection file, ipc sockets, signals to its process group). `ForkedProcess`
-stands for the kernel's process, which is the server's child, not ours: the server tells its pid and exit.
-
-Only a kernel that would have been `<this interpreter> -m ipykernel_launcher ...` is forked; any other
-kernel spec is launched the usual way. On any trouble with the server, a stage falls back to a kernel
-started the usual way (runner/engine/execute.py).
+`KernelServer` starts the server process of a run and asks it for kernels and for calls in workers.
+`ForkedProcess` stands for a kernel's process, which is the server's child, not ours: the server tells its
+pid and exit. The jupyter_client provisioner that launches a kernel through the server is in
+provisioner.py (jupyter_client is imported only when a kernel starts). On any trouble with the server, a
+stage falls back to a kernel started the usual way (pool.py).
 """
 
 from __future__ import annotations
@@ -26,13 +23,10 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
-
-from jupyter_client.provisioning.local_provisioner import LocalProvisioner
 
 START_TIMEOUT_S = 60  # the server's preload and each fork; a kernel start has the same bound
 # Forking a process that imported libraries is safe on Linux; elsewhere (macOS: system frameworks that do not
@@ -272,54 +266,6 @@ class KernelServer:
             answer.set_exception(WorkerError(said.get("failed", "the worker failed")))
 
 
-class ForkProvisioner(LocalProvisioner):
-    """Launches the kernel through the run's kernel server when the kernel is this interpreter's ipykernel."""
-
-    server: KernelServer | None = None
-    imports: frozenset[str] = frozenset()  # what the stage's notebook imports
-
-    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
-        if self.server is None or not forkable(cmd) or not self.server.usable:
-            return await super().launch_kernel(cmd, **kwargs)
-        env = dict(kwargs.get("env") or os.environ)
-        cwd = str(kwargs.get("cwd") or os.getcwd())
-        forked = self.server.fork(cmd[3:], env, cwd, self.imports)
-        self.process = forked  # type: ignore[assignment]  # Popen-like
-        self.pid, self.pgid = 0, None  # the pid comes later; signals go through the process handle
-        self.cwd = cwd
-        return self.connection_info
-
-    @property
-    def forked(self) -> bool:
-        return isinstance(self.process, ForkedProcess)
-
-    def warmed_up_by_server(self, warmup: str) -> bool:
-        """Whether `warmup` is the server's preload, which was going well when it forked this kernel: the
-        kernel then skips it (what the server had not imported yet, the notebook imports when it needs it)."""
-        process = self.process
-        return (
-            isinstance(process, ForkedProcess)
-            and self.server is not None
-            and warmup == self.server.preload
-            and not process.preload_error
-        )
-
-
-def forking(server: KernelServer, imports: frozenset[str]) -> Callable[[Any], None]:
-    """The hook that makes a kernel manager launch its kernel through `server` (for a notebook that imports
-    `imports`): the manager uses this provisioner instead of creating a LocalProvisioner."""
-
-    def prepare(manager: Any) -> None:
-        manager.kernel_id = str(uuid.uuid4())
-        provisioner = ForkProvisioner(
-            kernel_id=manager.kernel_id, kernel_spec=manager.kernel_spec, parent=manager
-        )
-        provisioner.server, provisioner.imports = server, imports
-        manager.provisioner = provisioner
-
-    return prepare
-
-
 def notebook_imports(notebook: Path) -> frozenset[str]:
     """The top-level packages the notebook's code cells import, anywhere in them (a cell that is not plain
     Python, or a notebook that cannot be read, adds nothing)."""
@@ -335,11 +281,6 @@ def notebook_imports(notebook: Path) -> frozenset[str]:
         with contextlib.suppress(SyntaxError, ValueError):
             found |= imported_packages(ast.parse(source))
     return frozenset(found)
-
-
-def forkable(cmd: list[str]) -> bool:
-    """`<this interpreter> -m ipykernel_launcher ...`: what the server, running this interpreter, can be."""
-    return SUPPORTED and cmd[:3] == [sys.executable, "-m", "ipykernel_launcher"]
 
 
 def _alive(pid: int) -> bool:

@@ -17,13 +17,7 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
-from runner.engine.kernels.forked import (
-    SUPPORTED,
-    KernelServer,
-    KernelServerError,
-    forking,
-    notebook_imports,
-)
+from runner.engine.kernels.forked import SUPPORTED, KernelServer, KernelServerError, notebook_imports
 from runner.engine.kernels.started import Kernel, release_thread_loop
 from runner.engine.kernels.workers import Workers
 
@@ -71,6 +65,8 @@ class ForkedLauncher:
         server = self._started_server()
         if server is None:
             return Kernel(self.cwd, warmup)
+        from runner.engine.kernels.provisioner import forking  # jupyter_client: when a kernel starts
+
         imports = notebook_imports(notebook) if notebook else frozenset[str]()
         return Kernel(self.cwd, warmup, prepare=forking(server, imports))
 
