@@ -428,6 +428,7 @@ def new_run_record(pipeline: Pipeline, options: RunOptions) -> RunRecord:
         params=dict(pipeline.params),
         stages=stages,
         runner_version=__version__,
+        key_metric=pipeline.key_metric,
         options={
             "only": list(options.only),
             "force": options.force,
@@ -588,6 +589,7 @@ def write_reports(
 ) -> None:
     report.write_run_json(run_dir, record, redact=redact)
     report.render_run_index(run_dir, record, tracking_uri=tracking_uri(pipeline.root), redact=redact)
-    report.render_history_index(run_dir.parent, known=remembered_runs(pipeline), redact=redact)
+    known = remembered_runs(pipeline)
+    report.render_history_index(run_dir.parent, known=known, key=pipeline.key_metric, redact=redact)
     if options.step_summary is not None:
         report.write_step_summary(record, options.step_summary, redact=redact)

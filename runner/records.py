@@ -16,6 +16,24 @@ StageStatus = Literal["pending", "running", "succeeded", "failed", "gate_failed"
 
 
 @dataclass
+class KeyMetric:
+    """How a pipeline's key metric reads (pipeline.yaml `model.key_metric`), kept in run.json so that every
+    page, message and history row drawn from the record shows it the same way."""
+
+    name: str
+    better: Literal["lower", "higher"]
+    format: Literal["percent", "number", "currency", "integer"] = "number"
+    digits: int = 3
+    unit: str = ""
+    label: str = ""  # how people call it; "" means the name as given
+    others: list[str] = field(default_factory=list)  # metrics shown beside it (`model.show_metrics`)
+
+    @property
+    def title(self) -> str:
+        return self.label or (self.name.upper() if len(self.name) <= 5 else self.name.replace("_", " "))
+
+
+@dataclass
 class GateResult:
     """One gate's verdict and the values it saw (scrap and parameter names -> values)."""
 
@@ -142,6 +160,7 @@ class RunRecord:
     model: ModelRecord | None = None
     notifications: list[NotificationRecord] = field(default_factory=list)
     data: DataRecord | None = None  # with a `data` section in pipeline.yaml
+    key_metric: KeyMetric | None = None  # with `model.key_metric` in pipeline.yaml
 
     def to_json(self) -> dict[str, Any]:
         """The `run.json` document; NaN and infinities become strings, as scrapbook stores them."""
@@ -155,13 +174,16 @@ class RunRecord:
         Non-finite floats stay the strings `to_json` wrote. Raises KeyError, TypeError or AttributeError
         when the document does not have the record's shape.
         """
-        nested = ("stages", "model", "notifications", "data")
+        nested = ("stages", "model", "notifications", "data", "key_metric")
         fields = {key: value for key, value in data.items() if key not in nested}
         stages = {str(name): _stage_from_json(item) for name, item in data["stages"].items()}
         model = _model_from_json(data["model"]) if data.get("model") else None
         sent = [NotificationRecord(**item) for item in data.get("notifications", [])]
         data_record = DataRecord(**data["data"]) if data.get("data") else None
-        return cls(stages=stages, model=model, notifications=sent, data=data_record, **fields)
+        key_metric = KeyMetric(**data["key_metric"]) if data.get("key_metric") else None
+        return cls(
+            stages=stages, model=model, notifications=sent, data=data_record, key_metric=key_metric, **fields
+        )
 
     @property
     def first_problem(self) -> StageRecord | None:

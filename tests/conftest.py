@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from html.parser import HTMLParser
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psutil
@@ -18,6 +20,17 @@ import pytest
 
 ASSETS = Path(__file__).parent / "assets"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_walmart() -> ModuleType:
+    """The demo project's data script, data/walmart.py (a script of the project, not of the runner)."""
+    if "walmart" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("walmart", PROJECT_ROOT / "data" / "walmart.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["walmart"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["walmart"]
 
 MakeProject = Callable[[str], Path]
 

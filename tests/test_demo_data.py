@@ -13,18 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from runner.demo.walmart import (
-    HISTORY_DIR,
-    NEW_DIR,
-    QUARANTINE_DIR,
-    SOURCE_FILE,
-    WHEEL_MEMBER,
-    fetch_source,
-    next_week,
-    read_sales_table,
-    reset_history,
-)
-from runner.errors import DemoDataError
+from tests.conftest import load_walmart
+
+walmart = load_walmart()
+HISTORY_DIR, NEW_DIR, QUARANTINE_DIR = walmart.HISTORY_DIR, walmart.NEW_DIR, walmart.QUARANTINE_DIR
+SOURCE_FILE, WHEEL_MEMBER, DemoDataError = walmart.SOURCE_FILE, walmart.WHEEL_MEMBER, walmart.DemoDataError
+fetch_source, next_week, read_sales_table = walmart.fetch_source, walmart.next_week, walmart.read_sales_table
+reset_history = walmart.reset_history
 
 HEADER = (
     "id,Store,Dept,Date,Weekly_Sales,IsHoliday,Type,Size,Temperature,Fuel_Price,"

@@ -44,6 +44,8 @@ model:
   name: {name}
   candidate: train.model_uri
   metrics: evaluate
+  key_metric: {{name: wape, better: lower, format: percent}}
+  smoke_check: {{score: "notebooks.toy_scores:wape"}}
   promotion: {promotion}
   deploy: [deploy]
   data: ["data/*.csv"]

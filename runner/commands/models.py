@@ -31,14 +31,30 @@ def command_models(args: argparse.Namespace, ctx: Context) -> int:
     from rich.table import Table
 
     from runner.production import lifecycle
+    from runner.report.numbers import Numbers
 
     pipeline = load(args, ctx)
     registry = lifecycle.open_registry(pipeline)
-    table = Table(title=f"{registry.name} · {registry.tracking_uri}", title_justify="left")
-    for column in ("version", "aliases", *lifecycle.KEY_METRICS, "created", "run", "notes"):
-        table.add_column(column)
-    for row in lifecycle.version_rows(registry):
-        table.add_row(*row)
+    numbers = Numbers(pipeline.key_metric)
+    title = f"{registry.name} · {registry.tracking_uri}"
+    if numbers.key is not None:
+        title += f" · {numbers.title}: {numbers.direction()}"
+    table = Table(title=title, title_justify="left")
+    for column in ("version", "aliases", *numbers.shown, "created", "run", "notes"):
+        table.add_column(column, justify="right" if column in numbers.shown else "left")
+    for version in registry.versions():
+        metrics = version.metrics
+        notes = "; ".join(
+            f"{key}: {version.lineage(key)}" for key in ("smoke_check", "rolled_back") if version.lineage(key)
+        )
+        table.add_row(
+            version.version,
+            ", ".join(version.aliases),
+            *(numbers.value(metrics.get(name), name) for name in numbers.shown),
+            version.created_at,
+            version.lineage("run_id") or "",
+            notes,
+        )
     ctx.console.print(table)
     return EXIT_OK
 

@@ -125,7 +125,7 @@ def _seconds(text: str) -> float:
 
 
 def command_check(args: argparse.Namespace, ctx: Context) -> int:
-    pipeline = load(args, ctx)
+    pipeline = load(args, ctx, scrap_names=True)
     gates = sum(len(stage.gates) for stage in pipeline.stages.values())
     order = " -> ".join(pipeline.stages)
     ctx.say(f"{args.pipeline}: valid. {len(pipeline.stages)} stages ({order}), {gates} gates.")

@@ -102,13 +102,15 @@ def parameter_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load(args: argparse.Namespace, ctx: Context) -> Pipeline:
-    """The pipeline the command line names, validated with its `-p` and `--params-file` overrides."""
+def load(args: argparse.Namespace, ctx: Context, *, scrap_names: bool = False) -> Pipeline:
+    """The pipeline the command line names, validated with its `-p` and `--params-file` overrides
+    (`scrap_names`: and the names of the scraps it reads, against what its notebooks record)."""
     from runner.engine.config import load_pipeline
     from runner.engine.params import parse_overrides
 
     overrides = parse_overrides(getattr(args, "params", []), getattr(args, "params_file", None))
-    return load_pipeline(args.pipeline, overrides, environ=ctx.settings.environ)
+    environ = ctx.settings.environ
+    return load_pipeline(args.pipeline, overrides, environ=environ, scrap_names=scrap_names)
 
 
 def check_stage_names(option: str, names: list[str], stages: list[str]) -> None:

@@ -19,10 +19,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from runner.engine.cache import code_cells
-from runner.engine.config import Pipeline, SmokeCheckSpec
-from runner.engine.kernels import IN_THIS_PROCESS, WorkerError, WorkerLost, Workers
+from runner.engine.config import Pipeline
+from runner.engine.kernels import IN_THIS_PROCESS, Workers
+from runner.engine.notebook_json import code_cells
 from runner.errors import UsageError
+from runner.production import smoke
 from runner.production.registry import (
     CHAMPION,
     LINEAGE,
@@ -35,7 +36,7 @@ from runner.production.registry import (
     check_reachable,
 )
 from runner.project import MLFLOW_DIR, PRODUCTS_DIR, REPORTS_DIR, tracking_uri
-from runner.records import ModelRecord, RunRecord, SmokeCheck
+from runner.records import ModelRecord, RunRecord
 
 
 def fingerprints(pipeline: Pipeline) -> dict[str, str]:
@@ -104,7 +105,9 @@ def release(
     result.seconds["promote"] = round(time.monotonic() - started, 3)
     result.promoted, result.champion_after = True, candidate.version
     sample = run_dir / PRODUCTS_DIR / model.smoke_check.sample
-    result.smoke_check = smoke_check(registry, model.smoke_check, sample, result.metrics, workers)
+    result.smoke_check = smoke.check(
+        registry, model.smoke_check, sample, key_metric_name(pipeline), result.metrics, pipeline.root, workers
+    )
     result.seconds["smoke_check"] = result.smoke_check.seconds
     if result.smoke_check.passed:
         result.detail += f"; promoted to champion (was {result.champion_before or 'none'})"
@@ -186,103 +189,6 @@ def _roll_back_failed(
     )
 
 
-def smoke_check(
-    registry: Registry,
-    spec: SmokeCheckSpec,
-    sample_path: Path,
-    metrics: Mapping[str, float],
-    workers: Workers = IN_THIS_PROCESS,
-) -> SmokeCheck:
-    """Load the champion fresh from the registry and check it reproduces what the evaluate stage measured.
-
-    When the run has workers, the loading and predicting happen in one (a new process, with the flavour's
-    libraries imported there or by the worker itself: for LightGBM, scikit-learn and skops, ~2 s and ~100 MB
-    this process is spared); otherwise here.
-    """
-    started = time.monotonic()
-    job = {
-        "tracking_uri": registry.tracking_uri,
-        "model_uri": f"models:/{registry.name}@{CHAMPION}",
-        "sample_path": str(sample_path),
-        "forecast_column": spec.forecast_column,
-        "actual_column": spec.actual_column,
-        "metric": spec.metric,
-    }
-    try:
-        if workers.elsewhere(None):
-            timeout_s = spec.max_seconds + 60  # a slow model still gets its verdict ("took N s (limit M s)")
-            folder = sample_path.parent
-            scored = workers.call(score_sample, needs=None, timeout_s=timeout_s, cwd=folder, **job)
-        else:
-            with registry.as_default():  # score_sample points MLflow at the store: for this call only
-                scored = score_sample(**job)
-    except (WorkerError, WorkerLost) as error:  # the worker's own "Type: message", or its silence
-        seconds = round(time.monotonic() - started, 3)
-        return SmokeCheck(False, f"the champion could not predict: {error}"[:500], seconds)
-    except Exception as error:  # whatever breaks loading or predicting is the finding, not a crash
-        seconds = round(time.monotonic() - started, 3)
-        return SmokeCheck(
-            False, f"the champion could not predict: {type(error).__name__}: {error}"[:500], seconds
-        )
-    seconds = round(time.monotonic() - started, 3)
-    diff, metric, rows = scored["diff"], scored["metric"], scored["rows"]
-    expected = metrics.get(spec.metric)
-    problems = []
-    if not math.isfinite(diff) or diff > spec.tolerance:
-        problems.append(
-            f"predictions differ from the evaluate stage's by up to {diff:.3g} (tolerance {spec.tolerance:g})"
-        )
-    if expected is not None and not _close(metric, expected, spec.tolerance):
-        problems.append(f"{spec.metric} {metric:.4g} instead of {expected:.4g}")
-    if seconds > spec.max_seconds:
-        problems.append(f"took {seconds:.1f} s (limit {spec.max_seconds:g} s)")
-    detail = "; ".join(problems) or f"{rows} predictions match, {spec.metric} {metric:.4g}, {seconds:.2f} s"
-    return SmokeCheck(not problems, detail, seconds, diff, metric)
-
-
-def score_sample(
-    tracking_uri: str, model_uri: str, sample_path: str, forecast_column: str, actual_column: str, metric: str
-) -> dict[str, float]:
-    """Load `model_uri` and predict the sample: the largest relative difference from the forecasts recorded
-    in it, the metric against its actuals, and the number of rows. Runs in a worker (or in the runner)."""
-    import mlflow
-    import mlflow.pyfunc
-    import numpy as np
-    import pandas as pd
-
-    mlflow.set_tracking_uri(tracking_uri)
-    model = mlflow.pyfunc.load_model(model_uri)
-    sample = pd.read_parquet(sample_path)
-    schema = model.metadata.get_input_schema()
-    names = schema.input_names() if schema is not None else None
-    inputs = sample[names] if names else sample.drop(columns=[forecast_column, actual_column])
-    predicted = np.asarray(model.predict(inputs), dtype=float).reshape(-1)
-    recorded = sample[forecast_column].to_numpy(dtype=float)
-    actual = sample[actual_column].to_numpy(dtype=float)
-    diff = (
-        float(np.max(np.abs(predicted - recorded) / np.maximum(np.abs(recorded), 1.0)))
-        if len(recorded)
-        else 0.0
-    )
-    return {"diff": diff, "metric": _metric(metric, actual, predicted), "rows": len(recorded)}
-
-
-def _metric(name: str, actual: Any, predicted: Any) -> float:
-    import numpy as np
-
-    error = np.abs(actual - predicted)
-    if name == "wape":
-        total = float(np.sum(np.abs(actual)))
-        return float(np.sum(error)) / total if total else math.nan
-    if name == "mae":
-        return float(np.mean(error))
-    return float(np.sqrt(np.mean(error**2)))
-
-
-def _close(value: float, expected: float, tolerance: float) -> bool:
-    return math.isfinite(value) and abs(value - expected) <= max(tolerance * abs(expected), 1e-12)
-
-
 def numeric_scraps(scraps: Mapping[str, Any]) -> dict[str, float]:
     """The scalar numbers a stage recorded: what a model version carries as its metrics."""
     return {
@@ -314,7 +220,10 @@ def _now() -> str:
 
 
 # --- commands: retrain models / promote / rollback -------------------------------------------------------
-KEY_METRICS = ("wape", "mae", "rmse")
+def key_metric_name(pipeline: Pipeline) -> str | None:
+    """The name of the model's key metric, when pipeline.yaml declares one."""
+    key = pipeline.model.key_metric if pipeline.model else None
+    return key.name if key else None
 
 
 def open_registry(pipeline: Pipeline) -> Registry:
@@ -326,27 +235,6 @@ def open_registry(pipeline: Pipeline) -> Registry:
     uri = tracking_uri(pipeline.root)
     check_reachable(uri)
     return Registry(uri, pipeline.model.name, lock_dir=pipeline.root / MLFLOW_DIR)
-
-
-def version_rows(registry: Registry) -> list[tuple[str, ...]]:
-    """One row per version, newest first: version, aliases, key metrics, created, run, notes."""
-    rows = []
-    for version in registry.versions():
-        metrics = version.metrics
-        shown = tuple(f"{metrics[key]:.4g}" if key in metrics else "" for key in KEY_METRICS)
-        notes = "; ".join(
-            f"{key}: {version.lineage(key)}" for key in ("smoke_check", "rolled_back") if version.lineage(key)
-        )
-        row = (
-            version.version,
-            ", ".join(version.aliases),
-            *shown,
-            version.created_at,
-            version.lineage("run_id") or "",
-            notes,
-        )
-        rows.append(row)
-    return rows
 
 
 def promote_version(pipeline: Pipeline, registry: Registry, number: str) -> str:
@@ -368,7 +256,8 @@ def promote_version(pipeline: Pipeline, registry: Registry, number: str) -> str:
     )
     if not sample.is_file():
         return f"{said}; no smoke check: the sample of run {target.lineage('run_id')} is not here ({sample})"
-    check = smoke_check(registry, pipeline.model.smoke_check, sample, target.metrics)
+    metric = key_metric_name(pipeline)
+    check = smoke.check(registry, pipeline.model.smoke_check, sample, metric, target.metrics, pipeline.root)
     if check.passed:
         return f"{said}; smoke check passed: {check.detail}"
     why = f"smoke check failed: {check.detail}"

@@ -90,7 +90,7 @@ def read_run_folders(reports_dir: Path) -> tuple[list[tuple[RunRecord, bool]], l
 
 
 def build_rows(
-    records: Iterable[tuple[RunRecord, bool]], known: Remembered, metric: str = "wape"
+    records: Iterable[tuple[RunRecord, bool]], known: Remembered, metric: str | None
 ) -> list[HistoryRow]:
     """One row per run, oldest first, with the metric's change and the champion after each run."""
     by_version_run = {version.lineage("run_id"): version for version in known.versions}
@@ -112,11 +112,11 @@ def build_rows(
     return _with_changes_and_champions(ordered)
 
 
-def _row_from_record(record: RunRecord, has_page: bool, metric: str) -> HistoryRow:
+def _row_from_record(record: RunRecord, has_page: bool, metric: str | None) -> HistoryRow:
     model = record.model
-    value = next(
-        (stage.scraps[metric] for stage in reversed(record.stages.values()) if metric in stage.scraps), None
-    )
+    stages = reversed(record.stages.values())
+    found = (stage.scraps[metric] for stage in stages if metric and metric in stage.scraps)
+    value = next(found, None)
     from runner.report.story import decision_sentence
 
     notes = [decision_sentence(record)]
@@ -135,7 +135,7 @@ def _row_from_record(record: RunRecord, has_page: bool, metric: str) -> HistoryR
     )
 
 
-def _row_from_version(run_id: str, version: Version, metric: str) -> HistoryRow:
+def _row_from_version(run_id: str, version: Version, metric: str | None) -> HistoryRow:
     promoted = version.lineage("promoted") or ""
     rolled_back = version.lineage("rolled_back")
     by_this_run = promoted.endswith(f"by run {run_id}")
@@ -152,7 +152,7 @@ def _row_from_version(run_id: str, version: Version, metric: str) -> HistoryRow:
         trigger=version.lineage("trigger") or "unknown",
         mode="full",  # only a full run writes to the registry
         version=version.version,
-        metric=version.metrics.get(metric),
+        metric=version.metrics.get(metric) if metric else None,
         champion=version.version if by_this_run and not rolled_back else None,
         source="mlflow",
         notes=notes,

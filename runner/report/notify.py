@@ -13,7 +13,6 @@ and takes the redactor; the senders default to none only for tests of their own 
 from __future__ import annotations
 
 import json
-import math
 import smtplib
 import ssl
 import time
@@ -30,12 +29,12 @@ from typing import Any
 
 from runner.engine.config import NotifySpec
 from runner.records import GateResult, NotificationRecord, RunRecord
+from runner.report.numbers import Numbers
 from runner.report.pages import model_sentence, outcome_sentence
 from runner.secrets import NO_SECRETS, Redactor
 
 SLACK_TARGET = "Slack webhook (SLACK_WEBHOOK_URL)"
 NO_WEBHOOK = "no webhook configured (SLACK_WEBHOOK_URL): message shown in the summary instead"
-PERCENT_METRICS = frozenset({"wape"})  # ratios that people read as percentages
 # Slack's documented Block Kit limits: a payload over any of them is refused whole.
 _MAX_BLOCKS, _MAX_HEADER, _MAX_TEXT, _MAX_FIELD, _MAX_BUTTON_URL = 50, 150, 3000, 2000, 3000
 _MAX_LINE, _MAX_GATE_LINE, _MAX_LISTED_GATES = 500, 250, 10  # 10 gate lines fit in a text
@@ -79,11 +78,11 @@ class EmailSettings:
 
 
 # --- wording ------------------------------------------------------------------------------------------------
-def headline(record: RunRecord, metric: str = "wape") -> str:
+def headline(record: RunRecord) -> str:
     """The result in one line: Slack's fallback text, the email's subject, the first line of the text."""
     name, problem, model = record.pipeline, record.first_problem, record.model
-    measured = _metric_text(record, metric)
-    suffix = f", {metric.upper()} {measured}" if measured else ""
+    measured = _metric_text(record)
+    suffix = f", {Numbers(record.key_metric).title} {measured}" if measured else ""
     who = f"{model.name} v{model.version}" if model is not None and model.version is not None else ""
     if record.status == "succeeded" and model is not None and who:
         outcome = _MODEL_OUTCOME.get(
@@ -104,34 +103,25 @@ def headline(record: RunRecord, metric: str = "wape") -> str:
     return _clip(_one_line(text), _MAX_LINE, middle=True)
 
 
-def _metric_text(record: RunRecord, metric: str, *, change: bool = False) -> str:
+def _metric_text(record: RunRecord, *, change: bool = False) -> str:
     """`7.9% (was 8.4%)`, with `change` `7.9% (was 8.4%, -0.5 pp)`, "" when not measured; "was" when this
     run's model replaced the champion, else "champion". The model's metrics first, else the last scrap."""
+    numbers, metric = Numbers(record.key_metric), (record.key_metric.name if record.key_metric else None)
+    if metric is None:
+        return ""
     model, stages = record.model, reversed(record.stages.values())
     scrap = next((stage.scraps[metric] for stage in stages if metric in stage.scraps), None)
     value = model.metrics.get(metric, scrap) if model else scrap
     before = model.champion_metrics.get(metric) if model else None
     if value is None or before is None:
-        return "" if value is None else _number(metric, value)
+        return "" if value is None else numbers.value(value)
     word = "was" if model is not None and model.promoted else "champion"
-    delta = _number(metric, value - before, signed=True) if change and _finite(value, before) else ""
-    return f"{_number(metric, value)} ({word} {_number(metric, before)}{f', {delta}' if delta else ''})"
-
-
-def _number(metric: str, value: Any, *, signed: bool = False) -> str:
-    """0.079 as `7.9%` for a percentage metric (a difference as `-0.5 pp`), else 4 significant digits."""
-    if not _finite(value):
-        return str(value)
-    sign, percent = "+" if signed else "", metric in PERCENT_METRICS
-    return f"{value * 100:{sign}.1f}{' pp' if signed else '%'}" if percent else f"{value:{sign}.4g}"
-
-
-def _finite(*values: Any) -> bool:
-    return all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    delta = numbers.change(value, before) if change else ""
+    return f"{numbers.value(value)} ({word} {numbers.value(before)}{f', {delta}' if delta else ''})"
 
 
 def _gate_values(gate: GateResult) -> str:
-    return ", ".join(f"{name} = {_number('', value)}" for name, value in gate.values.items())
+    return ", ".join(f"{name} = {Numbers(None).value(value)}" for name, value in gate.values.items())
 
 
 def _failure(record: RunRecord) -> tuple[str, str] | None:
@@ -202,18 +192,18 @@ def _clip(text: str, limit: int, *, middle: bool = False) -> str:
 
 
 # --- Slack --------------------------------------------------------------------------------------------------
-def slack_payload(record: RunRecord, links: Links, metric: str = "wape") -> dict[str, Any]:
+def slack_payload(record: RunRecord, links: Links) -> dict[str, Any]:
     """The Block Kit message: header, facts, error or failed gates, stage durations, buttons, run id."""
-    line = headline(record, metric)
+    line = headline(record)
     title = f"{_STATUS_ICON.get(record.status, '')} {line}".strip()
     facts = [("Status", f"{_STATUS_ICON.get(record.status, '')} {record.status.replace('_', ' ')}")]
-    if measured := _metric_text(record, metric, change=True):
-        facts.append((metric.upper(), measured))
+    if measured := _metric_text(record, change=True):
+        facts.append((Numbers(record.key_metric).title, measured))
     facts.append(("Gates", _gate_count(record)))
     fields = [_mrkdwn(f"*{_escape(name)}*\n{_escape(value)}", _MAX_FIELD) for name, value in facts]
     failure, gates = _failure(record), "\n".join(f"• {_escape(line)}" for line in _failed_gates(record))
     summary = [] if failure or gates else [outcome_sentence(record)]  # else the blocks below say it
-    summary += [model_sentence(record.model, metric)] if record.model else []
+    summary += [model_sentence(record.model, record.key_metric)] if record.model else []
     section: dict[str, Any] = {"type": "section", "fields": fields}
     section |= {"text": _mrkdwn(_escape("\n".join(summary)))} if summary else {}
     header = {"type": "plain_text", "text": _clip(title, _MAX_HEADER), "emoji": True}
@@ -257,7 +247,6 @@ def send_slack(
     links: Links,
     *,
     webhook_url: str | None,
-    metric: str = "wape",
     timeout_s: float = 10,
     retries: int = 3,
     max_wait_s: float = 60,
@@ -268,7 +257,7 @@ def send_slack(
     if not webhook_url or not webhook_url.strip():
         return Delivery("slack", False, NO_WEBHOOK)
     try:
-        payload = slack_payload(record, links, metric)
+        payload = slack_payload(record, links)
     except Exception as error:  # a notification must never end the run it reports: say what broke instead
         return Delivery("slack", False, f"Slack message not built: {type(error).__name__}: {error}")
     url = webhook_url.strip()
@@ -343,13 +332,13 @@ def _redact(text: str, url: str) -> str:
 
 
 # --- plain text and email -----------------------------------------------------------------------------------
-def text_message(record: RunRecord, links: Links, metric: str = "wape") -> str:
+def text_message(record: RunRecord, links: Links) -> str:
     """The message as plain text: for the console, for the step summary without Slack, as the email body."""
-    title = f"{_STATUS_ICON.get(record.status, '')} {headline(record, metric)}".strip()
+    title = f"{_STATUS_ICON.get(record.status, '')} {headline(record)}".strip()
     lines = [title, "", outcome_sentence(record)]
-    lines += [model_sentence(record.model, metric)] if record.model else []
-    measured = _metric_text(record, metric, change=True)
-    lines += [f"{metric.upper()}: {measured}"] if measured else []
+    lines += [model_sentence(record.model, record.key_metric)] if record.model else []
+    measured = _metric_text(record, change=True)
+    lines += [f"{Numbers(record.key_metric).title}: {measured}"] if measured else []
     rows = [("stage", "status", "duration", "gates"), *_stage_rows(record)]
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
     lines += [f"Gates: {_gate_count(record)}", ""]
@@ -367,17 +356,16 @@ def email_message(
     record: RunRecord,
     links: Links,
     settings: EmailSettings,
-    metric: str = "wape",
     redact: Redactor = NO_SECRETS,
 ) -> EmailMessage:
     """The email: subject = the headline, body = `text_message` (plain text); redacted before encoding (a
     body sent as base64 or quoted-printable would hide a secret from a redactor run on the bytes)."""
     message = EmailMessage(policy=policy.default.clone(max_line_length=998))  # no folded one-line subject
-    message["Subject"] = redact.redact(headline(record, metric))
+    message["Subject"] = redact.redact(headline(record))
     message["From"] = settings.sender
     message["To"] = ", ".join(settings.recipients)
     message["Date"] = formatdate(localtime=False)
-    message.set_content(redact.redact(text_message(record, links, metric)))
+    message.set_content(redact.redact(text_message(record, links)))
     return message
 
 
@@ -386,7 +374,6 @@ def send_email(
     links: Links,
     settings: EmailSettings,
     environ: Mapping[str, str],
-    metric: str = "wape",
     redact: Redactor = NO_SECRETS,
 ) -> Delivery:
     """Send the email through SMTP (STARTTLS, login when a username is set). Never raises."""
@@ -400,7 +387,7 @@ def send_email(
         )
     where = f"SMTP {settings.host}:{settings.port}"
     try:
-        message = email_message(record, links, settings, metric, redact)
+        message = email_message(record, links, settings, redact)
         with smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout_s) as smtp:
             if settings.starttls:
                 smtp.starttls(context=ssl.create_default_context())
@@ -431,7 +418,6 @@ def announce(
             record,
             links,
             webhook_url=environ.get(spec.slack.webhook_env),
-            metric=spec.metric,
             timeout_s=spec.timeout_s,
             retries=spec.retries,
             sleep=sleep,
@@ -449,5 +435,5 @@ def announce(
             password_env=spec.email.password_env,
             timeout_s=spec.timeout_s,
         )
-        sent.append(send_email(record, links, settings, environ, metric=spec.metric, redact=redact))
+        sent.append(send_email(record, links, settings, environ, redact=redact))
     return [NotificationRecord(d.channel, d.delivered, redact.redact(d.detail), d.attempts) for d in sent]

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 from runner.files import append_text, atomic_write_text
-from runner.records import ModelRecord, RunRecord, StageRecord
+from runner.records import KeyMetric, ModelRecord, RunRecord, StageRecord
+from runner.report.numbers import Numbers
 from runner.secrets import Redactor
 
 if TYPE_CHECKING:
@@ -198,7 +199,7 @@ def render_run_index(
         record=record,
         decision=story.decision_sentence(record),
         outcome=outcome_sentence(record),
-        model_text=model_sentence(record.model) if record.model else None,
+        model_text=model_sentence(record.model, record.key_metric) if record.model else None,
         failures=[(stage, _failure_text(stage)) for stage in stages if stage.status == "failed"],
         skipped=[stage for stage in stages if stage.status == "skipped"],
         gates=story.gate_rows(record),
@@ -214,7 +215,7 @@ def render_run_index(
 
 
 def render_history_index(
-    reports_dir: Path, *, redact: Redactor, metric: str = "wape", known: Remembered | None = None
+    reports_dir: Path, *, redact: Redactor, key: KeyMetric | None = None, known: Remembered | None = None
 ) -> Path:
     """Write `<reports_dir>/index.html`: every run, newest first, from the run folders and from what MLflow
     remembers (`known`, see history.py), with the metric across runs and across versions; returns its
@@ -224,6 +225,8 @@ def render_history_index(
 
     known = known or history.Remembered()
     records, unreadable = history.read_run_folders(reports_dir)
+    key = key or next((record.key_metric for record, _ in reversed(records) if record.key_metric), None)
+    metric = key.name if key else None
     rows = history.build_rows(records, known, metric)
     pipelines = {record.pipeline for record, _ in records}
     newest_first = list(reversed(rows))
@@ -238,8 +241,8 @@ def render_history_index(
         show_metric=any(row.metric is not None for row in rows),
         statuses=history.filter_values(rows, "status"),
         triggers=history.filter_values(rows, "trigger"),
-        runs_chart=history.runs_chart(rows, metric),
-        versions_chart=history.versions_chart(known.versions, metric),
+        runs_chart=history.runs_chart(rows, metric) if metric else "",
+        versions_chart=history.versions_chart(known.versions, metric) if metric else "",
         known=known,
         from_mlflow=sum(row.source == "mlflow" for row in rows),
     )
@@ -279,16 +282,17 @@ def outcome_sentence(record: RunRecord) -> str:
     return f"{record.status.replace('_', ' ').capitalize()}: no stage recorded why."
 
 
-def model_sentence(model: ModelRecord, metric: str = "wape") -> str:
+def model_sentence(model: ModelRecord, key: KeyMetric | None = None) -> str:
     """What the run did to the model, in one sentence: "demand-forecast v13 is the new champion, ..."."""
     if model.error:
         return f"{model.name}: {model.error}."
     if not model.promoted:
         return f"{model.name}: {model.detail}."
-    value, before = model.metrics.get(metric), model.champion_metrics.get(metric)
-    shown = (lambda number: f"{number:.1%}") if metric == "wape" else _number  # WAPE reads as a percentage
-    measured = f", {metric.upper()} {shown(value)}" if value is not None else ""
-    was = f" (was {shown(before)})" if value is not None and before is not None else ""
+    numbers = Numbers(key)
+    value = model.metrics.get(key.name) if key else None
+    before = model.champion_metrics.get(key.name) if key else None
+    measured = f", {numbers.title} {numbers.value(value)}" if value is not None else ""
+    was = f" (was {numbers.value(before)})" if value is not None and before is not None else ""
     checked = f"; smoke check: {model.smoke_check.detail}" if model.smoke_check else ""
     return f"{model.name} v{model.version} is the new champion{measured}{was}{checked}."
 
@@ -319,7 +323,7 @@ def summary_markdown(record: RunRecord) -> str:
         "",
         _md(outcome_sentence(record)),
         "",
-        *([_md(model_sentence(record.model)), ""] if record.model else []),
+        *([_md(model_sentence(record.model, record.key_metric)), ""] if record.model else []),
         *_comparison_table(record),
         "| stage | status | duration | gates |",
         "| --- | --- | ---: | ---: |",

@@ -5,8 +5,9 @@ Everything is read from the run record (run.json), so that `retrain report` can 
 running anything. Scraps this module knows by name (all optional; a page without them says so):
 - data: `n_history_rows`, `n_new_rows`, `n_weeks`, `new_weeks` (any stage, usually validate);
 - drift: `drift` (a table: feature, kind, psi, ks_pvalue, verdict), `max_psi`, `drift_verdict`;
-- forecasts: `forecast_by_week` (a table: a first column of x labels, then `actual`, `forecast` and
-  optionally `champion_forecast`);
+- predictions: `predictions` (a table: `period`, `actual`, `prediction` and optionally `champion`, as
+  `runner.nb.record_predictions` records it; `forecast_by_week`, with `forecast` and `champion_forecast`,
+  is an older notebook's name for it);
 - `mlflow_run_id`: the MLflow run that logged the candidate model.
 """
 
@@ -187,11 +188,12 @@ def table_records(table: Any) -> list[dict[str, Any]]:
 
 # --- challenger against champion ----------------------------------------------------------------------------
 def forecast_chart(record: RunRecord) -> Markup:
-    """Actual values, this run's forecasts and the champion's on the same axes (empty without the scrap)."""
-    stage = _stage_with(record, "forecast_by_week")
+    """Actual values, this run's predictions and the champion's on the same axes (empty without the scrap)."""
+    name = "predictions" if _stage_with(record, "predictions") else "forecast_by_week"
+    stage = _stage_with(record, name)
     if stage is None:
         return Markup("")
-    table = stage.scraps["forecast_by_week"]
+    table = stage.scraps[name]
     rows = table_records(table)
     if not rows:
         return Markup("")
@@ -199,17 +201,19 @@ def forecast_chart(record: RunRecord) -> Markup:
     labels = [str(row.get(x_name, "")) for row in rows]
     version = record.model.version if record.model and record.model.version else None
     champion = _champion_version(record)
+    older = name != "predictions"
+    ours, theirs = ("forecast", "champion_forecast") if older else ("prediction", "champion")
     lines = [
         ("actual", "actual", "#1f2328", False),
-        ("forecast", f"this run{f' (v{version})' if version else ''}", "#dd8452", False),
-        ("champion_forecast", f"champion{f' (v{champion})' if champion else ''}", "#2da44e", True),
+        (ours, f"this run{f' (v{version})' if version else ''}", "#dd8452", False),
+        (theirs, f"champion{f' (v{champion})' if champion else ''}", "#2da44e", True),
     ]
     series = [
         Series(name, [_float(row.get(column)) for row in rows], colour, dashed)
         for column, name, colour, dashed in lines
         if column in table["columns"]
     ]
-    return line_chart(labels, series, title="Actual against forecast", y_format=compact_number)
+    return line_chart(labels, series, title="Actual against predicted", y_format=compact_number)
 
 
 def _champion_version(record: RunRecord) -> str | None:

@@ -104,7 +104,8 @@ def problems(record: RunRecord) -> list[Text]:
     if record.model is not None:
         from runner.report.pages import model_sentence
 
-        lines.append(Text(model_sentence(record.model), style="red" if record.model.error else ""))
+        said = model_sentence(record.model, record.key_metric)
+        lines.append(Text(said, style="red" if record.model.error else ""))
     for stage in record.stages.values():
         for gate in stage.failed_gates:
             lines.append(Text(f"gate failed in {stage.name}: {gate.expr}  ->  {gate.detail}", style="yellow"))

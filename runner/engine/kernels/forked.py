@@ -269,8 +269,8 @@ class KernelServer:
 def notebook_imports(notebook: Path) -> frozenset[str]:
     """The top-level packages the notebook's code cells import, anywhere in them (a cell that is not plain
     Python, or a notebook that cannot be read, adds nothing)."""
-    from runner.engine.cache import code_cells
     from runner.engine.kernels.server import imported_packages
+    from runner.engine.notebook_json import code_cells
 
     try:
         cells = code_cells(notebook)
