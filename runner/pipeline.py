@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,8 +38,8 @@ from runner.errors import WriteError
 from runner.files import remove_stale_temporaries
 from runner.production import lifecycle
 from runner.production.registry import CHAMPION, Registry, RegistryError, Version, check_reachable
-from runner.project import MLFLOW_DIR, PRODUCTS_DIR, REPORTS_DIR, git_sha, tracking_uri
-from runner.records import ModelRecord, RunRecord, StageFailure, StageRecord
+from runner.project import MLFLOW_DIR, PRODUCTS_DIR, REPORTS_DIR, git_commit, tracking_uri
+from runner.records import ModelRecord, RunContext, RunRecord, StageFailure, StageRecord
 from runner.report import history, notify
 from runner.report import pages as report
 from runner.report.notify import Links
@@ -64,6 +64,7 @@ class RunOptions:
     links: Links = field(default_factory=Links)
     environ: Mapping[str, str] = field(default_factory=dict)  # where the notify section's secrets are read
     lock_wait_s: float = 0.0  # how long to wait for another run in the project to finish
+    context: RunContext = field(default_factory=RunContext)  # who and what started it (commands fill it)
     on_lock_wait: Callable[[str], None] | None = None  # told who holds the lock, when this run waits
 
 
@@ -410,6 +411,10 @@ def settle_data(pipeline: Pipeline, record: RunRecord, drops: list[intake.Drop],
 
 def new_run_record(pipeline: Pipeline, options: RunOptions) -> RunRecord:
     now = datetime.now(UTC)
+    sha, subject = git_commit(pipeline.root)
+    context = replace(options.context, commit_message=options.context.commit_message or subject)
+    if sha and context.commit_url.endswith("/commit/"):
+        context = replace(context, commit_url=context.commit_url + sha)
     stages = {
         name: StageRecord(
             name=name, source=stage.source, params=dict(stage.params), param_sources=dict(stage.param_sources)
@@ -423,12 +428,13 @@ def new_run_record(pipeline: Pipeline, options: RunOptions) -> RunRecord:
         pipeline=pipeline.name,
         trigger=options.trigger,
         mode=options.mode,
-        git_sha=git_sha(pipeline.root),
+        git_sha=sha,
         started_at=now.isoformat(timespec="seconds"),
         params=dict(pipeline.params),
         stages=stages,
         runner_version=__version__,
         key_metric=pipeline.key_metric,
+        context=context,
         options={
             "only": list(options.only),
             "force": options.force,

@@ -35,7 +35,7 @@ from runner.engine.params import (
 )
 from runner.errors import ConfigError, Problem, did_you_mean
 from runner.project import REPORTS_DIR
-from runner.records import KeyMetric
+from runner.records import KeyMetric, MetricFormat
 from runner.secrets import Redactor, secret_names
 
 StageName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")]
@@ -62,6 +62,18 @@ class StageSpec(BaseModel):
     inputs: list[str] | None = None
     outputs: list[str] = Field(default_factory=list)
     warmup: str | None = None  # code run in the stage's kernel before the stage starts; None: the pipeline's
+
+
+class MetricFormatSpec(BaseModel):
+    """How a metric reads: `model.show_metrics` items (a name alone reads plainly)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: ParamName  # a numeric scrap of the `model.metrics` stage
+    format: Literal["percent", "number", "currency", "integer"] = "number"
+    digits: int = Field(default=3, ge=0, le=8, description="digits after the point (percent: of the percent)")
+    unit: str = Field(default="", max_length=12)  # after a number ("units", "°C"); a currency's symbol ("$")
+    label: str = Field(default="", max_length=40)
 
 
 class KeyMetricSpec(BaseModel):
@@ -116,7 +128,12 @@ class ModelSpec(BaseModel):
     candidate: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*\.[A-Za-z_][A-Za-z0-9_]*$")]
     metrics: StageName  # the stage whose numeric scraps become the version's metrics
     key_metric: KeyMetricSpec | None = None  # the number that says how good the model is (see above)
-    show_metrics: list[ParamName] = Field(default_factory=list)  # shown beside the key metric
+    # shown beside the key metric: names, or how each reads ({name, format, digits, unit, label})
+    show_metrics: list[ParamName | MetricFormatSpec] = Field(default_factory=list)
+
+    @property
+    def shown(self) -> list[MetricFormatSpec]:
+        return [MetricFormatSpec(name=item) if isinstance(item, str) else item for item in self.show_metrics]
     promotion: Literal["auto", "manual"] = "auto"
     deploy: list[StageName] = Field(default_factory=list)  # stages run after promotion, with the new champion
     data: list[str] = Field(default_factory=list)  # globs: the files whose contents fingerprint the data
@@ -701,8 +718,12 @@ def _key_metric(model: ModelSpec | None) -> KeyMetric | None:
     if model is None or model.key_metric is None:
         return None
     key = model.key_metric
-    others = [name for name in model.show_metrics if name != key.name]
-    return KeyMetric(key.name, key.better, key.format, key.digits, key.unit, key.label, others)
+    others = [
+        MetricFormat(item.name, item.format, item.digits, item.unit, item.label)
+        for item in model.shown
+        if item.name != key.name
+    ]
+    return KeyMetric(key.name, key.format, key.digits, key.unit, key.label, better=key.better, others=others)
 
 
 def _key_path(loc: list[int | str]) -> str:

@@ -338,7 +338,15 @@ def _cell_failure(error: Any, index: int, exec_count: int | None) -> StageFailur
     evalue = strip_ansi(str(error.evalue))
     message = f"{error.ename}: {evalue}" if evalue else str(error.ename)
     where = _cell_label(exec_count, index)
-    return StageFailure("error", f"{message} (in {where})", index, error.ename, evalue)
+    return StageFailure("error", f"{message} (in {where})", index, error.ename, evalue, _failing_line(error))
+
+
+def _failing_line(error: Any) -> str | None:
+    """The cell's line the error came from, as IPython's traceback marks it ("----> 3 ..."): its first
+    frame is the cell's own."""
+    lines = strip_ansi(str(getattr(error, "traceback", "") or "")).splitlines()
+    marked = [line.strip() for line in lines if line.lstrip().startswith("---->")]
+    return marked[0][:300] if marked else None
 
 
 def _stopped(kind: FailureKind, why: str, what: str) -> StageFailure:

@@ -122,8 +122,8 @@ def scrap_name_problems(file: str, root: Path, spec: PipelineSpec) -> list[Probl
         missing("model.candidate", model.candidate_stage, model.candidate_scrap, "names")
         if model.key_metric is not None:
             missing("model.key_metric.name", model.metrics, model.key_metric.name, "names")
-        for index, shown in enumerate(model.show_metrics):
-            missing(f"model.show_metrics[{index}]", model.metrics, shown, "names")
+        for index, shown in enumerate(model.shown):
+            missing(f"model.show_metrics[{index}]", model.metrics, shown.name, "names")
     return problems
 
 

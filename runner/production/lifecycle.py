@@ -80,6 +80,7 @@ def release(
     result.metrics = numeric_scraps(record.stages[model.metrics].scraps)
     scraps = {name: stage.scraps for name, stage in record.stages.items()}
     result.champion_metrics = numeric_scraps(champion_scope(champion, scraps) or {})
+    result.champion_params = champion_params(champion)
     if record.mode != "full":
         result.detail = f"mode {record.mode}: the registry is left as it is"
         return result
@@ -187,6 +188,17 @@ def _roll_back_failed(
         f"version {failed.version} failed its smoke check and was rolled back "
         f"(champion: {result.champion_after or 'none'}): {result.smoke_check.detail}"
     )
+
+
+def champion_params(champion: Version | None) -> dict[str, Any]:
+    """The parameters the champion's run had (its lineage tag), for "what changed" beside this run's."""
+    if champion is None:
+        return {}
+    try:
+        found = json.loads(champion.lineage("params") or "{}")
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def numeric_scraps(scraps: Mapping[str, Any]) -> dict[str, float]:

@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from runner.records import KeyMetric
+from runner.records import KeyMetric, MetricFormat
 
 MINUS = "\u2212"  # a real minus sign: "-0.5" reads as a hyphen in a sentence
 
@@ -37,26 +37,29 @@ class Numbers:
     @property
     def shown(self) -> list[str]:
         """The metrics worth showing, key first: the key metric and the ones declared beside it."""
-        return [self.key.name, *self.key.others] if self.key else []
+        return [self.key.name, *(other.name for other in self.key.others)] if self.key else []
+
+    def title_of(self, metric: str) -> str:
+        """What people call a metric: its label, else its name."""
+        found = self._format(metric)
+        return found.title if found else metric
+
+    def _format(self, metric: str | None) -> MetricFormat | None:
+        key = self.key
+        if key is None:
+            return None
+        if metric is None or metric == key.name:
+            return key
+        return next((other for other in key.others if other.name == metric), None)
 
     def value(self, value: Any, metric: str | None = None) -> str:
-        """One metric's value: the key metric in its format; any other metric plainly."""
+        """One metric's value in its declared format (the key metric's when `metric` is None); a metric
+        without a declared format plainly."""
         number = _finite(value)
         if number is None:
             return "n/a" if value is not None else ""
-        key = self.key
-        if key is None or (metric is not None and metric != key.name):
-            return _plain(number)
-        if key.format == "percent":
-            return f"{number * 100:.{key.digits}f}%"
-        if key.format == "currency":
-            sign = MINUS if number < 0 else ""
-            return f"{sign}{key.unit}{abs(number):,.{max(key.digits, 0)}f}"
-        if key.format == "integer":
-            text = f"{round(number):,}".replace("-", MINUS)
-        else:
-            text = f"{number:,.{key.digits}f}".replace("-", MINUS)
-        return f"{text} {key.unit}" if key.unit else text
+        found = self._format(metric)
+        return _plain(number) if found is None else _formatted(number, found)
 
     def change(self, new: Any, old: Any, metric: str | None = None) -> str:
         """How `new` differs from `old`: "-0.5 pp" for a percent, else the difference in the metric's own
@@ -66,12 +69,12 @@ class Numbers:
             return ""
         difference = a - b
         sign = "+" if difference > 0 else (MINUS if difference < 0 else "\u00b1")
-        key = self.key
-        if key is None or (metric is not None and metric != key.name):
+        found = self._format(metric)
+        if found is None:
             return sign + _plain(abs(difference))
-        if key.format == "percent":
-            return f"{sign}{abs(difference) * 100:.{key.digits}f} pp"
-        return sign + self.value(abs(difference)).lstrip(MINUS)
+        if found.format == "percent":
+            return f"{sign}{abs(difference) * 100:.{found.digits}f} pp"
+        return sign + _formatted(abs(difference), found)
 
     def relative(self, new: Any, old: Any) -> str:
         """The change as a share of the old value: "-5.9%"; "" when it cannot be said."""
@@ -95,6 +98,19 @@ class Numbers:
     def metrics(self, values: Mapping[str, Any]) -> list[tuple[str, str]]:
         """(name, shown value) for the metrics worth showing that `values` has, key first."""
         return [(name, self.value(values[name], name)) for name in self.shown if name in values]
+
+
+def _formatted(number: float, found: MetricFormat) -> str:
+    if found.format == "percent":
+        return f"{number * 100:.{found.digits}f}%".replace("-", MINUS)
+    if found.format == "currency":
+        sign = MINUS if number < 0 else ""
+        return f"{sign}{found.unit}{abs(number):,.{found.digits}f}"
+    if found.format == "integer":
+        text = f"{round(number):,}".replace("-", MINUS)
+    else:
+        text = f"{number:,.{found.digits}f}".replace("-", MINUS)
+    return f"{text} {found.unit}" if found.unit else text
 
 
 def _finite(value: Any) -> float | None:

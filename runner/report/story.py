@@ -81,6 +81,7 @@ def decision_sentence(record: RunRecord) -> str:
 class GateRow:
     stage: str
     gate: GateResult
+    left: str = ""  # the left side as written: its name says how its numbers read (the key metric's format)
     value: float | None = None  # the left side of a comparison
     symbol: str = ""
     threshold: float | None = None  # the right side
@@ -89,9 +90,12 @@ class GateRow:
 
     @property
     def relative_margin(self) -> float | None:
+        """The margin as a share of the threshold, when that reads as something (not against a threshold
+        near zero, where any margin is thousands of percent)."""
         if self.margin is None or not self.threshold:
             return None
-        return self.margin / abs(self.threshold)
+        share = self.margin / abs(self.threshold)
+        return share if abs(share) <= 10 else None
 
 
 def gate_rows(record: RunRecord) -> list[GateRow]:
@@ -108,13 +112,14 @@ def _gate_row(stage: str, gate: GateResult) -> GateRow:
     if not isinstance(tree, ast.Compare) or len(tree.ops) != 1 or type(tree.ops[0]) not in _COMPARE:
         return GateRow(stage, gate)
     symbol, sign = _COMPARE[type(tree.ops[0])]
+    left = ast.unparse(tree.left)
     value, threshold = _number(tree.left, gate.values), _number(tree.comparators[0], gate.values)
     if value is None or threshold is None:
-        return GateRow(stage, gate, value, symbol, threshold)
+        return GateRow(stage, gate, left, value, symbol, threshold)
     right = tree.comparators[0]
     shown = "" if isinstance(right, ast.Constant) else ast.unparse(right)
     margin = (threshold - value) * sign if sign else None
-    return GateRow(stage, gate, value, symbol, threshold, shown, margin)
+    return GateRow(stage, gate, left, value, symbol, threshold, shown, margin)
 
 
 def _number(node: ast.expr, values: Mapping[str, Any]) -> float | None:
@@ -213,7 +218,10 @@ def forecast_chart(record: RunRecord) -> Markup:
         for column, name, colour, dashed in lines
         if column in table["columns"]
     ]
-    return line_chart(labels, series, title="Actual against predicted", y_format=compact_number)
+    unit = record.key_metric.unit if record.key_metric and record.key_metric.format == "currency" else ""
+    return line_chart(
+        labels, series, title="Actual against predicted", y_format=compact_number, y_title=f"total {unit}".strip()
+    )
 
 
 def _champion_version(record: RunRecord) -> str | None:
