@@ -219,9 +219,8 @@ def forecast_chart(record: RunRecord) -> Markup:
         if column in table["columns"]
     ]
     unit = record.key_metric.unit if record.key_metric and record.key_metric.format == "currency" else ""
-    return line_chart(
-        labels, series, title="Actual against predicted", y_format=compact_number, y_title=f"total {unit}".strip()
-    )
+    title, axis = "Actual against predicted", f"total {unit}".strip()
+    return line_chart(labels, series, title=title, y_format=compact_number, y_title=axis)
 
 
 def _champion_version(record: RunRecord) -> str | None:
