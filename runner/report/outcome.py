@@ -369,7 +369,12 @@ def _reason(outcome: Outcome, record: RunRecord) -> str:
         return f"Stage {outcome.failure.stage} failed: {outcome.failure.message}."
     if state == "failed" and model is not None and model.error:
         return f"{model.error}."
+    if state == "running":
+        finished = sum(line.status not in ("pending", "running") for line in outcome.stages)
+        return f"Running: {finished} of {len(outcome.stages)} stages done."
     if state == "cancelled":
+        if outcome.failure is not None:
+            return f"Cancelled during stage {outcome.failure.stage}: {outcome.failure.message}."
         running = [line.name for line in outcome.stages if line.status in ("running", "failed")]
         return f"Cancelled during stage {running[0]}." if running else "Cancelled before any stage ran."
     if state == "promoted":
@@ -546,14 +551,23 @@ class Fact:
     url: str = ""  # a link for the channels that have them
 
 
+def _against(line: MetricLine) -> str:
+    """"7.9% (champion 8.4%, -0.5 pp)", or the value alone without a champion."""
+    if not line.champion_shown:
+        return line.shown
+    return f"{line.shown} (champion {line.champion_shown}, {line.change})"
+
+
 def facts(outcome: Outcome) -> list[Fact]:
     """What every channel states about the run beyond its headline and reason, in this order: the same
     labels and the same words on every surface (the channel tests compare them)."""
     found = [Fact("Outcome", f"{outcome.word}: {outcome.serving}")]
     key = outcome.key
     if key is not None:
-        against = f" (champion {key.champion_shown}, {key.change})" if key.champion_shown else ""
-        found.append(Fact(key.title, f"{key.shown}{against}"))
+        found.append(Fact(key.title, _against(key)))
+    others = [line for line in outcome.metrics if not line.key]
+    if others:
+        found.append(Fact("Other metrics", "; ".join(f"{line.title} {_against(line)}" for line in others)))
     if outcome.decision:
         found.append(Fact("Decision", outcome.decision))
     if outcome.smoke_check:

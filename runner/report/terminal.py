@@ -100,13 +100,7 @@ def final_lines(outcome: Outcome, run_dir: Path, exit_code: int) -> list[Text]:
     is. A log reader greps for them: none is wrapped."""
     colour = {"green": "green", "amber": "yellow", "red": "bold red", "grey": "dim"}[outcome.colour]
     lines = [Text(f"{outcome.icon} {outcome.headline}", style=colour), Text(f"  {outcome.reason}")]
-    compared = [line for line in outcome.metrics if line.champion_shown]
-    if compared:
-        said = "; ".join(
-            f"{line.title} {line.shown} against {line.champion_shown} ({line.change})" for line in compared
-        )
-        lines.append(Text(f"  this run against champion v{outcome.champion_before}: {said}"))
-    skip = {"Outcome", "Gates", "Started", outcome.key.title if outcome.key else ""}
+    skip = {"Outcome", "Gates", "Started"}
     skip |= {"Decision"} if outcome.decision == outcome.reason else set()
     shown = [fact for fact in facts(outcome) if fact.label not in skip]
     lines += [Text(f"  {fact.label.lower()}: {fact.text}") for fact in shown]
