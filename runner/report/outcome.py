@@ -119,6 +119,7 @@ class StageLine:
     duration: str  # "3.7 s"; NOT_RUN when it did not run
     gates: str  # "2/3 passed"; "" without gates
     note: str  # why it was skipped, where its results came from
+    output: list[str]  # what its kernel wrote outside its cells (warnings, a library's messages)
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ class Outcome:
     failure: FailureLine | None
     duration: str
     predictions: Predictions | None = None
+    other_output: tuple[str, ...] = ()  # what the kernel server and its workers wrote (MLflow's log lines)
 
 
 def outcome_of(record: RunRecord) -> Outcome:
@@ -242,6 +244,7 @@ def outcome_of(record: RunRecord) -> Outcome:
         failure=_failure(record),
         duration=duration_text(record.duration_s),
         predictions=_predictions(record),
+        other_output=tuple(record.output),
     )
     return _with_words(outcome, record)
 
@@ -529,7 +532,7 @@ def _stage_line(stage: StageRecord) -> StageLine:
     gates = f"{len(stage.gates) - len(stage.failed_gates)}/{len(stage.gates)} passed" if stage.gates else ""
     note = stage.skip_reason or (f"from run {stage.cached_from}" if stage.cached_from else "")
     took = duration_text(stage.duration_s) if ran else NOT_RUN
-    return StageLine(stage.name, stage.status, word, took, gates, note)
+    return StageLine(stage.name, stage.status, word, took, gates, note, list(stage.output))
 
 
 def _failure(record: RunRecord) -> FailureLine | None:

@@ -99,11 +99,12 @@ def final_lines(outcome: Outcome, run_dir: Path, exit_code: int) -> list[Text]:
     else matters (decision, smoke check, data, what changed), what broke; the last line says where the report
     is. A log reader greps for them: none is wrapped."""
     colour = {"green": "green", "amber": "yellow", "red": "bold red", "grey": "dim"}[outcome.colour]
-    lines = [Text(f"{outcome.icon} {outcome.headline}", style=colour), Text(f"  {outcome.reason}")]
+    lines = output_lines(outcome)
+    lines += [Text(f"{outcome.icon} {outcome.headline}", style=colour), Text(f"  {outcome.reason}")]
     skip = {"Outcome", "Gates", "Started"}
     skip |= {"Decision"} if outcome.decision == outcome.reason else set()
     shown = [fact for fact in facts(outcome) if fact.label not in skip]
-    lines += [Text(f"  {fact.label.lower()}: {fact.text}") for fact in shown]
+    lines += [Text(f"  {fact.label}: {fact.text}") for fact in shown]
     for gate in outcome.failed_gates[1:]:  # the first is the reason
         lines.append(Text(f"  gate failed in {gate.stage}: {gate.expr}  ->  {gate.detail}", style="yellow"))
     if outcome.quarantine is not None:
@@ -114,6 +115,23 @@ def final_lines(outcome: Outcome, run_dir: Path, exit_code: int) -> list[Text]:
         lines.append(Text(f"  {outcome.failure.evalue}", style="red"))
     lines.append(outcome_line(outcome, run_dir, exit_code))
     return lines
+
+
+OUTPUT_SHOWN = 3  # lines of a stage's output outside its cells shown under the table (the page has them all)
+
+
+def output_lines(outcome: Outcome) -> list[Text]:
+    """What the stages' kernels wrote outside their cells, under their names: a few lines each, dimmed (all
+    of them are on the run page), instead of lines breaking into the live table."""
+    found: list[Text] = []
+    for line in outcome.stages:
+        if not line.output:
+            continue
+        more = f", the last {OUTPUT_SHOWN} here" if len(line.output) > OUTPUT_SHOWN else ""
+        said = f"  {line.name} wrote {len(line.output)} lines outside its cells{more}:"
+        found.append(Text(said, style="dim"))
+        found += [Text(f"    {text}", style="dim") for text in line.output[-OUTPUT_SHOWN:]]
+    return found
 
 
 def outcome_line(outcome: Outcome, run_dir: Path, exit_code: int) -> Text:
