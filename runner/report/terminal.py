@@ -7,6 +7,7 @@ plain line per stage event, since a log cannot redraw.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from types import TracebackType
 
@@ -31,15 +32,21 @@ STYLE = {
 
 
 class RunProgress:
-    """An Observer of the pipeline that draws its progress."""
+    """An Observer of the pipeline that draws its progress. The warnings the runner's own libraries raise
+    meanwhile are held (`warnings`) and shown after the table, instead of breaking into it."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self.record: RunRecord | None = None
         self.started: dict[str, float] = {}
         self.live: Live | None = None
+        self.warnings: list[str] = []
+        self._held = warnings.catch_warnings(record=True)
 
     def __enter__(self) -> RunProgress:
+        caught = self._held.__enter__()
+        warnings.simplefilter("default")
+        self._caught = caught
         return self
 
     def __exit__(
@@ -47,6 +54,9 @@ class RunProgress:
     ) -> None:
         if self.live is not None:
             self.live.stop()
+        found = self._caught or []
+        self._held.__exit__(kind, error, tb)
+        self.warnings = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in found))
 
     def run_started(self, record: RunRecord, run_dir: Path) -> None:
         self.record = record
