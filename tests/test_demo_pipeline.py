@@ -106,7 +106,7 @@ def test_demo_gate_failing_on_purpose_exits_3(demo_project: Path, capsys):
     gate = record["stages"]["evaluate"]["gates"][0]
     assert gate["passed"] is False and gate["values"]["params.wape_threshold"] == 0.0001
     index = (demo_project / "reports" / record["run_id"] / "index.html").read_text()
-    assert "Stopped by a gate in stage evaluate" in index
+    assert "Gate `wape &lt;= params.wape_threshold` in stage evaluate" in index
 
 
 def test_replay_registers_a_version_a_week_and_compares_with_the_champion(tmp_path: Path, capsys):
