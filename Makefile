@@ -10,7 +10,7 @@ ACTIONLINT := .tools/.actionlint-$(ACTIONLINT_VERSION)
 .PHONY: demo test lint lint-workflows audit install install-test browser clean-venv
 
 demo: $(VENV)/.runtime
-	$(BIN)/retrain demo fetch
+	$(BIN)/python data/walmart.py fetch
 	$(BIN)/retrain run pipeline.yaml
 
 test: $(VENV)/.test $(ACTIONLINT) browser
