@@ -14,12 +14,12 @@ demo: $(VENV)/.runtime
 	$(BIN)/retrain run pipeline.yaml
 
 test: $(VENV)/.test $(ACTIONLINT) browser
-	$(BIN)/ruff check runner tests notebooks
+	$(BIN)/ruff check runner tests notebooks data bench
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: $(VENV)/.test lint-workflows
-	$(BIN)/ruff check runner tests notebooks
+	$(BIN)/ruff check runner tests notebooks data bench
 	$(BIN)/mypy
 	@# mypy checks runner/ only: importing every test module catches a broken import between tests
 	$(BIN)/pytest -q -p no:cacheprovider --collect-only tests >/dev/null
