@@ -363,6 +363,12 @@ def _reason(outcome: Outcome, record: RunRecord) -> str:
     model, state = record.model, outcome.state
     if outcome.decision and state in ("promoted", "promoted_worse", "held", "evaluated"):
         return outcome.decision
+    if state == "refused_data" and outcome.quarantine is not None and outcome.quarantine.problems:
+        # the broken rule and where it is, which is what someone fixing the file needs; not the gate's sum
+        quarantine = outcome.quarantine
+        more = len(quarantine.problems) - 1 + quarantine.more
+        extra = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        return f"{quarantine.problems[0].text}{extra}."
     if state in ("refused_data", "refused_model") and outcome.failed_gates:
         gate = outcome.failed_gates[0]
         more = len(outcome.failed_gates) - 1
