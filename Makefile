@@ -54,6 +54,8 @@ $(BIN)/python:
 # The runtime only: no jupyter metapackage (it slows every kernel start; see README).
 $(VENV)/.runtime: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) -e .
+	@# byte-compiled once: where PYTHONDONTWRITEBYTECODE is set, every command would compile runner/ again
+	$(BIN)/python -m compileall -q runner >/dev/null
 	touch $@
 
 $(VENV)/.test: $(VENV)/.runtime
