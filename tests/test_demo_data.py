@@ -26,6 +26,8 @@ from runner.demo.walmart import (
 )
 from runner.errors import DemoDataError
 
+pytestmark = pytest.mark.unit
+
 HEADER = (
     "id,Store,Dept,Date,Weekly_Sales,IsHoliday,Type,Size,Temperature,Fuel_Price,"
     "MarkDown1,MarkDown2,MarkDown3,MarkDown4,MarkDown5,CPI,Unemployment\n"

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,9 +21,21 @@ from pathlib import Path
 import pytest
 
 from runner.commands import main
-from tests.conftest import assert_reports_readable, kernels_in, spawn_run, temp_files
-from tests.test_lifecycle import aliases, free_port, make_model_project
-from tests.test_notify import Reply, Webhook, webhook  # noqa: F401 (fixture)
+from tests.conftest import (
+    MLFLOW_SERVER_ENV,
+    Reply,
+    Webhook,
+    aliases,
+    assert_reports_readable,
+    eventually,
+    free_port,
+    kernels_in,
+    make_model_project,
+    spawn_run,
+    temp_files,
+)
+
+pytestmark = pytest.mark.e2e
 
 FAULTS = {
     # the train notebook's `fault` parameter -> the failure kind the stage must record
@@ -33,20 +44,6 @@ FAULTS = {
     "exit": "dead_kernel",
     "sigkill": "dead_kernel",
 }
-
-
-@pytest.fixture
-def model_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
-    """The model pipeline with a champion (version 1) already in its embedded registry."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    pipeline, name = make_model_project(tmp_path)
-    text = pipeline.read_text().replace(
-        "notebook: notebooks/train.ipynb", "notebook: notebooks/train.ipynb\n    timeout: 30"
-    )
-    pipeline.write_text(text)
-    assert main(["run", str(pipeline)]) == 0
-    assert aliases(pipeline, name)["champion"] == "1"
-    return pipeline, name
 
 
 def newest_run(pipeline: Path) -> dict:
@@ -62,20 +59,12 @@ def assert_clean_end(pipeline: Path) -> list[dict]:
     return assert_reports_readable(reports)
 
 
-def eventually(condition, limit_s: float = 60) -> bool:
-    """Poll `condition` until it holds (True), or give up after `limit_s` (False): a bound, not a timing."""
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
 # --- faults in the training stage ---------------------------------------------------------------------------
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_a_faulty_training_stage_fails_the_run_and_leaves_the_champion(model_project, capsys, fault) -> None:
-    pipeline, name = model_project
+def test_a_faulty_training_stage_fails_the_run_and_leaves_the_champion(
+    champion_project, capsys, fault
+) -> None:
+    pipeline, name = champion_project
     code = main(["run", str(pipeline), "-p", f"fault={fault}", "-p", "factor=2.01"])
     out = capsys.readouterr().out
     record = newest_run(pipeline)
@@ -91,8 +80,8 @@ def test_a_faulty_training_stage_fails_the_run_and_leaves_the_champion(model_pro
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_cancelled_model_run_keeps_the_champion(model_project, signum) -> None:
-    pipeline, name = model_project
+def test_a_cancelled_model_run_keeps_the_champion(champion_project, signum) -> None:
+    pipeline, name = champion_project
     process = spawn_run(pipeline, "-p", "fault=hang", "-p", "factor=2.01")
     reports = pipeline.parent / "reports"
     runs_before = {path.name for path in reports.iterdir()}
@@ -132,7 +121,9 @@ def own_mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Callable[[], subpro
             "--artifacts-destination", str(folder / "artifacts"),
         ]  # fmt: skip
         log = (folder / "server.log").open("a")
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=MLFLOW_SERVER_ENV
+        )
         servers.append(server)
 
         def healthy() -> bool:
@@ -191,7 +182,7 @@ def test_slack_failing_never_changes_the_run(
     make_project,
     capsys,
     monkeypatch,
-    webhook: Webhook,  # noqa: F811 (the fixture imported above)
+    webhook: Webhook,
     reply,
     said,
 ) -> None:
@@ -223,8 +214,8 @@ def holder_pid(pipeline: Path) -> str:
     return lock.read_text() if lock.is_file() else ""
 
 
-def test_a_second_run_exits_75_naming_the_run_that_holds_the_project(model_project, capsys) -> None:
-    pipeline, name = model_project
+def test_a_second_run_exits_75_naming_the_run_that_holds_the_project(champion_project, capsys) -> None:
+    pipeline, name = champion_project
     first = spawn_run(pipeline, "-p", "fault=hang", "-p", "factor=2.01")
     assert eventually(lambda: holder_pid(pipeline).startswith(f"pid {first.pid} ")), "no lock taken"
     code = main(["run", str(pipeline), "-p", "factor=2.02"])
@@ -239,8 +230,8 @@ def test_a_second_run_exits_75_naming_the_run_that_holds_the_project(model_proje
     assert aliases(pipeline, name)["champion"] == "1"
 
 
-def test_a_second_run_with_wait_queues_behind_the_first(model_project, capsys) -> None:
-    pipeline, name = model_project
+def test_a_second_run_with_wait_queues_behind_the_first(champion_project, capsys) -> None:
+    pipeline, name = champion_project
     first = spawn_run(pipeline, "-p", "factor=2.01")
     assert eventually(lambda: holder_pid(pipeline).startswith(f"pid {first.pid} ")), "no lock taken"
     code = main(["run", str(pipeline), "--wait", "300", "-p", "factor=2.02"])

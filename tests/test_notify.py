@@ -6,20 +6,11 @@ is mocked; only the sleep between retries is injected, so that no test waits for
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email import message_from_bytes, policy
-from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from runner.records import GateResult, ModelRecord, RunRecord, SmokeCheck, StageFailure, StageRecord
 from runner.report.notify import (
@@ -36,9 +27,9 @@ from runner.report.notify import (
     text_message,
 )
 from runner.report.pages import model_sentence, outcome_sentence
+from tests.conftest import SECRET_PATH, Mailbox, Reply, Webhook, free_port, no_proxy_for_localhost
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "slack"
-SECRET_PATH = "/services/T0SECRET/B0SECRET/xoxsecretsecretsecret"
 RUN_URL = "https://github.com/acme/demand-forecast/actions/runs/9876543210"
 ARTIFACT_URL = "https://github.com/acme/demand-forecast/actions/runs/9876543210/artifacts/1234567"
 LINKS = Links(RUN_URL, ARTIFACT_URL, "reports/20261126T074012Z-3fa9c1/index.html")
@@ -165,11 +156,13 @@ def _texts(payload: dict[str, Any]) -> str:
 
 
 # --- wording and payloads -----------------------------------------------------------------------------------
+@pytest.mark.unit
 @pytest.mark.parametrize("name", list(RECORDS))
 def test_headline_says_the_outcome_in_one_line(name: str) -> None:
     assert headline(RECORDS[name]()) == HEADLINES[name]
 
 
+@pytest.mark.unit
 def test_success_payload_has_status_version_metric_change_and_links() -> None:
     record = success_record()
     payload = slack_payload(record, LINKS)
@@ -194,6 +187,7 @@ def test_success_payload_has_status_version_metric_change_and_links() -> None:
     ]
 
 
+@pytest.mark.unit
 def test_gate_failure_payload_names_the_failed_gate_and_what_it_saw() -> None:
     payload = slack_payload(gate_failure_record(), LINKS)
     _save("gate_failure", payload)
@@ -207,6 +201,7 @@ def test_gate_failure_payload_names_the_failed_gate_and_what_it_saw() -> None:
     assert "Failed at" not in texts
 
 
+@pytest.mark.unit
 def test_stage_failure_payload_names_stage_and_error_in_one_line() -> None:
     payload = slack_payload(stage_failure_record(), LINKS)
     _save("stage_failure", payload)
@@ -222,6 +217,7 @@ def test_stage_failure_payload_names_stage_and_error_in_one_line() -> None:
     assert "train 12.7s (failed) · evaluate skipped · deploy skipped" in texts
 
 
+@pytest.mark.unit
 def test_model_release_failure_is_named_as_such() -> None:
     record = success_record()
     assert record.model is not None
@@ -241,6 +237,7 @@ def test_model_release_failure_is_named_as_such() -> None:
     assert not any(block["type"] == "actions" for block in payload["blocks"])  # no links, no buttons
 
 
+@pytest.mark.unit
 def test_payload_stays_within_slack_limits_whatever_the_record() -> None:
     long_error = "ValueError: <!channel> " + "x" * 20_000 + "\nsecond line (in cell [9])"
     stages = [_stage(f"stage_{index:02d}", duration_s=7200.0 + index) for index in range(60)]
@@ -276,6 +273,7 @@ def test_payload_stays_within_slack_limits_whatever_the_record() -> None:
     assert "... and 20 more" in _texts(payload)
 
 
+@pytest.mark.unit
 def test_text_message_is_the_plain_rendering() -> None:
     record = gate_failure_record()
     text = text_message(record, LINKS)
@@ -290,91 +288,10 @@ def test_text_message_is_the_plain_rendering() -> None:
     assert text.endswith("Run 20261126T074012Z-3fa9c1 (trigger schedule, mode full, git 0123456)\n")
 
 
-# --- a webhook on 127.0.0.1 ---------------------------------------------------------------------------------
-@dataclass
-class Reply:
-    status: int = 200
-    body: str = "ok"
-    headers: dict[str, str] = field(default_factory=dict)
-    hang_s: float = 0.0  # wait this long before answering, as a stuck webhook does
-
-
-@dataclass
-class Request:
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-@dataclass
-class Webhook:
-    """The n-th request gets script[n]; the last reply repeats. Every request is recorded."""
-
-    url: str = ""
-    script: list[Reply] = field(default_factory=lambda: [Reply()])
-    requests: list[Request] = field(default_factory=list)
-    done: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def take(self, request: Request) -> Reply:
-        with self.lock:
-            self.requests.append(request)
-            return self.script[min(len(self.requests), len(self.script)) - 1]
-
-
-class _WebhookServer(ThreadingHTTPServer):
-    daemon_threads = True
-    webhook: Webhook
-
-
-class _WebhookHandler(BaseHTTPRequestHandler):
-    server: _WebhookServer
-
-    def do_POST(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        reply = self.server.webhook.take(Request(self.path, dict(self.headers.items()), json.loads(raw)))
-        if reply.hang_s and self.server.webhook.done.wait(reply.hang_s):
-            return  # the test is over: never answer
-        body = reply.body.encode()
-        try:
-            self.send_response(reply.status)
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:
-            pass  # the client gave up waiting
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
+# --- a webhook on 127.0.0.1 (tests/conftest.py) ------------------------------------------------------------
 @pytest.fixture(autouse=True)
 def _no_proxy_for_localhost(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A proxy from the environment must not stand between the tests and 127.0.0.1."""
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.setenv(name, "127.0.0.1,localhost")
-
-
-@pytest.fixture
-def webhook() -> Iterator[Webhook]:
-    server = _WebhookServer(("127.0.0.1", 0), _WebhookHandler)
-    server.webhook = Webhook(url=f"http://127.0.0.1:{server.server_address[1]}{SECRET_PATH}")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server.webhook
-    server.webhook.done.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
-
-
-def _free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (taken from the OS, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    no_proxy_for_localhost(monkeypatch)
 
 
 def _assert_no_secret(delivery: Delivery, url: str) -> None:
@@ -383,6 +300,7 @@ def _assert_no_secret(delivery: Delivery, url: str) -> None:
 
 
 # --- Slack delivery -----------------------------------------------------------------------------------------
+@pytest.mark.unit
 def test_send_slack_posts_the_payload_as_json(webhook: Webhook) -> None:
     record, sleeps = success_record(), list[float]()
     delivery = send_slack(record, LINKS, webhook_url=webhook.url, sleep=sleeps.append)
@@ -398,6 +316,7 @@ def test_send_slack_posts_the_payload_as_json(webhook: Webhook) -> None:
     _assert_no_secret(delivery, webhook.url)
 
 
+@pytest.mark.unit
 def test_retry_after_is_honoured_on_429(webhook: Webhook) -> None:
     webhook.script = [Reply(429, "rate_limited", {"Retry-After": "2"}), Reply()]
     sleeps: list[float] = []
@@ -409,6 +328,7 @@ def test_retry_after_is_honoured_on_429(webhook: Webhook) -> None:
     assert len(webhook.requests) == 2 and webhook.requests[0].body == webhook.requests[1].body
 
 
+@pytest.mark.unit
 def test_retry_after_is_capped_by_the_max_wait(webhook: Webhook) -> None:
     webhook.script = [Reply(429, "rate_limited", {"Retry-After": "3600"}), Reply()]
     sleeps: list[float] = []
@@ -418,6 +338,7 @@ def test_retry_after_is_capped_by_the_max_wait(webhook: Webhook) -> None:
     assert delivery.delivered and sleeps == [5]
 
 
+@pytest.mark.unit
 def test_a_retry_after_date_falls_back_to_the_backoff(webhook: Webhook) -> None:
     webhook.script = [Reply(503, "busy", {"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}), Reply()]
     sleeps: list[float] = []
@@ -427,6 +348,7 @@ def test_a_retry_after_date_falls_back_to_the_backoff(webhook: Webhook) -> None:
     assert delivery.delivered and sleeps == [1.0]
 
 
+@pytest.mark.unit
 def test_server_errors_are_retried_with_exponential_backoff(webhook: Webhook) -> None:
     webhook.script = [Reply(500, "oops"), Reply(502, "bad gateway"), Reply(503, "busy"), Reply()]
     sleeps: list[float] = []
@@ -438,6 +360,7 @@ def test_server_errors_are_retried_with_exponential_backoff(webhook: Webhook) ->
     _assert_no_secret(delivery, webhook.url)
 
 
+@pytest.mark.unit
 def test_a_webhook_that_always_fails_is_reported_not_raised(webhook: Webhook) -> None:
     webhook.script = [Reply(500, "internal_error")]
     sleeps: list[float] = []
@@ -453,6 +376,7 @@ def test_a_webhook_that_always_fails_is_reported_not_raised(webhook: Webhook) ->
     assert sleeps == [1.0, 2.0, 4.0] and len(webhook.requests) == 4
 
 
+@pytest.mark.unit
 def test_a_client_error_is_not_retried(webhook: Webhook) -> None:
     webhook.script = [Reply(400, "invalid_blocks")]
 
@@ -462,6 +386,7 @@ def test_a_client_error_is_not_retried(webhook: Webhook) -> None:
     assert delivery.detail.endswith("after 1 attempt: HTTP 400 invalid_blocks")
 
 
+@pytest.mark.unit
 def test_a_hung_webhook_ends_within_the_timeouts(webhook: Webhook) -> None:
     webhook.script = [Reply(hang_s=30)]
     sleeps: list[float] = []
@@ -479,8 +404,9 @@ def test_a_hung_webhook_ends_within_the_timeouts(webhook: Webhook) -> None:
     _assert_no_secret(delivery, webhook.url)
 
 
+@pytest.mark.unit
 def test_a_refused_connection_is_retried_then_reported() -> None:
-    url = f"http://127.0.0.1:{_free_port()}{SECRET_PATH}"
+    url = f"http://127.0.0.1:{free_port()}{SECRET_PATH}"
     sleeps: list[float] = []
 
     delivery = send_slack(success_record(), LINKS, webhook_url=url, retries=2, sleep=sleeps.append)
@@ -490,6 +416,7 @@ def test_a_refused_connection_is_retried_then_reported() -> None:
     _assert_no_secret(delivery, url)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "url",
     [
@@ -505,6 +432,7 @@ def test_a_malformed_webhook_url_is_reported_without_revealing_it(url: str) -> N
     _assert_no_secret(delivery, url)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("url", [None, "", "   "])
 def test_without_a_webhook_nothing_is_sent(url: str | None) -> None:
     delivery = send_slack(success_record(), LINKS, webhook_url=url)
@@ -515,42 +443,7 @@ def test_without_a_webhook_nothing_is_sent(url: str | None) -> None:
     assert delivery.detail == NO_WEBHOOK
 
 
-# --- email through a real SMTP server -----------------------------------------------------------------------
-@dataclass
-class Mailbox:
-    messages: list[EmailMessage] = field(default_factory=list)
-    raw: list[bytes] = field(default_factory=list)  # each message's bytes as they arrived
-    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
-    logins: list[tuple[str, str]] = field(default_factory=list)
-    port: int = 0
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        content = cast(bytes, envelope.original_content)
-        self.raw.append(content)
-        self.messages.append(message_from_bytes(content, policy=policy.default))
-        self.envelopes.append((str(envelope.mail_from), [str(rcpt) for rcpt in envelope.rcpt_tos]))
-        return "250 Message accepted for delivery"
-
-    def authenticate(
-        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
-    ) -> AuthResult:
-        assert isinstance(data, LoginPassword)
-        self.logins.append((data.login.decode(), data.password.decode()))
-        return AuthResult(success=data.password == b"s3cret", handled=False)  # False: the server answers 535
-
-
-@pytest.fixture
-def mailbox() -> Iterator[Mailbox]:
-    box = Mailbox(port=_free_port())
-    # Login without TLS is allowed here only because the server is a test on 127.0.0.1.
-    controller = Controller(
-        box, hostname="127.0.0.1", port=box.port, authenticator=box.authenticate, auth_require_tls=False
-    )
-    controller.start()
-    yield box
-    controller.stop()
-
-
+# --- email through a real SMTP server (tests/conftest.py) ---------------------------------------------------
 def _settings(port: int, **fields: Any) -> EmailSettings:
     defaults: dict[str, Any] = dict(
         sender="retrain@example.org", recipients=("ml-team@example.org", "oncall@example.org"), starttls=False
@@ -558,6 +451,7 @@ def _settings(port: int, **fields: Any) -> EmailSettings:
     return EmailSettings("127.0.0.1", port, **{**defaults, **fields}, timeout_s=5)
 
 
+@pytest.mark.unit
 def test_the_email_arrives_with_the_headline_stages_and_failed_gate(mailbox: Mailbox) -> None:
     record = gate_failure_record()
 
@@ -576,6 +470,7 @@ def test_the_email_arrives_with_the_headline_stages_and_failed_gate(mailbox: Mai
     assert body == text_message(record, LINKS)
 
 
+@pytest.mark.unit
 def test_the_password_comes_from_the_named_environment_variable(mailbox: Mailbox) -> None:
     settings = _settings(mailbox.port, username="retrain-bot", password_env="SMTP_PASSWORD")
 
@@ -586,6 +481,7 @@ def test_the_password_comes_from_the_named_environment_variable(mailbox: Mailbox
     assert mailbox.messages[0]["Subject"] == HEADLINES["stage_failure"]
 
 
+@pytest.mark.unit
 def test_a_refused_login_is_reported_without_the_password(mailbox: Mailbox) -> None:
     settings = _settings(mailbox.port, username="retrain-bot", password_env="SMTP_PASSWORD")
 
@@ -596,6 +492,7 @@ def test_a_refused_login_is_reported_without_the_password(mailbox: Mailbox) -> N
     assert mailbox.messages == []
 
 
+@pytest.mark.unit
 def test_an_unset_password_variable_sends_nothing(mailbox: Mailbox) -> None:
     settings = _settings(mailbox.port, username="retrain-bot", password_env="SMTP_PASSWORD")
 
@@ -605,6 +502,7 @@ def test_an_unset_password_variable_sends_nothing(mailbox: Mailbox) -> None:
     assert mailbox.logins == [] and mailbox.messages == []
 
 
+@pytest.mark.unit
 def test_starttls_that_the_server_does_not_offer_is_reported(mailbox: Mailbox) -> None:
     delivery = send_email(success_record(), LINKS, _settings(mailbox.port, starttls=True), environ={})
 
@@ -613,8 +511,9 @@ def test_starttls_that_the_server_does_not_offer_is_reported(mailbox: Mailbox) -
     assert mailbox.messages == []
 
 
+@pytest.mark.unit
 def test_a_wrong_port_is_reported_not_raised() -> None:
-    port = _free_port()
+    port = free_port()
 
     started = time.monotonic()
     delivery = send_email(success_record(), LINKS, _settings(port), environ={})
@@ -626,12 +525,14 @@ def test_a_wrong_port_is_reported_not_raised() -> None:
     )
 
 
+@pytest.mark.unit
 def test_missing_settings_send_nothing() -> None:
     delivery = send_email(success_record(), LINKS, EmailSettings(host=""), environ={})
 
     assert delivery == Delivery("email", False, "email not sent: no host, sender, recipients configured")
 
 
+@pytest.mark.unit
 def test_email_message_has_a_plain_text_body() -> None:
     message = email_message(success_record(), LINKS, _settings(25))
 
@@ -640,6 +541,7 @@ def test_email_message_has_a_plain_text_body() -> None:
     assert message["Date"]
 
 
+@pytest.mark.e2e
 def test_a_run_announces_itself_and_records_the_delivery(
     webhook: Webhook, make_project: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
