@@ -74,7 +74,7 @@ def test_the_runner_process_leaves_mlflow_and_pandas_to_workers(demo_first_run: 
 @pytest.mark.e2e
 def test_papermill_comes_without_pyarrow_which_can_still_be_imported_after():
     check = (
-        "import sys; from runner import imports; imports.papermill(); "
+        "import sys; from runner.engine import imports; imports.papermill(); "
         "assert 'pyarrow' not in sys.modules, 'papermill brought pyarrow'; "
         "import pyarrow.fs; print(pyarrow.fs.LocalFileSystem.__name__)"
     )
