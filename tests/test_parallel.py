@@ -152,7 +152,7 @@ def test_execute_notebook_runs_in_several_threads_at_once(make_project, monkeypa
         results[name] = execute_notebook(
             root / "notebooks" / "timed.ipynb",
             output,
-            {"seconds": 2},
+            {"seconds": 4},  # long enough to overlap while the other threads' kernels start
             cwd=root,
             timeout_s=120,
             redact=redact,
