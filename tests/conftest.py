@@ -277,17 +277,12 @@ def aliases(pipeline: Path, name: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def _toy_champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """The toy model's project after one full run on the embedded store: version 1 is the champion, its run
-    folder in reports/. Trained once; tests get copies (`champion_project`). The train stage has a timeout
-    of 30 s, so that a hanging cell ends soon."""
+    folder in reports/. Trained once; tests get copies (`champion_project`)."""
     from runner.commands import main
 
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         pipeline, name = make_model_project(tmp_path_factory.mktemp("toy-champion"))
-        text = pipeline.read_text().replace(
-            "notebook: notebooks/train.ipynb", "notebook: notebooks/train.ipynb\n    timeout: 30"
-        )
-        pipeline.write_text(text)
         assert main(["run", str(pipeline), "--no-notify"]) == 0
         assert aliases(pipeline, name)["champion"] == "1"
     return pipeline, name

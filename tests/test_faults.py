@@ -46,6 +46,18 @@ FAULTS = {
 }
 
 
+@pytest.fixture
+def model_project(champion_project: tuple[Path, str]) -> tuple[Path, str]:
+    """A copy of the toy project whose version 1 is the champion, its train stage limited to 30 s (a hanging
+    cell ends soon; the champion was trained without the limit, which a loaded machine can exceed)."""
+    pipeline, name = champion_project
+    text = pipeline.read_text().replace(
+        "notebook: notebooks/train.ipynb", "notebook: notebooks/train.ipynb\n    timeout: 30"
+    )
+    pipeline.write_text(text)
+    return pipeline, name
+
+
 def newest_run(pipeline: Path) -> dict:
     run_dir = max(path for path in (pipeline.parent / "reports").iterdir() if path.is_dir())
     return json.loads((run_dir / "run.json").read_text())
@@ -61,10 +73,8 @@ def assert_clean_end(pipeline: Path) -> list[dict]:
 
 # --- faults in the training stage ---------------------------------------------------------------------------
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_a_faulty_training_stage_fails_the_run_and_leaves_the_champion(
-    champion_project, capsys, fault
-) -> None:
-    pipeline, name = champion_project
+def test_a_faulty_training_stage_fails_the_run_and_leaves_the_champion(model_project, capsys, fault) -> None:
+    pipeline, name = model_project
     code = main(["run", str(pipeline), "-p", f"fault={fault}", "-p", "factor=2.01"])
     out = capsys.readouterr().out
     record = newest_run(pipeline)
@@ -80,8 +90,8 @@ def test_a_faulty_training_stage_fails_the_run_and_leaves_the_champion(
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_cancelled_model_run_keeps_the_champion(champion_project, signum) -> None:
-    pipeline, name = champion_project
+def test_a_cancelled_model_run_keeps_the_champion(model_project, signum) -> None:
+    pipeline, name = model_project
     process = spawn_run(pipeline, "-p", "fault=hang", "-p", "factor=2.01")
     reports = pipeline.parent / "reports"
     runs_before = {path.name for path in reports.iterdir()}
@@ -214,8 +224,8 @@ def holder_pid(pipeline: Path) -> str:
     return lock.read_text() if lock.is_file() else ""
 
 
-def test_a_second_run_exits_75_naming_the_run_that_holds_the_project(champion_project, capsys) -> None:
-    pipeline, name = champion_project
+def test_a_second_run_exits_75_naming_the_run_that_holds_the_project(model_project, capsys) -> None:
+    pipeline, name = model_project
     first = spawn_run(pipeline, "-p", "fault=hang", "-p", "factor=2.01")
     assert eventually(lambda: holder_pid(pipeline).startswith(f"pid {first.pid} ")), "no lock taken"
     code = main(["run", str(pipeline), "-p", "factor=2.02"])
@@ -230,8 +240,8 @@ def test_a_second_run_exits_75_naming_the_run_that_holds_the_project(champion_pr
     assert aliases(pipeline, name)["champion"] == "1"
 
 
-def test_a_second_run_with_wait_queues_behind_the_first(champion_project, capsys) -> None:
-    pipeline, name = champion_project
+def test_a_second_run_with_wait_queues_behind_the_first(model_project, capsys) -> None:
+    pipeline, name = model_project
     first = spawn_run(pipeline, "-p", "factor=2.01")
     assert eventually(lambda: holder_pid(pipeline).startswith(f"pid {first.pid} ")), "no lock taken"
     code = main(["run", str(pipeline), "--wait", "300", "-p", "factor=2.02"])
