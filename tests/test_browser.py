@@ -24,17 +24,20 @@ from runner.records import GateResult, ModelRecord
 from runner.report.history import Remembered
 from runner.report.pages import render_history_index, render_run_index, render_stage_html, write_run_json
 from runner.secrets import NO_SECRETS
-from tests.conftest import PROJECT_ROOT
-from tests.test_report import PLOT, _execute, failed_run, gate_failed_run, succeeded_run
+from tests.conftest import PLOT, PROJECT_ROOT, execute_cells, failed_run, gate_failed_run, succeeded_run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 # Chromium's own background services (updates, accounts, time): requests of the browser, not of the page.
 BROWSER_HOSTS = re.compile(r"^https?://([\w.-]+\.)?(google\.com|googleapis\.com|gvt1\.com|gstatic\.com)[:/]")
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="no chromium on PATH: `make install-test` installs it (needs root and apt-get)"
-)
+pytestmark = [
+    pytest.mark.e2e,  # headless Chromium, and an executed notebook
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="no chromium on PATH: `make install-test` installs it (needs root and apt-get)",
+    ),
+]
 
 
 @dataclass
@@ -138,7 +141,7 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
         new_code_cell("import matplotlib.pyplot as plt\nimport numpy as np"),
         *[new_code_cell(PLOT.format(k=k)) for k in range(1, 5)],
     ]
-    executed = _execute(root / good.run_id, "evaluate", cells, {"n_points": 200})
+    executed = execute_cells(root / good.run_id, "evaluate", cells, {"n_points": 200})
     render_stage_html(
         executed, executed.with_suffix(".html"), title="demand-forecast · evaluate", redact=NO_SECRETS
     )
@@ -198,4 +201,3 @@ def test_the_checks_see_a_remote_request_and_a_console_error(tmp_path: Path) -> 
     opened = open_page(page, None, tmp_path)
     assert opened.requests == ["http://example.com/x.png"]
     assert len(opened.console) == 1 and '"boom"' in opened.console[0]
-

