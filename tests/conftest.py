@@ -62,6 +62,7 @@ def load_walmart() -> ModuleType:
         spec.loader.exec_module(module)
     return sys.modules["walmart"]
 
+
 # --- tiers --------------------------------------------------------------------------------------------------
 TIERS = ("unit", "kernel", "e2e")
 

@@ -63,8 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception:  # a bug: its traceback, printed here so that it is redacted too
             traceback.print_exc()
             errors.print(
-                Text(f"error: this is a bug in retrain {__version__} (exit {EXIT_BUG}); the traceback above"
-                     " says where", style="bold red"),
+                Text(
+                    f"error: this is a bug in retrain {__version__} (exit {EXIT_BUG}); the traceback above"
+                    " says where",
+                    style="bold red",
+                ),
                 soft_wrap=True,
             )
             return EXIT_BUG

@@ -22,9 +22,7 @@ from runner.secrets import Redactor
 PAGE_FILES = ("run.json", "*.html", "*.ipynb")
 
 
-def build_site(
-    reports_dir: Path, site: Path, keep: int, known: Remembered, redact: Redactor
-) -> list[str]:
+def build_site(reports_dir: Path, site: Path, keep: int, known: Remembered, redact: Redactor) -> list[str]:
     """Copy the page files of every run folder in `reports_dir` into `site` (over what it holds), keep the
     newest `keep` run folders there, and draw the site's history; returns the run ids kept, newest first."""
     if keep < 1:

@@ -317,14 +317,16 @@ def _with_words(outcome: Outcome, record: RunRecord) -> Outcome:
 
 
 def _headline(outcome: Outcome, record: RunRecord) -> str:
-    """"demand-forecast v13 retrained and deployed, WAPE 7.9% (was 8.4%)" and its kin, one per state."""
+    """ "demand-forecast v13 retrained and deployed, WAPE 7.9% (was 8.4%)" and its kin, one per state."""
     model = record.model
     who = f"{model.name} v{model.version}" if model and model.version else outcome.pipeline
     key = outcome.key
     measured = ""
     if key is not None:
-        was = f" (was {key.champion_shown})" if outcome.state.startswith("promoted") else (
-            f" (champion {key.champion_shown})"
+        was = (
+            f" (was {key.champion_shown})"
+            if outcome.state.startswith("promoted")
+            else (f" (champion {key.champion_shown})")
         )
         measured = f", {key.title} {key.shown}" + (was if key.champion_shown else "")
     state = outcome.state
@@ -561,7 +563,7 @@ class Fact:
 
 
 def _against(line: MetricLine) -> str:
-    """"7.9% (champion 8.4%, -0.5 pp)", or the value alone without a champion."""
+    """ "7.9% (champion 8.4%, -0.5 pp)", or the value alone without a champion."""
     if not line.champion_shown:
         return line.shown
     return f"{line.shown} (champion {line.champion_shown}, {line.change})"
