@@ -38,6 +38,7 @@ from runner.errors import WriteError
 from runner.files import remove_stale_temporaries
 from runner.production import lifecycle
 from runner.production.registry import CHAMPION, Registry, RegistryError, Version, check_reachable
+from runner.production.store import RUN_LOG
 from runner.project import MLFLOW_DIR, PRODUCTS_DIR, REPORTS_DIR, git_sha, tracking_uri
 from runner.records import ModelRecord, RunRecord, StageFailure, StageRecord
 from runner.report import history, notify
@@ -551,9 +552,10 @@ def remembered_runs(pipeline: Pipeline) -> history.Remembered:
     if pipeline.model is None:
         return history.Remembered()
     uri = tracking_uri(pipeline.root)
+    log = pipeline.root / MLFLOW_DIR / RUN_LOG  # the state branch keeps it: runs whose folders are gone
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        return history.Remembered()  # no store yet: nothing to remember, and no reason to create one
-    return history.remembered(Registry(uri, pipeline.model.name, lock_dir=pipeline.root / MLFLOW_DIR))
+        return history.Remembered(logged=history.remembered(None, log).logged)  # no store: none created
+    return history.remembered(Registry(uri, pipeline.model.name, lock_dir=pipeline.root / MLFLOW_DIR), log)
 
 
 def cancel_running_stages(record: RunRecord) -> None:

@@ -29,7 +29,9 @@ def add_parsers(commands: Any, settings: Settings) -> None:
     directions = state.add_subparsers(dest="action", required=True, metavar="pull|push")
     pull = directions.add_parser("pull", help="restore mlruns/ from the state branch, when it exists")
     push = directions.add_parser("push", help="commit mlruns/ to the state branch and push it")
-    push.add_argument("--run-id", default="", help="save only when this full run changed the registry")
+    push.add_argument(
+        "--run-id", default="", help="the run to keep in the store's run log (an evaluate run saves nothing)"
+    )
     for sub in (pull, push):
         sub.add_argument("--remote", default="origin", help="the git remote (default: origin)")
         sub.add_argument(
@@ -105,6 +107,7 @@ def command_comment(args: argparse.Namespace, ctx: Context) -> int:
 
 def command_state(args: argparse.Namespace, ctx: Context) -> int:
     from runner.github import actions
+    from runner.production import store
 
     root = project_root(args.pipeline)
     if args.monitoring:
@@ -113,24 +116,34 @@ def command_state(args: argparse.Namespace, ctx: Context) -> int:
     if ctx.settings.tracking_uri:
         ctx.say("state: MLFLOW_TRACKING_URI is set: the registry lives on that server; nothing to do")
         return EXIT_OK
-    env, store = actions.git_environment(ctx.settings.environ), root / MLFLOW_DIR
+    env, folder = actions.git_environment(ctx.settings.environ), root / MLFLOW_DIR
     if args.action == "pull":
-        ctx.say(f"state: {actions.pull_state(root, store, env, args.remote, args.branch)}")
+        said = actions.pull_state(root, folder, env, args.remote, args.branch)
+        moved = store.rebase(folder)  # restored under another folder than it was saved from
+        ctx.say(f"state: {said}" + (f"; {moved}" if moved else ""))
         return EXIT_OK
     message = "registry state"
     if getattr(args, "run_id", ""):
-        record, _ = run_record(root, args.run_id)
-        if record.mode != "full" or not actions.registry_changed(record):
-            why = record.model.detail if record.model else "no model was registered"
-            ctx.say(f"state: run {record.run_id} did not change the registry ({why})")
+        record, run_dir = run_record(root, args.run_id)
+        if record.mode != "full":
+            ctx.say(f"state: run {record.run_id} ran in mode {record.mode}: it wrote nothing to keep")
             return EXIT_OK
-        assert record.model is not None
-        message = f"registry after run {record.run_id} ({record.trigger}, {record.git_sha or 'no sha'})\n\n"
-        message += record.model.detail
-    detail = actions.push_state(root, store, env, message, args.remote, args.branch)
-    ctx.say(f"state: {detail}")
-    if "had moved" in detail and ctx.settings.github.actions:  # another run saved meanwhile
-        ctx.annotate("Registry state replaced", detail, "warning")
+        store.log_run(folder, run_dir / "run.json", record.run_id)  # refused runs too: the history shows them
+        detail = record.model.detail if record.model else "no model was registered"
+        message = f"{record.status} run {record.run_id} ({record.trigger}, {record.git_sha or 'no sha'})"
+        message += f"\n\n{detail}"
+    store.rebase(folder)  # store.json says where the saved paths point
+    merger = store.RegistryMerge()
+    said = actions.push_state(root, folder, env, message, args.remote, args.branch, merge=merger)
+    ctx.say(f"state: {said}")
+    conflict = merger.champion_conflict
+    if conflict is not None:
+        text = (
+            f"both runs' versions are saved, but this run's promotion lost: {conflict}; the champion is the"
+            " one the other run promoted, and this run's version is tagged retrain.not_promoted"
+        )
+        ctx.annotate("Promotion lost to another run", text)
+        raise actions.StateConflict(text)
     return EXIT_OK
 
 
@@ -150,7 +163,7 @@ def _monitoring_state(args: argparse.Namespace, root: Path, ctx: Context) -> int
         said = actions.pull_state(root, folder, env, args.remote, branch, what="the log")
     else:
         message = f"monitoring log: {monitor.log_source}"
-        said = actions.push_state(root, folder, env, message, args.remote, branch)
+        said = actions.push_state(root, folder, env, message, args.remote, branch, merge=actions.merge_files)
     ctx.say(f"monitoring log: {said}")
     return EXIT_OK
 

@@ -20,11 +20,12 @@ import json
 import math
 import re
 import shlex
+import shutil
 import subprocess
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,11 @@ _PARAM_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TRIGGER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
 _REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+\Z")
 _BOT = ("github-actions[bot]", "41898282+github-actions[bot]@users.noreply.github.com")
-_NOT_STATE = (":(exclude)registry.lock", ":(exclude,glob)**/*.db-journal", ":(exclude,glob)**/*.db-wal")
+_NOT_STATE = (
+    ":(exclude)registry.lock",
+    ":(exclude,glob)**/*.db-journal",
+    ":(exclude,glob)**/*.db-wal",
+)
 _MAX_COMMENT = 60_000  # GitHub refuses a comment over 65,536 characters
 _HINTS = {401: "GITHUB_TOKEN was refused", 404: "no such pull request, or the token cannot see it"}
 _HINTS[403] = (
@@ -58,6 +63,10 @@ class GitHubApiError(RetrainError):
 
 class StateError(RetrainError):
     """git could not restore or save the registry's state (exit 1)."""
+
+
+class StateConflict(StateError):
+    """The state was saved merged with another run's, but that run had moved the champion first (exit 1)."""
 
 
 # --- what to run --------------------------------------------------------------------------------------------
@@ -278,14 +287,6 @@ def _call(method: str, url: str, token: str, body: str | None, timeout_s: float)
 
 
 # --- the registry's state between runs ----------------------------------------------------------------------
-def registry_changed(record: RunRecord) -> bool:
-    """Whether the run registered, promoted or rolled back a version: what is worth saving."""
-    model = record.model
-    if model is None:
-        return False
-    return model.action == "registered" or model.rolled_back or model.champion_after != model.champion_before
-
-
 def git_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment for git: never prompt, commit as the Actions bot unless told otherwise, and with
     GITHUB_TOKEN authenticate to GITHUB_SERVER_URL only (through an environment config entry: the token is
@@ -326,12 +327,14 @@ def pull_state(
         named = what or ("the registry" if branch == STATE_BRANCH else store.name)
         return f"{remote} has no branch {branch} yet: {named} starts empty"
     _git(repo, ["update-ref", restored_ref(branch), tip], env)
-    store.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as scratch:  # a private index: the checkout's own stays untouched
-        indexed = {**env, "GIT_INDEX_FILE": str(Path(scratch, "index"))}
-        _git(repo, ["read-tree", tip], indexed)
-        _git(repo, ["checkout-index", "--all", "--force", f"--prefix={store.resolve()}/"], indexed)
+    _checkout_tree(repo, tip, store, env)
     return f"restored {store.name}/ from {branch} at {tip[:7]}"
+
+
+Merge = Callable[[Path | None, Path, Path], str]
+"""Merges what a run added to its store (`ours`, the third argument) into the state another run saved
+meanwhile (`theirs`, the second, a folder the merge changes in place), given the state both started from
+(`base`, the first; None: both started without one). Returns what it did, in a few words."""
 
 
 def push_state(
@@ -341,29 +344,104 @@ def push_state(
     message: str,
     remote: str = "origin",
     branch: str = STATE_BRANCH,
-    attempts: int = 3,
+    attempts: int = 5,
+    merge: Merge | None = None,
 ) -> str:
-    """Commit `store` as the state branch's next commit and push it. A push that is not a fast-forward
-    (another run pushed first) is retried on top of the new tip: the newest state wins, both stay in the
-    history, and the result says that the branch had moved since this checkout restored it."""
+    """Commit `store` as the state branch's next commit and push it: a compare-and-set against the commit
+    this checkout restored (the new commit's parent), so a push can only fast-forward what this run started
+    from. When another run saved first, its state is fetched, `merge` adds ours to it, the store becomes
+    the merged state, and the push is tried again on top of it. Without `merge`, a moved branch is a
+    StateError: a state is never silently replaced."""
     if not store.is_dir() or not any(store.iterdir()):
         return f"nothing to save: {store} is empty"
-    tree = _snapshot(repo, store, env)
-    restored = _run_git(repo, ["rev-parse", "--verify", "--quiet", restored_ref(branch)], env).stdout.strip()
+    expected = _run_git(repo, ["rev-parse", "--verify", "--quiet", restored_ref(branch)], env).stdout.strip()
+    merged: list[str] = []
     for _ in range(attempts):
-        tip = _fetch_tip(repo, env, remote, branch) or ""
-        if tip and _git(repo, ["rev-parse", f"{tip}^{{tree}}"], env) == tree:
-            return f"{branch} already holds this state ({tip[:7]}): nothing pushed"
-        commit = _git(repo, ["commit-tree", tree, *(["-p", tip] if tip else []), "-m", message], env)
+        tree = _snapshot(repo, store, env)
+        if expected and _git(repo, ["rev-parse", f"{expected}^{{tree}}"], env) == tree:
+            return f"{branch} already holds this state ({expected[:7]}): nothing pushed"
+        parent = ["-p", expected] if expected else []
+        commit = _git(repo, ["commit-tree", tree, *parent, "-m", message], env)
         pushed = _run_git(repo, ["push", "--porcelain", remote, f"{commit}:refs/heads/{branch}"], env)
         if pushed.returncode == 0:
-            moved = (
-                f"; {branch} had moved to {tip[:7]} since {restored[:7] or 'no state'} was restored: replaced"
-            )
-            return f"saved {store.name}/ to {branch} at {commit[:7]}{moved if tip != restored else ''}"
+            _git(repo, ["update-ref", restored_ref(branch), commit], env)  # a later push starts from here
+            after = f"; merged with what another run saved meanwhile: {'; then '.join(merged)}" * bool(merged)
+            return f"saved {store.name}/ to {branch} at {commit[:7]}{after}"
         if "rejected" not in pushed.stdout + pushed.stderr:
             raise StateError(f"git push to {remote} {branch} failed: {_last_line(pushed.stderr)}")
+        tip = _fetch_tip(repo, env, remote, branch) or ""
+        if merge is None:
+            raise StateError(
+                f"{branch} moved to {tip[:7] or 'nothing'} on {remote} since {expected[:7] or 'no state'}"
+                " was restored: another run saved meanwhile, and this state was not pushed (nothing replaced)"
+            )
+        merged.append(f"{tip[:7]}: {_merge_into(repo, store, env, expected, tip, merge)}")
+        expected = tip
     raise StateError(f"{branch} kept moving on {remote}: not saved after {attempts} attempts")
+
+
+def _merge_into(
+    repo: Path, store: Path, env: Mapping[str, str], base: str, tip: str, merge: Merge
+) -> str:
+    """Make `store` the merge of the state at `tip` with what this run added to the state at `base`. The
+    run's own store is kept aside until the merged one is in its place."""
+    with tempfile.TemporaryDirectory(dir=store.parent, prefix=f".{store.name}-merge-") as scratch:
+        theirs, ours = Path(scratch, "theirs"), Path(scratch, "ours")
+        _checkout_tree(repo, tip, theirs, env) if tip else theirs.mkdir()
+        before = None
+        if base:
+            before = Path(scratch, "base")
+            _checkout_tree(repo, base, before, env)
+        said = merge(before, theirs, store)
+        store.rename(ours)
+        try:
+            theirs.rename(store)
+        except OSError:
+            ours.rename(store)  # the run's store goes back where it was: nothing is lost
+            raise
+    return said
+
+
+def _checkout_tree(repo: Path, commit: str, folder: Path, env: Mapping[str, str]) -> None:
+    """The files of `commit` into `folder`, through a private index (the checkout's own stays untouched)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        indexed = {**env, "GIT_INDEX_FILE": str(Path(scratch, "index"))}
+        _git(repo, ["read-tree", commit], indexed)
+        _git(repo, ["checkout-index", "--all", "--force", f"--prefix={folder.resolve()}/"], indexed)
+
+
+def merge_files(base: Path | None, theirs: Path, ours: Path) -> str:
+    """A Merge for folders of append-only text (the monitoring log): a file only ours has is added; a file
+    both have gets our lines that theirs lacks, after theirs."""
+    added = extended = 0
+    for path in sorted(p for p in ours.rglob("*") if p.is_file()):
+        target = theirs / path.relative_to(ours)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+            added += 1
+            continue
+        mine, known = path.read_text(encoding="utf-8"), target.read_text(encoding="utf-8")
+        seen = set(known.splitlines())
+        new = [line for line in mine.splitlines() if line not in seen]
+        if new:
+            ending = "" if not known or known.endswith("\n") else "\n"
+            target.write_text(known + ending + "\n".join(new) + "\n", encoding="utf-8")
+            extended += 1
+    return f"{added} file(s) added, {extended} extended"
+
+
+def keep_ours(base: Path | None, theirs: Path, ours: Path) -> str:
+    """A Merge for a folder rebuilt whole by each run (the Pages site): ours' files win, theirs' others
+    stay."""
+    copied = 0
+    for path in (p for p in ours.rglob("*") if p.is_file()):
+        target = theirs / path.relative_to(ours)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+        copied += 1
+    return f"{copied} file(s) of this run over theirs"
 
 
 def push_data(

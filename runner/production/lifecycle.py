@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from runner.engine.cache import code_cells
 from runner.engine.config import Pipeline, SmokeCheckSpec
 from runner.errors import UsageError
+from runner.production import store
 from runner.production.registry import (
     CHAMPION,
     LINEAGE,
@@ -41,14 +42,16 @@ if TYPE_CHECKING:
 
 
 def fingerprints(pipeline: Pipeline) -> dict[str, str]:
-    """Content hashes: `data` (the model section's data files), `code` (every stage's code cells and
-    parameters, and the Python modules beside the notebooks) and `fingerprint` (both): the same code on the
-    same data gives the same fingerprint."""
-    data = hashlib.sha256()
+    """Content hashes: `data` (the contents of the model section's data files, whatever their names),
+    `code` (every stage's code cells and parameters, and the Python modules beside the notebooks) and
+    `fingerprint` (both): the same code on the same data gives the same fingerprint."""
     model = pipeline.model
-    for pattern in model.data if model else ():
-        for path in sorted(pipeline.root.glob(pattern)):
-            data.update(path.relative_to(pipeline.root).as_posix().encode() + b"\0" + path.read_bytes())
+    files = {path for pattern in (model.data if model else ()) for path in pipeline.root.glob(pattern)}
+    # contents only, in the order of their own hashes: an accepted drop moves from data/new/ to the history
+    # folder, and the same rows under another name are the same data
+    data = hashlib.sha256()
+    for digest in sorted(_file_digest(path) for path in files if path.is_file()):
+        data.update(digest.encode())
     code = hashlib.sha256()
     for stage in pipeline.stages.values():
         cells = code_cells(stage.notebook)
@@ -63,6 +66,11 @@ def fingerprints(pipeline: Pipeline) -> dict[str, str]:
         "code": code.hexdigest()[:16],
         "fingerprint": both.hexdigest()[:16],
     }
+
+
+def _file_digest(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def release(
@@ -329,6 +337,8 @@ def open_registry(pipeline: Pipeline) -> Registry:
         )
     uri = tracking_uri(pipeline.root)
     check_reachable(uri)
+    if uri == tracking_uri(pipeline.root, environ={}):  # the embedded store: its paths follow the project
+        store.rebase(pipeline.root / MLFLOW_DIR)
     return Registry(uri, pipeline.model.name, lock_dir=pipeline.root / MLFLOW_DIR)
 
 
