@@ -58,6 +58,7 @@ class RunOptions:
     selected: frozenset[str] | None = None  # resolved from `only` by the caller; None = all
     force: bool = False  # execute every stage, whatever the cache holds
     force_stages: frozenset[str] = frozenset()  # execute these (a --force STAGE and what needs it)
+    deploy_only: bool = False  # `retrain deploy`: only the model's deploy stages, with the champion as it is
     warm_kernels: bool = True  # start a stage's kernel while the stage before it runs
     fork_kernels: bool = True  # ... forked by a kernel server that did the pipeline's warm-up once
     max_parallel: int | None = None  # stages executed at once, at most; None: the pipeline's `max_parallel`
@@ -397,7 +398,9 @@ def release_model(
     if record.model is not None or record.first_problem is not None:
         return
     if any(stage.status not in ("succeeded", "cached") for stage in judged):
-        return  # not selected by --only: there is no candidate to judge
+        if record.options.get("deploy_only"):  # `retrain deploy`: the champion as it is, nothing judged
+            record.model = lifecycle.as_deployed(model.name, production.champion)
+        return  # otherwise not selected by --only: there is no candidate to judge
     registry, champion = production.registry, production.champion
     record.model = lifecycle.release(pipeline, record, run_dir, registry, champion, server)
 
@@ -435,6 +438,7 @@ def new_run_record(pipeline: Pipeline, options: RunOptions) -> RunRecord:
             "only": list(options.only),
             "force": options.force,
             "force_stages": sorted(options.force_stages),
+            **({"deploy_only": True} if options.deploy_only else {}),
         },
     )
 

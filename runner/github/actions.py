@@ -452,10 +452,13 @@ def push_data(
     branch: str,
     remote: str = "origin",
     attempts: int = 3,
+    fallback: str = "",
 ) -> str:
     """Commit what a run moved under `paths` (drops accepted into the history or quarantined) and push it to
     `branch`, so that the next run's checkout starts from it. When the branch moved meanwhile (a new drop was
-    pushed), the commit is replayed on top of it; a conflict leaves the branch alone and says so."""
+    pushed), the commit is replayed on top of it; a conflict leaves the branch alone and says so. When the
+    remote refuses the branch itself (a protected branch), the commit goes to `fallback`, for a pull request
+    (BranchProtected)."""
     present = [path for path in paths if (repo / path).exists() or _tracked(repo, path, env)]
     if not present:
         return "no data folder to save"
@@ -467,6 +470,8 @@ def push_data(
         pushed = _run_git(repo, ["push", "--porcelain", remote, f"HEAD:refs/heads/{branch}"], env)
         if pushed.returncode == 0:
             return f"pushed the data moves to {branch} at {_git(repo, ['rev-parse', '--short', 'HEAD'], env)}"
+        if _refused_by_remote(pushed):
+            _push_elsewhere(repo, env, remote, branch, fallback, pushed)
         if "rejected" not in pushed.stdout + pushed.stderr:
             raise StateError(f"git push to {remote} {branch} failed: {_last_line(pushed.stderr)}")
         _git(repo, ["fetch", "--quiet", "--no-tags", "--depth=1", remote, f"refs/heads/{branch}"], env)
@@ -480,6 +485,49 @@ def push_data(
                 f"({_last_line(replayed.stderr)}); the run's report says what moved"
             )
     raise StateError(f"{branch} kept moving on {remote}: data moves not pushed after {attempts} attempts")
+
+
+def _refused_by_remote(pushed: subprocess.CompletedProcess[str]) -> bool:
+    """The remote refused the update itself (a protected branch, a ruleset, a hook), which no retry changes:
+    not a `[rejected]` push that lost a race."""
+    said = pushed.stdout + pushed.stderr
+    return any(sign in said for sign in ("[remote rejected]", "GH006", "GH013")) or "protected branch" in said
+
+
+def _push_elsewhere(
+    repo: Path,
+    env: Mapping[str, str],
+    remote: str,
+    branch: str,
+    fallback: str,
+    refused: subprocess.CompletedProcess[str],
+) -> None:
+    remote_said = [line.removeprefix("remote:").strip() for line in refused.stderr.splitlines()]
+    why = next((line for line in remote_said if "GH0" in line or "protected" in line.lower()), "")
+    why = why or _last_line(refused.stderr + refused.stdout)
+    if not fallback:
+        raise StateError(f"{remote} refuses pushes to {branch} ({why}): the data moves were not pushed")
+    pushed = _run_git(repo, ["push", "--porcelain", remote, f"HEAD:refs/heads/{fallback}"], env)
+    if pushed.returncode != 0:
+        raise StateError(
+            f"{remote} refuses pushes to {branch} ({why}), and to {fallback} too "
+            f"({_last_line(pushed.stderr)}): the data moves were not pushed"
+        )
+    raise BranchProtected(
+        f"{branch} is protected on {remote} ({why}): the data moves were pushed to branch {fallback} instead;"
+        f" merge it into {branch} with a pull request (or let GitHub Actions bypass the rule). Until then the"
+        " drops stay in the new-data folder on the branch, and the next run finds the same data: it registers"
+        " nothing new (the data fingerprint is the same)",
+        fallback,
+    )
+
+
+class BranchProtected(StateError):
+    """The branch refused the data moves; they were pushed to another branch for a pull request."""
+
+    def __init__(self, message: str, pushed_to: str) -> None:
+        super().__init__(message)
+        self.pushed_to = pushed_to
 
 
 def _tracked(repo: Path, path: str, env: Mapping[str, str]) -> bool:

@@ -99,6 +99,14 @@ def release(
         )
         return result
     candidate = _register(pipeline, record, registry, uri, result)
+    rolled_back = candidate.lineage("rolled_back")
+    if rolled_back and (champion is None or candidate.version != champion.version):
+        # a person (or a smoke check) took it out of production: a rerun on the same data must not undo that
+        result.detail += (
+            f"; it was rolled back ({rolled_back}): not promoted again (`retrain promote {candidate.version}`"
+            " does it)"
+        )
+        return result
     if model.promotion == "manual" or (champion is not None and candidate.version == champion.version):
         if model.promotion == "manual":
             result.detail += (
@@ -120,6 +128,15 @@ def release(
         result.detail += f"; promoted to champion (was {result.champion_before or 'none'})"
         return result
     _roll_back_failed(registry, candidate, champion, result)
+    return result
+
+
+def as_deployed(name: str, champion: Version | None) -> ModelRecord:
+    """A run that deploys the champion as it is (`retrain deploy`, after an approval or a rollback)."""
+    number = champion.version if champion else None
+    result = ModelRecord(name=name, champion_before=number, champion_after=number, version=number)
+    result.action = "unchanged"
+    result.detail = f"deploying the champion v{number} as it is" if number else "no champion to deploy"
     return result
 
 
