@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -145,6 +145,7 @@ model:
   promotion: auto
   deploy: [deploy]
   data: ["data/*.csv"]
+  smoke_check: {max_seconds: 600}  # a toy model loads in a second, but a shared test machine may be slow
 """
 GIT = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "init.defaultBranch=main"]
 
@@ -233,3 +234,94 @@ def start_retrain(clone: Path, *args: str, env: dict[str, str] | None = None) ->
 
 def retrain(clone: Path, *args: str, env: dict[str, str] | None = None) -> Done:
     return start_retrain(clone, *args, env=env).finish()
+
+
+# --- the team option: an MLflow tracking server whose artifacts live in an S3-compatible store --------------
+@dataclass(frozen=True)
+class S3Server:
+    """`mlflow server` on 127.0.0.1 with `--artifacts-destination s3://BUCKET/...` on moto's S3 server."""
+
+    url: str  # the tracking server
+    s3_endpoint: str  # moto's S3 server
+    bucket: str
+    folder: Path
+
+    def objects(self) -> list[str]:
+        """The keys the artifact store holds (what MLflow wrote to S3)."""
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=self.s3_endpoint, **S3_CREDENTIALS)
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+S3_CREDENTIALS = {
+    "aws_access_key_id": "testing",
+    "aws_secret_access_key": "testing",
+    "region_name": "us-east-1",
+}
+
+
+def free_local_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def s3_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 server (ThreadedMotoServer) and an `mlflow server` whose artifacts go to a bucket on it;
+    MLflow's server reaches S3 with MLFLOW_S3_ENDPOINT_URL and dummy credentials. Clients need neither: the
+    server proxies the artifacts (mlflow-artifacts:/)."""
+    import time
+    import urllib.request
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    folder = tmp_path_factory.mktemp("mlflow-s3")
+    s3_port, port = free_local_port(), free_local_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port, verbose=False)
+    moto.start()
+    endpoint, bucket = f"http://127.0.0.1:{s3_port}", "retrain-models"
+    boto3.client("s3", endpoint_url=endpoint, **S3_CREDENTIALS).create_bucket(Bucket=bucket)
+    env = {
+        **os.environ,
+        "MLFLOW_S3_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    command = [
+        str(Path(sys.executable).with_name("mlflow")), "server",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination", f"s3://{bucket}/mlartifacts",
+    ]  # fmt: skip
+    log = (folder / "server.log").open("a")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2):
+                break
+        except OSError:
+            assert server.poll() is None, (folder / "server.log").read_text()
+            assert time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.2)
+    try:
+        yield S3Server(url, endpoint, bucket, folder)
+    finally:
+        import signal
+
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+        log.close()
+        moto.stop()

@@ -47,9 +47,9 @@ def test_a_protected_branch_gets_its_data_moves_on_a_branch_for_a_pull_request(t
     (work / "data" / "history").mkdir()
     (work / "data" / "new" / "week-14.csv").rename(work / "data" / "history" / "week-14.csv")
 
-    paths = ["data/new", "data/history"]
+    paths, env = ["data/new", "data/history"], {**ENV, **_author()}
     with pytest.raises(github.BranchProtected) as refused:
-        github.push_data(work, paths, {**ENV, **_author()}, "data accepted", "main", fallback="retrain/data-r1")
+        github.push_data(work, paths, env, "data accepted", "main", fallback="retrain/data-r1")
     message = str(refused.value)
     assert "main is protected on origin" in message and "GH006" in message
     assert "pushed to branch retrain/data-r1" in message and "pull request" in message
@@ -59,7 +59,7 @@ def test_a_protected_branch_gets_its_data_moves_on_a_branch_for_a_pull_request(t
 
     (work / "data" / "history" / "week-15.csv").write_text("week 15\n")
     with pytest.raises(github.StateError, match="refuses pushes to main") as no_fallback:
-        github.push_data(work, paths, {**ENV, **_author()}, "again", "main")
+        github.push_data(work, paths, env, "again", "main")
     assert not isinstance(no_fallback.value, github.BranchProtected)
 
 
