@@ -6,7 +6,8 @@ scheduled job that finds nothing new.
 Measured here, the way the workflows do it (retrain.yml):
 - "Install uv": `python -m pip install uv==VERSION` into a fresh virtual environment (one wheel, binary
   inside; pip's own cache on this machine may hold it, GitHub's runner downloads it)
-- "Anything new?": `uv run --no-project --with pyyaml python -m runner.github.precheck`, cold and warm uv cache
+- "Anything new?": `uv run --no-project --with pyyaml python -m runner.github.precheck`, cold and warm
+  uv cache
 - "Install", cold: `uv venv` + `uv pip install -c constraints.txt -e .` with an empty uv cache (downloads
   every wheel from the package index)
 - "Install", warm uv cache: the same into a new .venv with the uv cache filled (GitHub's cache would have to
