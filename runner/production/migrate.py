@@ -15,6 +15,7 @@ migration that stopped half-way is run again and goes on where it stopped, never
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class Migration:
 
 def migrate(source_uri: str, target_uri: str) -> Migration:
     """Copy everything from the store at `source_uri` to the one at `target_uri`, then check the copy."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a log, not a terminal
     from mlflow import MlflowClient
 
     source = MlflowClient(tracking_uri=source_uri, registry_uri=source_uri)
@@ -204,7 +206,7 @@ def _copy_registered_model(
         if version.version in there:
             done.skipped += 1
             continue
-        model_id = models.get(version.model_id or "") if version.model_id else None
+        model_id = models.get(_model_id(version) or "")
         source_uri = f"models:/{model_id}" if model_id else _mapped_source(version.source, runs)
         created = target.create_model_version(
             name,
@@ -262,15 +264,25 @@ def check(source: Any, target: Any, runs: dict[str, str]) -> list[str]:
     return differences
 
 
+def _model_id(version: Any) -> str | None:
+    """The logged model a version was registered from (MLflow 3: its source is `models:/m-...`)."""
+    found = getattr(version, "model_id", None)
+    if found:
+        return str(found)
+    source = str(version.source or "")
+    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
+
+
 def _files(client: Any, version: Any) -> list[tuple[str, int | None]]:
     """The files of a version's logged model, with their sizes."""
-    if not version.model_id:
+    model_id = _model_id(version)
+    if not model_id:
         return []
     listed: list[tuple[str, int | None]] = []
     pending = [""]
     while pending:
         path = pending.pop()
-        for item in client.list_logged_model_artifacts(version.model_id, path or None):
+        for item in client.list_logged_model_artifacts(model_id, path or None):
             if item.is_dir:
                 pending.append(item.path)
             else:
