@@ -91,6 +91,7 @@ class Row:
     champion: str = ""
     stages: str = ""
     saved: str = ""
+    run_id: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -198,6 +199,7 @@ class Simulation:
         jobs = runner.run_event(event_name, event, github, inputs)
         row.seconds["total"] = time.monotonic() - started
         describe(row, jobs, workspace)
+        row.champion = champion_now(self.origin, temp / "champion.db")
         return row, jobs
 
 
@@ -224,6 +226,7 @@ def describe(row: Row, jobs: list[JobRun], workspace: Path) -> None:
         run_json = workspace / "reports" / ran.outputs["run_id"] / "run.json"
         record = json.loads(run_json.read_text()) if run_json.is_file() else {}
     model = record.get("model") or {}
+    row.run_id = str(record.get("run_id", ""))
     row.registered = f"v{model['version']}" if model.get("action") == "registered" else ""
     stages = record.get("stages", {})
     row.stages = " ".join(f"{name}:{stage['status'][:4]}" for name, stage in stages.items())
@@ -240,6 +243,20 @@ def describe(row: Row, jobs: list[JobRun], workspace: Path) -> None:
     row.outcome = record.get("status", "-") + (f" ({'; '.join(failed)})" if failed else "")
     if "Promotion lost" in text:
         row.outcome += ": promotion lost the race"
+
+
+def champion_now(origin: Path, copy: Path) -> str:
+    """The champion on the origin's state branch, now."""
+    done = subprocess.run(
+        ["git", "show", "retrain-state:mlflow.db"], cwd=origin, capture_output=True, check=False
+    )
+    if done.returncode != 0:
+        return "-"
+    copy.write_bytes(done.stdout)
+    with sqlite3.connect(copy) as connection:
+        found = connection.execute("SELECT version FROM registered_model_aliases WHERE alias = 'champion'")
+        row = found.fetchone()
+    return f"v{row[0]}" if row else "-"
 
 
 def registry(origin: Path, folder: Path) -> tuple[dict[int, dict[str, str]], dict[str, int]]:
@@ -308,7 +325,18 @@ def main() -> int:
 
 
 def print_table(rows: list[Row], tags: dict[int, dict[str, str]], aliases: dict[str, int]) -> None:
-    header = ("job", "state", "outcome", "reg.", "stages", "registry", "setup s", "pipeline s", "total s")
+    header = (
+        "job",
+        "state",
+        "outcome",
+        "reg.",
+        "champion",
+        "stages",
+        "registry",
+        "setup s",
+        "pipeline s",
+        "total s",
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
@@ -317,6 +345,7 @@ def print_table(rows: list[Row], tags: dict[int, dict[str, str]], aliases: dict[
             row.started_from,
             row.outcome,
             row.registered or "-",
+            row.champion,
             row.stages,
             row.saved,
             f"{row.seconds.get('setup', 0):.1f}",
@@ -346,9 +375,13 @@ def check(
     fingerprints = [version.get("retrain.fingerprint") for version in tags.values()]
     if len(fingerprints) != len(set(fingerprints)):
         problems.append("a fingerprint was registered twice")
-    registered = [row.registered for row in rows if row.registered]
+    registered = [row for row in rows if row.registered]
     if len(tags) != len(registered) or sorted(tags) != list(range(1, len(tags) + 1)):
         problems.append(f"{len(registered)} jobs registered a version, the registry holds {sorted(tags)}")
+    kept = {version.get("retrain.run_id") for version in tags.values()}
+    lost = [row.job for row in registered if row.run_id not in kept]
+    if lost:
+        problems.append(f"versions lost: {', '.join(lost)}")
     expected = aliases_before.get("previous")
     if aliases.get("champion") != expected:
         problems.append(f"champion v{aliases.get('champion')} after the rollback, expected v{expected}")

@@ -132,8 +132,8 @@ def _copy_run(source: Any, target: Any, run: Any, experiment_id: str, scratch: P
     folder = scratch / "runs" / run.info.run_id
     folder.mkdir(parents=True)
     if source.list_artifacts(run.info.run_id):
-        source.download_artifacts(run.info.run_id, "", str(folder))
-        target.log_artifacts(new_id, str(folder))
+        local = source.download_artifacts(run.info.run_id, "", str(folder))  # the run's root, in `folder`
+        target.log_artifacts(new_id, local)
     target.set_terminated(new_id, status=run.info.status, end_time=run.info.end_time)
     done.runs += 1
     return str(new_id)
@@ -170,8 +170,9 @@ def _copy_logged_model(
     )
     folder = scratch / "models" / model.model_id
     folder.mkdir(parents=True)
-    mlflow.artifacts.download_artifacts(artifact_uri=model.artifact_location, dst_path=str(folder))
-    target.log_model_artifacts(created.model_id, str(folder))
+    # a folder's download lands in a subfolder of its own name: the returned path is the model's root
+    local = mlflow.artifacts.download_artifacts(artifact_uri=model.artifact_location, dst_path=str(folder))
+    target.log_model_artifacts(created.model_id, local)
     target.finalize_logged_model(created.model_id, "READY")
     done.models += 1
     return str(created.model_id)
@@ -203,7 +204,7 @@ def _copy_registered_model(
             " that has none, or under another name"
         )
     for version in versions:
-        if version.version in there:
+        if str(version.version) in there:
             done.skipped += 1
             continue
         model_id = models.get(_model_id(version) or "")
@@ -212,7 +213,7 @@ def _copy_registered_model(
             name,
             source=source_uri,
             run_id=runs.get(version.run_id or ""),
-            tags={**version.tags, FROM_TAG: version.version},
+            tags={**version.tags, FROM_TAG: str(version.version)},
             description=version.description,
             model_id=model_id,
         )
@@ -242,9 +243,9 @@ def check(source: Any, target: Any, runs: dict[str, str]) -> list[str]:
     differences: list[str] = []
     for registered in source.search_registered_models():
         name = registered.name
-        theirs = {v.version: v for v in target.search_model_versions(f"name = '{name}'")}
+        theirs = {str(v.version): v for v in target.search_model_versions(f"name = '{name}'")}
         for version in source.search_model_versions(f"name = '{name}'"):
-            copy = theirs.get(version.version)
+            copy = theirs.get(str(version.version))
             if copy is None:
                 differences.append(f"{name} v{version.version}: missing")
                 continue
