@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import S3Server, ToyOrigin, clone_toy, job_environment, retrain
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]  # a loaded 2-core machine: minutes
 
 LOAD = (
     "import mlflow.pyfunc, pandas;"

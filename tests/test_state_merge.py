@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import ToyOrigin, clone_toy, retrain, start_retrain
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]  # a loaded 2-core machine: minutes
 
 
 def versions(store: Path) -> dict[int, dict[str, str]]:
