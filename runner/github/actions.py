@@ -6,9 +6,13 @@ state between runs.
 - `pr_comment_body` / `upsert_pr_comment`: one comment per pull request with the challenger's metrics against
   the champion's, found again by a hidden marker and edited in place (REST API through urllib).
 - `pull_state` / `push_state`: the embedded MLflow store (`mlruns/`) kept on an orphan branch, restored before
-  a run and committed after a full run that changed the registry (git through subprocess). The monitoring
-  log's folder goes the same way on a branch of its own (`retrain monitor` only reads the registry: saving the
-  registry's folder after a check could put back a state that a retrain saved meanwhile).
+  a run and committed after every full run (git through subprocess). Saving is a compare-and-set against the
+  commit the checkout restored; a branch that moved meanwhile is merged with (`Merge`: the registry's in
+  runner/production/store.py), never replaced. The monitoring log's folder goes the same way on a branch of
+  its own (`retrain monitor` only reads the registry: saving the registry's folder after a check could put
+  back a state that a retrain saved meanwhile).
+- `push_data`: the drops a run accepted or quarantined, committed back to the branch (or, when the branch is
+  protected, to a branch of their own for a pull request).
 
 Nothing here prints: the CLI does, and picks the exit codes.
 """
