@@ -10,16 +10,16 @@ ACTIONLINT := .tools/.actionlint-$(ACTIONLINT_VERSION)
 .PHONY: demo test lint lint-workflows audit install install-ci install-test browser clean-venv
 
 demo: $(VENV)/.runtime
-	$(BIN)/retrain demo fetch
+	$(BIN)/python data/walmart.py fetch
 	$(BIN)/retrain run pipeline.yaml
 
 test: $(VENV)/.test $(ACTIONLINT) browser
-	$(BIN)/ruff check runner tests notebooks
+	$(BIN)/ruff check runner tests notebooks data bench
 	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: $(VENV)/.test lint-workflows
-	$(BIN)/ruff check runner tests notebooks
+	$(BIN)/ruff check runner tests notebooks data bench
 	$(BIN)/mypy
 	@# mypy checks runner/ only: importing every test module catches a broken import between tests
 	$(BIN)/pytest -q -p no:cacheprovider --collect-only tests >/dev/null

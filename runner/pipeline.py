@@ -29,7 +29,7 @@ from runner import __version__
 from runner.engine import cache, intake, params, schedule
 from runner.engine.cache import StageCache
 from runner.engine.config import Pipeline, Stage
-from runner.engine.execute import Stopper, execute_notebook
+from runner.engine.execute import Stopper, execute_notebook, strip_ansi
 from runner.engine.gates import GateScope, evaluate_gate
 from runner.engine.kernels import Kernel, KernelPool, Workers
 from runner.engine.lock import project_lock
@@ -218,6 +218,8 @@ def run_locked(
         raise  # after the reports below, when they can still be written: the CLI says what happened
     finally:
         kernels.close()  # the kernels started for stages that did not run
+        record.output = kept_output(kernels.output(None), redact)
+        kernels.discard_outputs()
         renders.close()
         finish_run(record, started)
         settle_data(pipeline, record, drops, redact)
@@ -494,7 +496,9 @@ def run_stage(
         kernel=kernel,
         kernels=run.kernels,
         stopper=run.stopper,
+        stage=stage.name,
     )
+    current.output = kept_output(run.kernels.output(stage.name), run.redact)
     current.timings = result.timings
     current.notebook = executed.name if executed.is_file() else None
     current.scraps = read_scraps(executed, run.kernels.workers)
@@ -512,6 +516,14 @@ def run_stage(
         title = f"{record.pipeline} · {stage.name}"
         show_code = options.show_code or stage.show_code
         run.renders.submit(current, PageJob(executed, run_dir / f"{stage.name}.html", title, show_code))
+
+
+OUTPUT_KEPT = 50  # lines of what a process wrote outside the cells, kept in run.json
+
+
+def kept_output(lines: list[str], redact: Redactor) -> list[str]:
+    """The last lines a kernel or worker wrote outside the cells, redacted and without terminal colours."""
+    return [redact.redact(strip_ansi(line))[:500] for line in lines[-OUTPUT_KEPT:]]
 
 
 def current_champion(production: Production | None, record: RunRecord) -> Version | None:

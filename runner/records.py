@@ -104,6 +104,7 @@ class StageRecord:
     timings: StageTimings = field(default_factory=StageTimings)
     fingerprint: str | None = None  # content hash of what decides its results; None: never cached
     cached_from: str | None = None  # status `cached`: the run whose results (scraps, gates, pages) it reuses
+    output: list[str] = field(default_factory=list)  # what its kernel wrote outside its cells (last lines)
 
     @property
     def failed_gates(self) -> list[GateResult]:
@@ -214,6 +215,7 @@ class RunRecord:
     data: DataRecord | None = None  # with a `data` section in pipeline.yaml
     key_metric: KeyMetric | None = None  # with `model.key_metric` in pipeline.yaml
     context: RunContext = field(default_factory=RunContext)
+    output: list[str] = field(default_factory=list)  # what the kernel server and workers wrote (last lines)
 
     def to_json(self) -> dict[str, Any]:
         """The `run.json` document; NaN and infinities become strings, as scrapbook stores them."""

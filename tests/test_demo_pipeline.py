@@ -87,7 +87,7 @@ def test_the_runner_process_leaves_mlflow_and_pandas_to_workers(tmp_path: Path):
 
 def test_papermill_comes_without_pyarrow_which_can_still_be_imported_after():
     check = (
-        "import sys; from runner import imports; imports.papermill(); "
+        "import sys; from runner.engine import imports; imports.papermill(); "
         "assert 'pyarrow' not in sys.modules, 'papermill brought pyarrow'; "
         "import pyarrow.fs; print(pyarrow.fs.LocalFileSystem.__name__)"
     )
@@ -106,7 +106,7 @@ def test_demo_gate_failing_on_purpose_exits_3(demo_project: Path, capsys):
     gate = record["stages"]["evaluate"]["gates"][0]
     assert gate["passed"] is False and gate["values"]["params.wape_threshold"] == 0.0001
     index = (demo_project / "reports" / record["run_id"] / "index.html").read_text()
-    assert "Stopped by a gate in stage evaluate" in index
+    assert "Gate `wape &lt;= params.wape_threshold` in stage evaluate" in index
 
 
 def test_replay_registers_a_version_a_week_and_compares_with_the_champion(tmp_path: Path, capsys):

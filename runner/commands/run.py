@@ -211,6 +211,8 @@ def command_run(args: argparse.Namespace, ctx: Context) -> int:
     show_notifications(ctx, record)  # first: the run's own outcome stays in the last lines
     outcome = outcome_of(record)
     ctx.console.print(terminal.summary(outcome))
+    for warning in progress.warnings:  # held while the table was live
+        ctx.say(f"  warning: {warning}", style="dim")
     for line in terminal.final_lines(outcome, run_dir, code):
         ctx.say(line)
     return code

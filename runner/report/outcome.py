@@ -119,6 +119,7 @@ class StageLine:
     duration: str  # "3.7 s"; NOT_RUN when it did not run
     gates: str  # "2/3 passed"; "" without gates
     note: str  # why it was skipped, where its results came from
+    output: list[str]  # what its kernel wrote outside its cells (warnings, a library's messages)
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,7 @@ class Outcome:
     failure: FailureLine | None
     duration: str
     predictions: Predictions | None = None
+    other_output: tuple[str, ...] = ()  # what the kernel server and its workers wrote (MLflow's log lines)
 
 
 def outcome_of(record: RunRecord) -> Outcome:
@@ -242,6 +244,7 @@ def outcome_of(record: RunRecord) -> Outcome:
         failure=_failure(record),
         duration=duration_text(record.duration_s),
         predictions=_predictions(record),
+        other_output=tuple(record.output),
     )
     return _with_words(outcome, record)
 
@@ -369,7 +372,12 @@ def _reason(outcome: Outcome, record: RunRecord) -> str:
         return f"Stage {outcome.failure.stage} failed: {outcome.failure.message}."
     if state == "failed" and model is not None and model.error:
         return f"{model.error}."
+    if state == "running":
+        finished = sum(line.status not in ("pending", "running") for line in outcome.stages)
+        return f"Running: {finished} of {len(outcome.stages)} stages done."
     if state == "cancelled":
+        if outcome.failure is not None:
+            return f"Cancelled during stage {outcome.failure.stage}: {outcome.failure.message}."
         running = [line.name for line in outcome.stages if line.status in ("running", "failed")]
         return f"Cancelled during stage {running[0]}." if running else "Cancelled before any stage ran."
     if state == "promoted":
@@ -524,7 +532,7 @@ def _stage_line(stage: StageRecord) -> StageLine:
     gates = f"{len(stage.gates) - len(stage.failed_gates)}/{len(stage.gates)} passed" if stage.gates else ""
     note = stage.skip_reason or (f"from run {stage.cached_from}" if stage.cached_from else "")
     took = duration_text(stage.duration_s) if ran else NOT_RUN
-    return StageLine(stage.name, stage.status, word, took, gates, note)
+    return StageLine(stage.name, stage.status, word, took, gates, note, list(stage.output))
 
 
 def _failure(record: RunRecord) -> FailureLine | None:
@@ -546,14 +554,23 @@ class Fact:
     url: str = ""  # a link for the channels that have them
 
 
+def _against(line: MetricLine) -> str:
+    """"7.9% (champion 8.4%, -0.5 pp)", or the value alone without a champion."""
+    if not line.champion_shown:
+        return line.shown
+    return f"{line.shown} (champion {line.champion_shown}, {line.change})"
+
+
 def facts(outcome: Outcome) -> list[Fact]:
     """What every channel states about the run beyond its headline and reason, in this order: the same
     labels and the same words on every surface (the channel tests compare them)."""
     found = [Fact("Outcome", f"{outcome.word}: {outcome.serving}")]
     key = outcome.key
     if key is not None:
-        against = f" (champion {key.champion_shown}, {key.change})" if key.champion_shown else ""
-        found.append(Fact(key.title, f"{key.shown}{against}"))
+        found.append(Fact(key.title, _against(key)))
+    others = [line for line in outcome.metrics if not line.key]
+    if others:
+        found.append(Fact("Other metrics", "; ".join(f"{line.title} {_against(line)}" for line in others)))
     if outcome.decision:
         found.append(Fact("Decision", outcome.decision))
     if outcome.smoke_check:

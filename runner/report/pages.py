@@ -187,7 +187,7 @@ def render_run_index(
     quarantined data, the error, the model against the champion, what changed, gates with margins, data and
     drift, timings, links; returns its path. `tracking_uri` links the MLflow run when it names a server."""
     from runner.report import story
-    from runner.report.outcome import outcome_of
+    from runner.report.outcome import facts, outcome_of
 
     outcome = outcome_of(record)
     numbers = outcome.numbers
@@ -215,6 +215,7 @@ def render_run_index(
         redact,
         record=record,
         o=outcome,
+        facts=facts(outcome),
         failing_line=failing_line,
         gates=story.gate_rows(record),
         shown=shown,

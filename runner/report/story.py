@@ -1,5 +1,5 @@
-"""What the run page says beyond the record's raw fields: the decision in one sentence, each gate's value,
-threshold and margin, the data and drift summaries, and the challenger's forecasts against the champion's.
+"""What the run page shows beyond the outcome (outcome.py): each gate's value, threshold and margin, the data
+and drift summaries, and the challenger's predictions against the champion's.
 
 Everything is read from the run record (run.json), so that `retrain report` can draw the page again without
 running anything. Scraps this module knows by name (all optional; a page without them says so):
@@ -46,34 +46,6 @@ DATA_SCRAPS = {
     "n_weeks": "weeks",
     "new_weeks": "new weeks",
 }
-
-
-# --- the decision -------------------------------------------------------------------------------------------
-def decision_sentence(record: RunRecord) -> str:
-    """Promoted / refused by gate X / failed at stage Y, in one sentence, for the top of the run page."""
-    model, problem = record.model, record.first_problem
-    if record.status == "gate_failed" and problem is not None and problem.failed_gates:
-        gate = problem.failed_gates[0]
-        more = len(problem.failed_gates) - 1
-        extra = f" (and {more} more gate{'s' * (more > 1)})" if more else ""
-        return f"Refused by gate `{gate.expr}` in stage {problem.name}: {gate.detail}{extra}."
-    if record.status == "failed" and problem is not None:
-        why = problem.failure.message if problem.failure else problem.error or "no error recorded"
-        return f"Failed at stage {problem.name}: {why}."
-    if model is not None and model.error:
-        return f"Failed after every stage passed: {model.error}."
-    if record.status == "cancelled":
-        return "Cancelled: nothing was promoted."
-    if record.status != "succeeded":
-        return f"{record.status.replace('_', ' ').capitalize()}."
-    if model is None:
-        return "Succeeded: every stage passed its gates; no model is registered by this pipeline."
-    if model.promoted:
-        was = f" (was v{model.champion_before})" if model.champion_before else " (the first champion)"
-        return f"Promoted: {model.name} v{model.version} is the new champion{was}; every gate passed."
-    if record.mode != "full":
-        return f"Evaluated only (mode {record.mode}): every gate passed; the registry is left as it is."
-    return f"Not promoted: {model.detail}."
 
 
 # --- gates: value, threshold, margin ------------------------------------------------------------------------

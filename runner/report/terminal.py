@@ -7,6 +7,7 @@ plain line per stage event, since a log cannot redraw.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from types import TracebackType
 
@@ -31,15 +32,21 @@ STYLE = {
 
 
 class RunProgress:
-    """An Observer of the pipeline that draws its progress."""
+    """An Observer of the pipeline that draws its progress. The warnings the runner's own libraries raise
+    meanwhile are held (`warnings`) and shown after the table, instead of breaking into it."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self.record: RunRecord | None = None
         self.started: dict[str, float] = {}
         self.live: Live | None = None
+        self.warnings: list[str] = []
+        self._held = warnings.catch_warnings(record=True)
 
     def __enter__(self) -> RunProgress:
+        caught = self._held.__enter__()
+        warnings.simplefilter("default")
+        self._caught = caught
         return self
 
     def __exit__(
@@ -47,6 +54,9 @@ class RunProgress:
     ) -> None:
         if self.live is not None:
             self.live.stop()
+        found = self._caught or []
+        self._held.__exit__(kind, error, tb)
+        self.warnings = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in found))
 
     def run_started(self, record: RunRecord, run_dir: Path) -> None:
         self.record = record
@@ -95,21 +105,16 @@ def summary(outcome: Outcome) -> Table:
 
 
 def final_lines(outcome: Outcome, run_dir: Path, exit_code: int) -> list[Text]:
-    """After the table, each fact once: the headline, the reason, the metrics against the champion, what
-    else matters (decision, smoke check, data, what changed), what broke; the last line says where the report
-    is. A log reader greps for them: none is wrapped."""
+    """After the table, each fact once, the most important last: what the stages wrote outside their cells,
+    the facts (metrics against the champion, decision, smoke check, data, what changed, commit), what broke
+    (failed gates, the data's broken rules, the error), then the headline and the reason; the last line says
+    where the report is. A log reader greps for them: none is wrapped."""
     colour = {"green": "green", "amber": "yellow", "red": "bold red", "grey": "dim"}[outcome.colour]
-    lines = [Text(f"{outcome.icon} {outcome.headline}", style=colour), Text(f"  {outcome.reason}")]
-    compared = [line for line in outcome.metrics if line.champion_shown]
-    if compared:
-        said = "; ".join(
-            f"{line.title} {line.shown} against {line.champion_shown} ({line.change})" for line in compared
-        )
-        lines.append(Text(f"  this run against champion v{outcome.champion_before}: {said}"))
-    skip = {"Outcome", "Gates", "Started", outcome.key.title if outcome.key else ""}
+    lines = output_lines(outcome)
+    skip = {"Outcome", "Gates", "Started"}
     skip |= {"Decision"} if outcome.decision == outcome.reason else set()
     shown = [fact for fact in facts(outcome) if fact.label not in skip]
-    lines += [Text(f"  {fact.label.lower()}: {fact.text}") for fact in shown]
+    lines += [Text(f"  {fact.label}: {fact.text}") for fact in shown]
     for gate in outcome.failed_gates[1:]:  # the first is the reason
         lines.append(Text(f"  gate failed in {gate.stage}: {gate.expr}  ->  {gate.detail}", style="yellow"))
     if outcome.quarantine is not None:
@@ -118,8 +123,26 @@ def final_lines(outcome: Outcome, run_dir: Path, exit_code: int) -> list[Text]:
             lines.append(Text(f"    ... and {outcome.quarantine.more} more in the report", style="yellow"))
     if outcome.failure is not None and outcome.failure.evalue:
         lines.append(Text(f"  {outcome.failure.evalue}", style="red"))
+    lines += [Text(f"{outcome.icon} {outcome.headline}", style=colour), Text(f"  {outcome.reason}")]
     lines.append(outcome_line(outcome, run_dir, exit_code))
     return lines
+
+
+OUTPUT_SHOWN = 3  # lines of a stage's output outside its cells shown under the table (the page has them all)
+
+
+def output_lines(outcome: Outcome) -> list[Text]:
+    """What the stages' kernels wrote outside their cells, under their names: a few lines each, dimmed (all
+    of them are on the run page), instead of lines breaking into the live table."""
+    found: list[Text] = []
+    for line in outcome.stages:
+        if not line.output:
+            continue
+        more = f", the last {OUTPUT_SHOWN} here" if len(line.output) > OUTPUT_SHOWN else ""
+        said = f"  {line.name} wrote {len(line.output)} lines outside its cells{more}:"
+        found.append(Text(said, style="dim"))
+        found += [Text(f"    {text}", style="dim") for text in line.output[-OUTPUT_SHOWN:]]
+    return found
 
 
 def outcome_line(outcome: Outcome, run_dir: Path, exit_code: int) -> Text:

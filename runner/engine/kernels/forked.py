@@ -102,7 +102,9 @@ class KernelServer:
     called on its handle (its stage waits for it).
     """
 
-    def __init__(self, cwd: Path, preload: str) -> None:
+    def __init__(self, cwd: Path, preload: str, output: Path | None = None) -> None:
+        """`output`: the file that receives what the server and its workers write (a warm-up's warnings,
+        MLflow's log lines); None: the runner's stderr."""
         from runner.engine.kernels.server import imported_packages
 
         self.preload = preload
@@ -118,13 +120,19 @@ class KernelServer:
         self._workers: dict[int, int] = {}  # worker pid -> request id
         self._dead = threading.Event()
         self._spills = Path(tempfile.mkdtemp(prefix="retrain-results-"))  # workers' long results
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "runner.engine.kernels.server"],
-            cwd=cwd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            start_new_session=True,  # a Ctrl-C in the terminal is the runner's to handle, not the server's
-        )
+        errors = output.open("ab") if output is not None else None
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "runner.engine.kernels.server"],
+                cwd=cwd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                start_new_session=True,  # a Ctrl-C in the terminal is the runner's, not the server's
+            )
+        finally:
+            if errors is not None:
+                errors.close()  # the server has its own descriptor now
         self._write({"preload": preload})
         self._reader = threading.Thread(target=self._read, name="kernel-server", daemon=True)
         self._reader.start()
@@ -134,11 +142,17 @@ class KernelServer:
         return not self._dead.is_set() and self.process.poll() is None
 
     def fork(
-        self, argv: list[str], env: dict[str, str], cwd: str, imports: frozenset[str] = frozenset()
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str,
+        imports: frozenset[str] = frozenset(),
+        output: str = "",
     ) -> ForkedProcess:
         """Ask for a kernel with these arguments (after `-m ipykernel_launcher`), for a notebook that imports
-        the packages `imports` (see `notebook_imports`); returns at once."""
-        request = {"argv": argv, "env": env, "cwd": cwd, "imports": sorted(imports)}
+        the packages `imports` (see `notebook_imports`), its own stdout and stderr going to the file `output`
+        ("": the server's); returns at once."""
+        request = {"argv": argv, "env": env, "cwd": cwd, "imports": sorted(imports), "output": output}
         number, handle = self._request(request)
         handle.hurry = lambda: self._hurry(number, handle)
         return handle
