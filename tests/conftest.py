@@ -316,7 +316,7 @@ def s3_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Ser
     log = (folder / "server.log").open("a")
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 600  # a loaded 2-core machine starts it in minutes
     while True:
         try:
             with urllib.request.urlopen(url + "/health", timeout=2):

@@ -8,6 +8,7 @@ S3), `retrain rollback` brings the migrated version back, and the champion loads
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -42,7 +43,9 @@ def test_migrate_run_promote_roll_back_and_load_on_a_server_with_s3_artifacts(
     env = {"MLFLOW_TRACKING_URI": server.url}
     run = retrain(project, "run", "toy.yaml", "-p", "factor=2.01", env=env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "toy v2 is the new champion" in run.stdout and "smoke check: 40 predictions match" in run.stdout
+    model = json.loads((project / "reports" / run.outputs["run_id"] / "run.json").read_text())["model"]
+    assert (model["version"], model["promoted"], model["smoke_check"]["passed"]) == ("2", True, True)
+    assert "40 predictions match" in model["smoke_check"]["detail"]
     listed = retrain(project, "models", "toy.yaml", env=env)
     assert listed.returncode == 0 and server.url in listed.stdout
 

@@ -10,6 +10,7 @@ another folder: the restored store's paths follow it (`store.json`), and a champ
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -58,10 +59,11 @@ def test_two_jobs_saving_at_once_keep_both_versions_and_the_first_champion(toy_o
     }
     run_ids = {}
     for name, process in running.items():
-        done = process.finish()
+        clone, done = jobs[name], process.finish()
         assert done.returncode == 0, done.stdout[-3000:]
         run_ids[name] = done.outputs["run_id"]
-        assert "is the new champion" in done.stdout  # each promoted its own v2 in its own store
+        model = json.loads((clone / "reports" / run_ids[name] / "run.json").read_text())["model"]
+        assert model["promoted"] and model["version"] == "2"  # each promoted its own v2 in its own store
     saving = {
         name: start_retrain(clone, "github", "state", "push", "toy.yaml", "--run-id", run_ids[name])
         for name, clone in jobs.items()
