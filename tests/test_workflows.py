@@ -77,6 +77,7 @@ model:
   promotion: auto
   deploy: [deploy]
   data: ["data/*.csv"]
+  smoke_check: {max_seconds: 600}  # a toy model loads in a second, but a shared test machine may be slow
 """
 
 
