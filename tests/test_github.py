@@ -467,15 +467,20 @@ def test_push_without_a_change_pushes_nothing_and_a_change_adds_a_commit(origin:
 
 
 @pytest.mark.e2e
-def test_a_push_that_lost_the_race_is_retried_on_top_and_says_so(origin: Path) -> None:
+def test_a_push_that_lost_the_race_replaces_nothing_and_merges_when_it_can(origin: Path) -> None:
     first, second = clone(origin, "first"), clone(origin, "second")
     github.pull_state(first, first / "mlruns", ENV)
     github.pull_state(second, second / "mlruns", ENV)  # both start from no state
-    github.push_state(second, write_store(second, **{"mlflow.db": "second's"}), ENV, "second")
-    said = github.push_state(first, write_store(first, **{"mlflow.db": "first's"}), ENV, "first")
-    assert "had moved to" in said and "since no state was restored: replaced" in said
+    github.push_state(second, write_store(second, **{"log.jsonl": "a\nb\n"}), ENV, "second")
+    with pytest.raises(github.StateError, match="another run saved meanwhile, and this state was not pushed"):
+        github.push_state(first, write_store(first, **{"log.jsonl": "a\nc\n", "x.txt": "x"}), ENV, "first")
+    assert git(origin, "log", "--format=%s", "retrain-state").split() == ["second"]
+    said = github.push_state(first, first / "mlruns", ENV, "first", merge=github.merge_files)
+    assert "merged with what another run saved meanwhile" in said and "1 file(s) added, 1 extended" in said
     assert git(origin, "log", "--format=%s", "retrain-state").split() == ["first", "second"]
-    assert git(origin, "show", "retrain-state:mlflow.db") == "first's"
+    assert git(origin, "show", "retrain-state:log.jsonl").split() == ["a", "b", "c"]
+    assert (first / "mlruns" / "log.jsonl").read_text() == "a\nb\nc\n"  # the store is the merged state
+    assert not list(first.glob(".mlruns-merge-*"))
 
 
 @pytest.mark.e2e
@@ -511,23 +516,6 @@ def test_a_remote_that_cannot_be_read_is_a_state_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize(
-    ("model", "changed"),
-    [
-        (None, False),
-        (ModelRecord("m", action="registered", version="2", champion_before="1", champion_after="1"), True),
-        (ModelRecord("m", action="unchanged", version="1", champion_before="1", champion_after="1"), False),
-        (ModelRecord("m", action="unchanged", version="2", champion_before="1", champion_after="2"), True),
-        (ModelRecord("m", action="not_registered", champion_before="1", champion_after="1"), False),
-    ],
-)
-def test_registry_changed(model: ModelRecord | None, changed: bool) -> None:
-    record = evaluated_run()
-    record.model = model
-    assert github.registry_changed(record) is changed
-
-
-@pytest.mark.unit
 def test_state_command_leaves_a_tracking_server_alone(tmp_path: Path, monkeypatch, capsys) -> None:
     (tmp_path / "pipeline.yaml").write_text("version: 1\n")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
@@ -545,7 +533,7 @@ def test_state_command_saves_nothing_after_an_evaluate_run(origin: Path, monkeyp
     (run_dir / "run.json").write_text(json.dumps(record.to_json()))
     write_store(work, **{"mlflow.db": "db"})
     assert main(["github", "state", "push", "--run-id", record.run_id, str(work / "pipeline.yaml")]) == 0
-    assert f"run {record.run_id} did not change the registry (mode evaluate" in capsys.readouterr().out
+    assert f"run {record.run_id} ran in mode evaluate: it wrote nothing to keep" in capsys.readouterr().out
     assert git(origin, "branch", "--list", "retrain-state") == ""
 
 

@@ -55,5 +55,5 @@ def publish(
     restored = github.pull_state(repo, site, env, remote, PAGES_BRANCH)
     kept = build_site(reports_dir, site, keep, known, redact)
     message = f"reports: {', '.join(kept[:3])}{' …' if len(kept) > 3 else ''} ({len(kept)} runs kept)"
-    saved = github.push_state(repo, site, env, message, remote, PAGES_BRANCH)
+    saved = github.push_state(repo, site, env, message, remote, PAGES_BRANCH, merge=github.keep_ours)
     return f"{restored}; {len(kept)} runs in {site.name}/; {saved}"

@@ -23,7 +23,7 @@ from runner.engine.config import Pipeline
 from runner.engine.kernels import IN_THIS_PROCESS, Workers
 from runner.engine.notebook_json import code_cells
 from runner.errors import UsageError
-from runner.production import smoke
+from runner.production import smoke, store
 from runner.production.registry import (
     CHAMPION,
     LINEAGE,
@@ -40,14 +40,16 @@ from runner.records import ModelRecord, RunRecord
 
 
 def fingerprints(pipeline: Pipeline) -> dict[str, str]:
-    """Content hashes: `data` (the model section's data files), `code` (every stage's code cells and
-    parameters, and the Python modules beside the notebooks) and `fingerprint` (both): the same code on the
-    same data gives the same fingerprint."""
-    data = hashlib.sha256()
+    """Content hashes: `data` (the contents of the model section's data files, whatever their names),
+    `code` (every stage's code cells and parameters, and the Python modules beside the notebooks) and
+    `fingerprint` (both): the same code on the same data gives the same fingerprint."""
     model = pipeline.model
-    for pattern in model.data if model else ():
-        for path in sorted(pipeline.root.glob(pattern)):
-            data.update(path.relative_to(pipeline.root).as_posix().encode() + b"\0" + path.read_bytes())
+    files = {path for pattern in (model.data if model else ()) for path in pipeline.root.glob(pattern)}
+    # contents only, in the order of their own hashes: an accepted drop moves from data/new/ to the history
+    # folder, and the same rows under another name are the same data
+    data = hashlib.sha256()
+    for digest in sorted(_file_digest(path) for path in files if path.is_file()):
+        data.update(digest.encode())
     code = hashlib.sha256()
     for stage in pipeline.stages.values():
         cells = code_cells(stage.notebook)
@@ -62,6 +64,11 @@ def fingerprints(pipeline: Pipeline) -> dict[str, str]:
         "code": code.hexdigest()[:16],
         "fingerprint": both.hexdigest()[:16],
     }
+
+
+def _file_digest(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def release(
@@ -91,6 +98,14 @@ def release(
         )
         return result
     candidate = _register(pipeline, record, registry, uri, result)
+    rolled_back = candidate.lineage("rolled_back")
+    if rolled_back and (champion is None or candidate.version != champion.version):
+        # a person (or a smoke check) took it out of production: a rerun on the same data must not undo that
+        result.detail += (
+            f"; it was rolled back ({rolled_back}): not promoted again (`retrain promote {candidate.version}`"
+            " does it)"
+        )
+        return result
     if model.promotion == "manual" or (champion is not None and candidate.version == champion.version):
         if model.promotion == "manual":
             result.detail += (
@@ -114,6 +129,15 @@ def release(
         result.detail += f"; promoted to champion (was {result.champion_before or 'none'})"
         return result
     _roll_back_failed(registry, candidate, champion, result)
+    return result
+
+
+def as_deployed(name: str, champion: Version | None) -> ModelRecord:
+    """A run that deploys the champion as it is (`retrain deploy`, after an approval or a rollback)."""
+    number = champion.version if champion else None
+    result = ModelRecord(name=name, champion_before=number, champion_after=number, version=number)
+    result.action = "unchanged"
+    result.detail = f"deploying the champion v{number} as it is" if number else "no champion to deploy"
     return result
 
 
@@ -246,6 +270,8 @@ def open_registry(pipeline: Pipeline) -> Registry:
         )
     uri = tracking_uri(pipeline.root)
     check_reachable(uri)
+    if uri == tracking_uri(pipeline.root, environ={}):  # the embedded store: its paths follow the project
+        store.rebase(pipeline.root / MLFLOW_DIR)
     return Registry(uri, pipeline.model.name, lock_dir=pipeline.root / MLFLOW_DIR)
 
 
