@@ -12,7 +12,7 @@ import pytest
 from runner.github import actions as github
 from tests.conftest import GIT
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.e2e  # git with a server-side hook
 
 ENV = github.git_environment({"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")})
 HOOK = """#!/bin/sh

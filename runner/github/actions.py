@@ -24,7 +24,6 @@ import json
 import math
 import re
 import shlex
-import shutil
 import subprocess
 import tempfile
 import urllib.error
@@ -34,8 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner import files
 from runner.errors import ConfigError, Problem, RetrainError, UsageError
 from runner.github import STATE_BRANCH
+from runner.secrets import NO_SECRETS
 
 RESTORED_REF = "refs/retrain/restored"  # the state commit this checkout restored: a later push checks it
 EVENTS = ("push", "schedule", "workflow_dispatch", "repository_dispatch", "pull_request")
@@ -383,7 +384,7 @@ def merge_files(base: Path | None, theirs: Path, ours: Path) -> str:
         target = theirs / path.relative_to(ours)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
+            files.atomic_copy(path, target)
             added += 1
             continue
         mine, known = path.read_text(encoding="utf-8"), target.read_text(encoding="utf-8")
@@ -391,7 +392,8 @@ def merge_files(base: Path | None, theirs: Path, ours: Path) -> str:
         new = [line for line in mine.splitlines() if line not in seen]
         if new:
             ending = "" if not known or known.endswith("\n") else "\n"
-            target.write_text(known + ending + "\n".join(new) + "\n", encoding="utf-8")
+            # both sides were written through the redactor by their runs: nothing new to redact
+            files.atomic_write_text(target, known + ending + "\n".join(new) + "\n", redact=NO_SECRETS)
             extended += 1
     return f"{added} file(s) added, {extended} extended"
 
@@ -403,7 +405,7 @@ def keep_ours(base: Path | None, theirs: Path, ours: Path) -> str:
     for path in (p for p in ours.rglob("*") if p.is_file()):
         target = theirs / path.relative_to(ours)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target)
+        files.atomic_copy(path, target)
         copied += 1
     return f"{copied} file(s) of this run over theirs"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.engine.cache import INDEX_FILE
-from runner.files import atomic_write_text
+from runner.files import atomic_copy, atomic_write_text
 from runner.secrets import Redactor
 
 SECTIONS = ("stages", "effects")
@@ -41,7 +41,7 @@ def pack(reports: Path, folder: Path) -> tuple[str, list[str]]:
     folder.mkdir(parents=True)
     for run_id in runs:
         shutil.copytree(reports / run_id, folder / run_id)
-    shutil.copy2(reports / INDEX_FILE, folder / INDEX_FILE)
+    atomic_copy(reports / INDEX_FILE, folder / INDEX_FILE)
     keyed = {
         section: sorted((key, entry.get("run_id")) for key, entry in index[section].items())
         for section in SECTIONS

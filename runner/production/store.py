@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner import files
 from runner.errors import RetrainError
 
 DB_FILE = "mlflow.db"
@@ -198,7 +198,7 @@ def merge(ours: Path, base: Path | None, theirs: Path) -> MergeResult:
         return result
     if not (theirs / DB_FILE).is_file():  # theirs has no database yet: ours is the merge
         result.files = _copy_files(ours, theirs)
-        shutil.copy2(ours / DB_FILE, theirs / DB_FILE)
+        files.atomic_copy(ours / DB_FILE, theirs / DB_FILE)
         with _connect(theirs / DB_FILE) as connection:
             _replace_root(connection, recorded_root(ours) or our_root, their_root)
         return result
@@ -495,8 +495,8 @@ def _list(columns: list[str]) -> str:
 def _copy_files(ours: Path, theirs: Path) -> int:
     """Our files that theirs lacks (artifacts live in folders named by unique ids: never both)."""
     copied = 0
-    for folder, _, files in os.walk(ours):
-        for name in files:
+    for folder, _, names in os.walk(ours):
+        for name in names:
             source = Path(folder, name)
             relative = source.relative_to(ours)
             if relative.as_posix() in NOT_COPIED:
@@ -504,7 +504,7 @@ def _copy_files(ours: Path, theirs: Path) -> int:
             target = theirs / relative
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, target)
+                files.atomic_copy(source, target)
                 copied += 1
     return copied
 
