@@ -113,7 +113,7 @@ def test_a_rerun_with_nothing_changed_reuses_every_stage_and_starts_no_kernel(pr
     assert (run_dir / "products" / "ok.txt").read_text() == f"{first['run_id']} full"  # copied, not re-run
     for name in again["stages"]:
         assert (run_dir / f"{name}.ipynb").is_file() and (run_dir / f"{name}.html").is_file()
-    assert "3 reused from cache" in (run_dir / "index.html").read_text()
+    assert "all 3 stages reused from cache" in (run_dir / "index.html").read_text()
 
 
 @pytest.mark.e2e

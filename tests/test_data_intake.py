@@ -142,4 +142,4 @@ def test_a_run_that_fails_after_validate_keeps_the_drop_where_it_was(project: Pa
     assert record["stages"]["evaluate"]["status"] == "gate_failed"
     assert record["data"]["action"] == "kept" and "evaluate" in record["data"]["detail"]
     assert drop.read_text() == week
-    assert "new data kept" in capsys.readouterr().out
+    assert "New data: kept" in capsys.readouterr().out

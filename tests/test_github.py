@@ -301,7 +301,7 @@ def test_comment_body_compares_the_challenger_with_the_champion() -> None:
     lines = body.splitlines()
     assert lines[0] == MARKER
     assert lines[1] == "### 🔎 demand-forecast: Evaluated"
-    assert "| metric | this run | champion v3 | change |" in lines
+    assert "| metric | challenger | champion v3 | change |" in lines
     assert "| WAPE | 7.9% | 8.4% | \u22120.5 pp (\u22126.0%) ✅ |" in lines
     assert not any(line.startswith("| mae") for line in lines)  # only the metrics pipeline.yaml shows
     assert "**Gates: 2 of 2 passed**" in lines
@@ -315,7 +315,7 @@ def test_comment_body_compares_the_challenger_with_the_champion() -> None:
 @pytest.mark.unit
 def test_comment_body_without_a_champion_says_so() -> None:
     body = pr_comment(outcome_of(evaluated_run(champion=False)), MARKER)
-    assert "| metric | this run | champion | change |" in body
+    assert "| metric | challenger | champion | change |" in body
     assert "| WAPE | 7.9% | \u2013 | \u2013 |" in body
 
 

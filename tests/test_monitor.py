@@ -82,7 +82,7 @@ def test_no_champion_no_data_healthy_then_decayed(store, tmp_path, capsys, monke
     assert main(["run", str(pipeline)]) == 0, capsys.readouterr().out
     capsys.readouterr()
     code, out = monitor(capsys, pipeline)
-    assert code == 0 and out.splitlines()[-1].startswith("no_data: no labeled week"), out
+    assert code == 0 and out.splitlines()[-1].startswith("no_data: no labeled period"), out
 
     live_week(tmp_path / "project", "2026-01-02", factor=2.0)  # the same law as the training data
     github_output.write_text("")
@@ -149,7 +149,7 @@ def test_too_few_weeks_are_measured_but_not_judged(champion, capsys):
     assert code == 0, out
     check = log_lines(champion)[-1]
     assert check["status"] == "too_few_periods" and check["live"] == pytest.approx(2 / 3)
-    assert "not judged before 3 new weeks" in check["detail"]
+    assert "not judged before 3 new periods" in check["detail"]
 
 
 @pytest.mark.e2e

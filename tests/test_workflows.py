@@ -790,7 +790,7 @@ def test_every_job_uploads_its_run_folder_and_writes_the_summary(scenario: Scena
             assert job.uploads == [(f"reports-{run_id}", [job.workspace / "reports" / run_id])], event_name
             for name in ("run.json", "index.html", "train.html", "evaluate.html"):
                 assert (job.workspace / "reports" / run_id / name).is_file(), (event_name, name)
-            assert f"(`{run_id}`)" in job.summary and "#### Runner cost" in job.summary
+            assert f"Run `{run_id}`" in job.summary and "#### Runner cost" in job.summary
             assert "billed minute" in job.step("Cost").log
             # publishing to GitHub Pages (RETRAIN_PAGES "false") and approvals (RETRAIN_APPROVAL "none") are
             # off by default: only their steps skip, and keeping a stage cache when the toy caches no stage
