@@ -19,7 +19,9 @@ import pytest
 from runner.commands import main
 from runner.init.scaffold import COMMON, TEMPLATES
 from runner.records import RunRecord
-from runner.report.notify import Links, text_message
+from runner.report.outcome import outcome_of
+from runner.report.slack import slack_payload
+from runner.report.text import text_message
 from tests.conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.e2e
@@ -106,15 +108,17 @@ def test_the_smoke_check_reproduced_the_classifier_probabilities_and_its_auc(rai
 
 
 def test_the_key_metric_reads_as_the_example_declares_it_everywhere(rain: Ran, capsys):
-    """ROC AUC, higher is better, three digits: on the run page, the history, `retrain models` and the
-    message Slack and email get; no WAPE anywhere."""
+    """ROC AUC, higher is better, three digits: on the run page, the history, `retrain models`, the Slack
+    message and the plain text of the console and email; no WAPE anywhere."""
     shown = f"{rain.scraps('evaluate')['roc_auc']:.3f}"
     run_page = (rain.run_dir / "index.html").read_text()
     history = (rain.root / "reports" / "index.html").read_text()
     assert main(["models", rain.pipeline]) == 0
     models = capsys.readouterr().out
-    message = text_message(RunRecord.from_json(rain.record), Links())
-    surfaces = {"run page": run_page, "history": history, "models": models, "message": message}
+    outcome = outcome_of(RunRecord.from_json(rain.record))
+    message = text_message(outcome)
+    slack = json.dumps(slack_payload(outcome), ensure_ascii=False)
+    surfaces = {"run page": run_page, "history": history, "models": models, "text": message, "slack": slack}
     for surface, text in surfaces.items():
         assert "ROC AUC" in text and shown in text, surface
         assert "wape" not in text.lower(), surface
@@ -153,7 +157,7 @@ def test_a_new_regression_project_checks_clean_and_runs_green_at_once(tmp_path: 
     assert (ran.record["model"]["promoted"], ran.record["model"]["smoke_check"]["passed"]) == (True, True)
     rmse = ran.scraps("evaluate")["rmse"]
     assert 1 < rmse < ran.scraps("evaluate")["baseline_rmse"] + 1
-    message = text_message(RunRecord.from_json(ran.record), Links())
+    message = text_message(outcome_of(RunRecord.from_json(ran.record)))
     assert f"RMSE {rmse:.2f} °C" in message.splitlines()[0]
 
 
