@@ -141,3 +141,22 @@ def test_the_runner_source_is_how_this_runner_was_installed():
         "notebook-retrain @ git+https://github.com/o/r@v1", local=False
     )
     assert runner_source("-e ../runner").local and not runner_source("notebook-retrain==0.1.0").local
+
+
+def test_every_template_file_is_package_data():
+    """setuptools finds package data with glob, which skips names that start with a dot unless a pattern
+    names them: a template's .gitignore or workflow missing from the wheel would be missing in every project
+    made from an installed runner."""
+    import glob
+    import tomllib
+
+    settings = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    runner = PROJECT_ROOT / "runner"
+    shipped = {
+        found
+        for pattern in settings["package-data"]["runner"]
+        for found in glob.glob(pattern, root_dir=runner, recursive=True)
+    }
+    templates = runner / "init" / "templates"
+    files = [path.relative_to(runner).as_posix() for path in templates.rglob("*") if path.is_file()]
+    assert files and [path for path in files if path not in shipped and "__pycache__" not in path] == []
