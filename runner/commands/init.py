@@ -14,9 +14,10 @@ from runner.errors import EXIT_OK
 
 
 def add_parsers(commands: Any, settings: Settings) -> None:
-    from runner.init.scaffold import template_names
+    from runner.init.scaffold import load_template, template_names
 
     names = template_names()
+    described = "; ".join(f"{name}: {load_template(name).title}" for name in names)
     init = commands.add_parser(
         "init",
         help="create a new project from a template, ready to run",
@@ -26,7 +27,7 @@ def add_parsers(commands: Any, settings: Settings) -> None:
     )
     init.add_argument("folder", nargs="?", type=Path, default=Path("."), metavar="DIR", help="default: here")
     init.add_argument(
-        "--template", required=True, choices=names, help=f"what the project predicts: {', '.join(names)}"
+        "--template", required=True, choices=names, help=f"what the project predicts ({described})"
     )
     init.add_argument(
         "--runner",

@@ -10,9 +10,9 @@ Three layers, each reported in the same table:
 - the file itself (`runner.nb.check_file`, as for any drop): readable, UTF-8, text not binary,
   comma-delimited, a header and rows, no truncated last line. A file that fails here has no rows to check;
 - each file's rows: the COLUMNS and their types, no missing value, the RANGES, the CATEGORIES, one row per
-  day, temp_min at most temp_max, no day in the future;
-- the new days against the history: none already in the history or in another drop, no gap after the
-  history's last day, at most `max_days_per_drop` days in a drop.
+  date, temp_min at most temp_max, no date in the future;
+- the new rows against the history: no date already in the history or in another drop, a row every STEP
+  after the history's last one (no gap), at most `max_days_per_drop` calendar days in a drop.
 
 To change the contract, edit the tables below; a new rule is a name and meaning in RULES and a
 `problems.add(rule, column, file, count, examples)` where it is checked.
@@ -29,6 +29,8 @@ import pandas as pd
 from runner import nb
 
 DATE = "date"
+DATE_FORMAT = "%Y-%m-%d"  # how `date` is written (hourly data: "%Y-%m-%d %H:%M")
+STEP = pd.Timedelta(days=1)  # one row per STEP: new rows follow the history's last one without a gap
 COLUMNS = {  # every column a weather file has, and its kind
     "date": "date",
     "precipitation": "number",  # mm of rain or snow over the day
@@ -52,15 +54,15 @@ RULES = {
     "missing column": "every column of the contract is present",
     "unknown column": "no column outside the contract",
     "missing value": "every value is present",
-    "not a date": "dates are written YYYY-MM-DD",
+    "not a date": f"dates are written as {DATE_FORMAT}",
     "not a number": "numbers are plain decimal numbers",
     "out of range": "the value is within its physical range",
     "unknown category": "weather is one of " + ", ".join(CATEGORIES["weather"]),
-    "duplicate day": "each day appears once",
+    "duplicate date": "each date appears once",
     "min above max": "temp_min is at most temp_max",
-    "future date": "no day after today",
-    "already in history": "a new day is not already in the history",
-    "gap": "new days follow the history's last day without a gap",
+    "future date": "no date after today",
+    "already in history": "a new date is not already in the history",
+    "gap": f"new rows follow the history's last one without a gap (a row every {STEP})",
     "too many days": "a drop holds at most the allowed number of days",
 }
 
@@ -133,7 +135,7 @@ def read_file(path: Path, name: str, problems: nb.Problems) -> pd.DataFrame | No
         empty = text == ""
         _report(problems, "missing value", column, name, raw, empty)
         if kind == "date":
-            typed[column] = pd.to_datetime(text, format="%Y-%m-%d", errors="coerce")
+            typed[column] = pd.to_datetime(text, format=DATE_FORMAT, errors="coerce")
             _report(problems, "not a date", column, name, raw, typed[column].isna() & ~empty)
         elif kind == "number":
             typed[column] = pd.to_numeric(text, errors="coerce")
@@ -144,7 +146,7 @@ def read_file(path: Path, name: str, problems: nb.Problems) -> pd.DataFrame | No
 
 
 def check_rows(rows: pd.DataFrame, name: str, problems: nb.Problems, today: date) -> None:
-    """Each row on its own and the file's rows together: ranges, categories, one row a day, min <= max."""
+    """Each row on its own and the file's rows together: ranges, categories, one row a date, min <= max."""
     for column, (low, high) in RANGES.items():
         values = rows[column]
         _report(problems, "out of range", column, name, rows, values.notna() & ~values.between(low, high))
@@ -152,21 +154,21 @@ def check_rows(rows: pd.DataFrame, name: str, problems: nb.Problems, today: date
         values = rows[column]
         _report(problems, "unknown category", column, name, rows, values.notna() & ~values.isin(allowed))
     days = rows[DATE]
-    _report(problems, "duplicate day", DATE, name, rows, days.notna() & days.duplicated(keep=False))
+    _report(problems, "duplicate date", DATE, name, rows, days.notna() & days.duplicated(keep=False))
     _report(problems, "min above max", "temp_min", name, rows, rows["temp_min"] > rows["temp_max"])
-    _report(problems, "future date", DATE, name, rows, days > pd.Timestamp(today))
+    _report(problems, "future date", DATE, name, rows, days >= pd.Timestamp(today) + pd.Timedelta(days=1))
 
 
 def check_new_against_history(
     history: pd.DataFrame, new: pd.DataFrame, problems: nb.Problems, *, max_days_per_drop: int
 ) -> None:
-    """Do the new days continue the history: no day twice, no gap, a believable number of days?"""
+    """Do the new rows continue the history: no date twice, no gap, a believable number of days?"""
     if new.empty:
         return
     known = set(history[DATE].dropna())
     for name, rows in new.groupby("file", sort=True):
         _report(problems, "already in history", DATE, str(name), rows, rows[DATE].isin(known))
-        n_days = rows[DATE].nunique()
+        n_days = rows[DATE].dt.normalize().nunique()  # calendar days, whatever the step
         if n_days > max_days_per_drop:
             problems.add(
                 "too many days", DATE, str(name), n_days, f"{n_days} days, at most {max_days_per_drop}"
@@ -175,19 +177,19 @@ def check_new_against_history(
     twice = fresh[fresh.duplicated(DATE, keep=False) & ~fresh.duplicated([DATE, "file"], keep=False)]
     if not twice.empty:
         files = ", ".join(sorted(twice["file"].unique()))
-        examples = "; ".join(f"{day:%Y-%m-%d}" for day in sorted(twice[DATE].unique())[:3])
+        examples = "; ".join(f"{day:{DATE_FORMAT}}" for day in sorted(twice[DATE].unique())[:3])
         problems.add(
-            "duplicate day", DATE, files, twice[DATE].nunique(), f"in more than one drop: {examples}"
+            "duplicate date", DATE, files, twice[DATE].nunique(), f"in more than one drop: {examples}"
         )
     if not known or fresh.empty:
         return
-    expected = pd.date_range(max(known) + pd.Timedelta(days=1), fresh[DATE].max(), freq="D")
+    expected = pd.date_range(max(known) + STEP, fresh[DATE].max(), freq=STEP)
     absent = expected.difference(pd.DatetimeIndex(fresh[DATE].unique()))
     if len(absent):
         after = fresh[fresh[DATE] > absent[0]]
         files = ", ".join(sorted(after["file"].unique())) or ", ".join(sorted(fresh["file"].unique()))
-        first, last = f"{absent[0]:%Y-%m-%d}", f"{max(known):%Y-%m-%d}"
-        said = f"{len(absent)} day(s) missing, the first {first} (the history ends on {last})"
+        first, last = f"{absent[0]:{DATE_FORMAT}}", f"{max(known):{DATE_FORMAT}}"
+        said = f"{len(absent)} row(s) missing, the first {first} (the history ends on {last})"
         problems.add("gap", DATE, files, len(absent), said)
 
 
@@ -206,7 +208,7 @@ def _report(
 
 def _value(value: object) -> str:
     if isinstance(value, pd.Timestamp):
-        return f"{value:%Y-%m-%d}"
+        return f"{value:{DATE_FORMAT}}"
     if value is None or value == "" or (isinstance(value, float) and pd.isna(value)):
         return "(empty)"
     return repr(value)

@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 
 DATE = "date"
+DATE_FORMAT = "%Y-%m-%d"  # how the files write `date` (hourly data: "%Y-%m-%d %H:%M")
+HORIZON = pd.Timedelta(days=1)  # how far after a row's date its target is (the deploy step dates with it)
 TARGET = "temp_max_tomorrow"  # the next day's highest temperature, °C
 TARGET_TEXT = "tomorrow's highest temperature"
 PREDICTION = "prediction"  # what the model gives: tomorrow's highest temperature, °C
@@ -61,7 +63,7 @@ def load_weather(root: Path, history_glob: str, new_glob: str) -> pd.DataFrame:
     if not files:
         raise FileNotFoundError(f"no weather file matches {history_glob} or {new_glob} under {root}")
     days = pd.concat([pd.read_csv(path) for path in files], ignore_index=True)
-    days[DATE] = pd.to_datetime(days[DATE], format="%Y-%m-%d")
+    days[DATE] = pd.to_datetime(days[DATE], format=DATE_FORMAT)
     return days.sort_values(DATE).reset_index(drop=True)
 
 
