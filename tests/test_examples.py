@@ -25,6 +25,7 @@ from runner.report.text import text_message
 from tests.conftest import PROJECT_ROOT
 
 pytestmark = pytest.mark.e2e
+ON_THE_RAIN_RUN = pytest.mark.xdist_group("rain_example")  # under xdist, one worker runs the example for all
 
 EXAMPLE = PROJECT_ROOT / "examples" / "rain-classifier"
 RUNTIME = (".venv", "reports", "mlruns", "serving", "monitoring", ".test-run", "__pycache__")
@@ -72,6 +73,7 @@ def rain(tmp_path_factory: pytest.TempPathFactory) -> Ran:
     return Ran(root, code, only_run(root))
 
 
+@ON_THE_RAIN_RUN
 def test_the_rain_example_runs_green_and_promotes_its_first_champion(rain: Ran):
     assert rain.code == 0, rain.record
     stages = rain.record["stages"]
@@ -96,6 +98,7 @@ def test_the_rain_example_runs_green_and_promotes_its_first_champion(rain: Ran):
     assert json.loads((bundle / "prediction.json").read_text())["probability"] == deploy["prediction"]
 
 
+@ON_THE_RAIN_RUN
 def test_the_smoke_check_reproduced_the_classifier_probabilities_and_its_auc(rain: Ran):
     sample = pd.read_parquet(rain.run_dir / "products" / "holdout.parquet")
     probability = sample["probability"]
@@ -107,6 +110,7 @@ def test_the_smoke_check_reproduced_the_classifier_probabilities_and_its_auc(rai
     assert math.isclose(smoke["metric"], rain.scraps("evaluate")["roc_auc"], rel_tol=1e-6)
 
 
+@ON_THE_RAIN_RUN
 def test_the_key_metric_reads_as_the_example_declares_it_everywhere(rain: Ran, capsys):
     """ROC AUC, higher is better, three digits: on the run page, the history, `retrain models`, the Slack
     message and the plain text of the console and email; no WAPE anywhere."""
@@ -126,6 +130,7 @@ def test_the_key_metric_reads_as_the_example_declares_it_everywhere(rain: Ran, c
     assert f"ROC AUC {shown}" in message.splitlines()[0]
 
 
+@ON_THE_RAIN_RUN
 def test_monitor_scores_the_champion_on_a_month_it_has_not_seen(rain: Ran, capsys):
     """July 2015 arrives after the champion saw the days up to June 30: scored, one month of the two the
     monitor waits for, so not judged yet."""
