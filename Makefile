@@ -19,7 +19,7 @@ PYTEST_WORKERS ?= auto
 PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadgroup)
 
 test: $(VENV)/.test $(ACTIONLINT) browser
-	$(BIN)/ruff check runner tests notebooks data bench
+	$(BIN)/ruff check runner tests notebooks data bench examples
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_PARALLEL)
 
@@ -33,7 +33,7 @@ coverage: $(VENV)/.test $(ACTIONLINT) browser
 	$(BIN)/pytest $(PYTEST_PARALLEL) --cov --cov-report=term --cov-report=html:test-artifacts/coverage
 
 lint: $(VENV)/.test lint-workflows
-	$(BIN)/ruff check runner tests notebooks data bench
+	$(BIN)/ruff check runner tests notebooks data bench examples
 	$(BIN)/mypy
 	@# mypy checks runner/ only: importing every test module catches a broken import between tests
 	$(BIN)/pytest -q -p no:cacheprovider --collect-only tests >/dev/null
