@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 
 from runner.commands import main
+from runner.github.pages import build_site
+from runner.report.history import Remembered
+from runner.scrub import MachinePaths
+from runner.secrets import NO_SECRETS
 from tests.conftest import PROJECT_ROOT, load_walmart
 
 
@@ -59,6 +63,10 @@ HEAVY = ("mlflow", "sqlalchemy", "pandas", "numpy", "pyarrow", "scrapbook")
 RUN_AND_LIST_IMPORTS = f"""
 import json, sys
 from runner.commands import main
+from runner.github.pages import build_site
+from runner.report.history import Remembered
+from runner.scrub import MachinePaths
+from runner.secrets import NO_SECRETS
 code = main(["run", sys.argv[1], "--no-notify"])
 heavy = {{name.split(".")[0] for name in sys.modules}} & set({HEAVY!r})
 print(json.dumps({{"code": code, "heavy": sorted(heavy)}}))
@@ -107,6 +115,44 @@ def test_demo_gate_failing_on_purpose_exits_3(demo_project: Path, capsys):
     assert gate["passed"] is False and gate["values"]["params.wape_threshold"] == 0.0001
     index = (demo_project / "reports" / record["run_id"] / "index.html").read_text()
     assert "Stopped by a gate in stage evaluate" in index
+
+
+def test_drift_is_weighed_by_the_champion_and_published_pages_hold_no_machine_path(
+    demo_project: Path, tmp_path: Path
+):
+    """The two runs above: the first had no champion, the second was judged against version 1 (the first's
+    model). Drift is weighed equally, then by version 1's importance; every page in reports/ and every file
+    `retrain github pages` would publish is free of the machine's paths."""
+    runs = [json.loads(path.read_text()) for path in sorted((demo_project / "reports").glob("*/run.json"))]
+    first, second = (record["stages"]["validate"]["scraps"] for record in runs[:2])
+    assert first["drift_weighing"].startswith("Features weighed equally: there is no champion yet")
+    assert "by the champion's feature importance (version 1," in second["drift_weighing"]
+    assert runs[0]["stages"]["train"]["scraps"]["feature_importance"]  # what version 1's training logged
+    rows = [dict(zip(second["drift"]["columns"], row, strict=True)) for row in second["drift"]["rows"]]
+    by_feature = {row["feature"]: row for row in rows}
+    trending = {"CPI", "Unemployment", "Fuel_Price"}  # pipeline.yaml's validate parameter
+    assert {name for name, row in by_feature.items() if row["trending"]} == trending
+    assert all(by_feature[name]["verdict"] in {"ok", "trend"} for name in trending)
+    assert max(by_feature, key=lambda name: by_feature[name]["weight"]) == "Weekly_Sales"  # through its lags
+    assert all(row["pvalue"] == row["pvalue"] for row in rows)  # no NaN: categories have a chi-square test
+
+    site = tmp_path / "site"
+    build_site(demo_project / "reports", site, 10, Remembered(), NO_SECRETS)
+    published = [path for path in site.rglob("*") if path.is_file()]
+    pages = [*published, *(demo_project / "reports").glob("**/*.html")]
+    assert {path.suffix for path in published} == {".json", ".html", ".ipynb"}
+    root, machine = str(demo_project), MachinePaths.of(demo_project)
+    leaks = {}
+    for path in pages:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        held = [*machine.found_in(text), *([root] if root in text else [])]
+        if held:
+            leaks[str(path)] = held
+    assert leaks == {}
+    notebook = json.loads(next(site.glob("*/validate.ipynb")).read_text())
+    assert notebook["metadata"]["papermill"]["input_path"] == "<project>/notebooks/01_validate.ipynb"
+    kept = next((demo_project / "reports").glob("*/validate.ipynb")).read_text()
+    assert root in kept  # the executed notebook the runner reads back keeps its paths
 
 
 def test_replay_registers_a_version_a_week_and_compares_with_the_champion(tmp_path: Path, capsys):

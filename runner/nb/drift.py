@@ -90,7 +90,8 @@ def _psi(ref_counts: np.ndarray[Any, Any], cur_counts: np.ndarray[Any, Any]) -> 
 
 
 def _numbers(values: pd.Series[Any]) -> np.ndarray[Any, Any]:
-    return pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=float)
+    numbers: np.ndarray[Any, Any] = pd.to_numeric(values, errors="coerce").dropna().to_numpy(dtype=float)
+    return numbers
 
 
 def ks_pvalue(reference: pd.Series[Any], current: pd.Series[Any]) -> float:
