@@ -328,8 +328,21 @@ def _jinja_env() -> jinja2.Environment:
         bytecode_cache=jinja2.FileSystemBytecodeCache(),
     )
     env.undefined = jinja2.StrictUndefined  # a misspelt variable fails the test suite, not a page
-    env.filters.update(duration=_duration, when=_when, value=_value, values=_values)
+    env.filters.update(duration=_duration, when=_when, value=_value, values=_values, sentence=_sentence)
+    env.filters.update(pvalue=_pvalue)
     return env
+
+
+def _sentence(text: str) -> str:
+    """`text` as a sentence: its first letter capitalised, unless it starts with a version label (`v13`)."""
+    if not text or re.match(r"v\d", text):
+        return text
+    return text[0].upper() + text[1:]
+
+
+def _pvalue(value: float) -> str:
+    """A test's p-value as people read it: `< 0.001` rather than 0 or 3.2e-17."""
+    return "< 0.001" if value < 0.001 else f"{value:.3g}"
 
 
 def _duration(seconds: float) -> str:
