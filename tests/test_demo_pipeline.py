@@ -127,13 +127,18 @@ def test_drift_is_weighed_by_the_champion_and_published_pages_hold_no_machine_pa
     first, second = (record["stages"]["validate"]["scraps"] for record in runs[:2])
     assert first["drift_weighing"].startswith("Features weighed equally: there is no champion yet")
     assert "by the champion's feature importance (version 1," in second["drift_weighing"]
-    assert runs[0]["stages"]["train"]["scraps"]["feature_importance"]  # what version 1's training logged
+    logged = runs[0]["stages"]["train"]["scraps"]["feature_importance"]  # what version 1's training logged
+    assert sum(logged.values()) == pytest.approx(1.0)
     rows = [dict(zip(second["drift"]["columns"], row, strict=True)) for row in second["drift"]["rows"]]
     by_feature = {row["feature"]: row for row in rows}
     trending = {"CPI", "Unemployment", "Fuel_Price"}  # pipeline.yaml's validate parameter
     assert {name for name, row in by_feature.items() if row["trending"]} == trending
     assert all(by_feature[name]["verdict"] in {"ok", "trend"} for name in trending)
-    assert max(by_feature, key=lambda name: by_feature[name]["weight"]) == "Weekly_Sales"  # through its lags
+    # a column weighs what the model's features built from it weigh: sales through its lags and rolling means
+    from_sales = sum(share for name, share in logged.items() if name.startswith(("lag_", "rolling_")))
+    assert by_feature["Weekly_Sales"]["weight"] == pytest.approx(from_sales)
+    assert by_feature["Dept"]["weight"] == pytest.approx(logged["Dept"])
+    assert by_feature["IsHoliday"]["weight"] == pytest.approx(logged["is_holiday"])
     assert all(row["pvalue"] == row["pvalue"] for row in rows)  # no NaN: categories have a chi-square test
 
     site = tmp_path / "site"
