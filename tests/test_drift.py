@@ -191,6 +191,11 @@ def test_the_figure_draws_the_features_that_moved_most_first():
     assert [text.get_text() for text in fig.axes[0].get_legend().get_texts()] == ["reference", "current"]
     assert [tick.get_text() for tick in fig.axes[1].get_xticklabels()] == ["x", "y"]
     assert drift.distribution_figure(frame, frame, measured([("a", 1.0, "no data", False)])) is None
+    sales = pd.DataFrame({"a": np.linspace(20_000, 140_000, 40), "b": 0.0, "c": 0.0, "d": "x"})
+    fig = drift.distribution_figure(sales, sales, table.assign(verdict=["drift", "ok", "ok", "ok"]), top=1)
+    fig.canvas.draw()
+    labels = [tick.get_text() for tick in fig.axes[0].get_xticklabels()]
+    assert "120k" in labels and all(len(label) <= 5 for label in labels)  # short: they never run together
 
 
 # --- importance: recorded by the champion's training, read back by validate ---------------------------------

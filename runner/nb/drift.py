@@ -263,12 +263,23 @@ REFERENCE_COLOUR, CURRENT_COLOUR = "#8c8c8c", "#dd8452"
 
 
 def _numeric_panel(ax: Any, ref: np.ndarray[Any, Any], cur: np.ndarray[Any, Any]) -> None:
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     edges = np.histogram_bin_edges(np.concatenate([ref, cur]), bins=12)
     for values, colour, label in ((ref, REFERENCE_COLOUR, "reference"), (cur, CURRENT_COLOUR, "current")):
         weights = np.full(len(values), 1 / len(values))
         ax.hist(
             values, bins=edges, weights=weights, histtype="step", linewidth=1.6, color=colour, label=label
         )
+    ax.xaxis.set_major_locator(MaxNLocator(5))  # a few short labels: "120k", not "100000120000" run together
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _compact(value)))
+
+
+def _compact(value: float) -> str:
+    for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:g}{suffix}"
+    return f"{value:g}"
 
 
 def _category_panel(ax: Any, reference: pd.Series[Any], current: pd.Series[Any]) -> None:

@@ -19,6 +19,8 @@ the same, and `Weighing.how` says so: the report states how the verdict was weig
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +82,9 @@ def champion_weighing(champion_uri: str, root: Path) -> Weighing:
 
 
 def _logged_importance(name: str, version: str, root: Path) -> dict[str, Any]:
+    # no download bars nor tqdm's widget warning in the validate stage's page
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    warnings.filterwarnings("ignore", message="IProgress not found")
     import mlflow
     from mlflow import MlflowClient
 
