@@ -195,7 +195,7 @@ def test_run_page_in_a_browser(reports: Path, tmp_path: Path) -> None:
     assert "≤ 0.0826 champion.wape * 1.02 +0.0033 +4.0% of threshold" in shown
     assert "history rows 791 new rows 7 weeks 114 new weeks 1 (2012-04-06)" in shown
     assert "largest PSI 0.31" in shown
-    assert "Temperature numeric 0.31 KS 0.002 drift" in shown  # an older run's table: no weight, KS named
+    assert "Temperature drift 0.31 KS 0.002 numeric" in shown  # an older run's table: no weight, KS named
     assert "this run (v2)" in shown and "champion (v1)" in shown and "400k" in shown  # the overlay's axis
     assert 'href="evaluate.html"' in opened.dom and 'href="evaluate.ipynb"' in opened.dom
 
