@@ -206,6 +206,8 @@ def test_stage_page_in_a_browser(reports: Path, tmp_path: Path) -> None:
     assert opened.console == [] and opened.requests == []
     assert opened.dom.count('src="data:image/png;base64,') == 4
     assert "Parameters of this run" in opened.dom and "n_points" in opened.dom
+    on_a_phone = laid_out(page, tmp_path, 400, SHOTS / "stage-400.png")
+    assert on_a_phone["page"] <= 400 and on_a_phone["outside"] == [], on_a_phone  # plots shrink to fit
 
 
 def test_the_checks_see_a_remote_request_and_a_console_error(tmp_path: Path) -> None:
