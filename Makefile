@@ -55,12 +55,14 @@ install: $(VENV)/.runtime
 install-test: $(VENV)/.test $(ACTIONLINT) browser
 
 # Headless Chromium for tests/test_browser.py: Debian's package, installed when missing and we are root;
-# otherwise the browser tests are skipped and say why.
+# otherwise the browser tests are skipped and say why. With it, a colour emoji font: the pages' icons (the
+# outcome's ✅ ⚠️ ⏸️) are boxes in the screenshots without one.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@command -v chromium >/dev/null 2>&1 && [ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
-	  else echo "chromium is missing and cannot be installed here (not root, or no apt-get): browser tests are skipped"; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      chromium fonts-noto-color-emoji; \
+	  else echo "chromium or its emoji font is missing and cannot be installed here (not root, or no apt-get)"; fi; }
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

@@ -1,8 +1,8 @@
-"""The sales data's contract (notebooks/sales_contract.py), the drift measures (runner/nb/drift.py) and
-the intake's crash recovery (runner/engine/intake.py), without kernels: the same checks the validate stage
-runs. Each kind of bad drop also goes the way a run takes it after the validate stage, in this process: its
-findings glued and read back as scraps, judged by the demo's gate, printed in the log, and the drop moved to
-quarantine with its reasons (tests/test_data_intake.py runs three of them through a whole `retrain run`)."""
+"""The sales data's contract (notebooks/sales_contract.py) and the intake's crash recovery
+(runner/engine/intake.py), without kernels: the same checks the validate stage runs (drift: test_drift.py).
+Each kind of bad drop also goes the way a run takes it after the validate stage, in this process: its findings
+glued and read back as scraps, judged by the demo's gate, printed in the log, and the drop moved to quarantine
+with its reasons (tests/test_data_intake.py runs three of them through a whole `retrain run`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import sys
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -21,7 +20,6 @@ from runner.engine import intake
 from runner.engine.config import DataSpec, load_pipeline
 from runner.engine.gates import GateScope, evaluate_gate
 from runner.engine.scraps import read_scraps
-from runner.nb import drift
 from runner.records import RunRecord, StageRecord
 from runner.report import terminal
 from runner.report.outcome import outcome_of
@@ -205,51 +203,6 @@ def test_two_drops_with_the_same_week_are_refused_together(tmp_path: Path):
     duplicate = checked.problems[checked.problems["rule"] == "duplicate key"]
     assert len(duplicate) == 1 and "good.csv" in duplicate.iloc[0]["file"]
     assert str(copy) in duplicate.iloc[0]["file"]
-
-
-# --- drift ------------------------------------------------------------------------------------------------
-
-
-def test_psi_is_zero_for_the_same_distribution_and_grows_with_a_shift():
-    rng = np.random.default_rng(7)
-    reference = pd.Series(rng.normal(0, 1, 5000))
-    same = pd.Series(rng.normal(0, 1, 5000))
-    shifted = pd.Series(rng.normal(1, 1, 5000))
-    assert drift.psi_numeric(reference, same) < 0.02
-    assert drift.psi_numeric(reference, shifted) > drift.DRIFT_PSI
-    assert drift.psi_numeric(reference, shifted) > drift.psi_numeric(reference, reference + 0.3)
-
-
-def test_psi_of_categories_counts_a_new_category():
-    reference = pd.Series(["a"] * 50 + ["b"] * 50)
-    assert drift.psi_categorical(reference, reference) == pytest.approx(0.0)
-    # hand-computed: shares (0.5, 0.5, 0) -> (0.25, 0.25, 0.5), the empty bin floored at 1e-4
-    expected = 2 * (0.25 - 0.5) * np.log(0.25 / 0.5) + (0.5 - 1e-4) * np.log(0.5 / 1e-4)
-    current = pd.Series(["a"] * 25 + ["b"] * 25 + ["c"] * 50)
-    assert drift.psi_categorical(reference, current) == pytest.approx(expected)
-
-
-def test_drift_table_verdicts_and_the_ks_confirmation():
-    rng = np.random.default_rng(3)
-    reference = pd.DataFrame({"x": rng.normal(0, 1, 2000), "y": rng.normal(0, 1, 2000), "k": ["a"] * 2000})
-    current = pd.DataFrame({"x": rng.normal(2, 1, 500), "y": rng.normal(0, 1, 500), "k": ["a"] * 500})
-    table = drift.drift_table(reference, current, numeric=["x", "y"], categorical=["k"])
-    assert list(table.columns) == drift.TABLE_COLUMNS
-    verdicts = dict(zip(table["feature"], table["verdict"], strict=True))
-    assert verdicts == {"x": "drift", "y": "ok", "k": "ok"}
-    assert table.set_index("feature").loc["x", "ks_pvalue"] < 1e-6
-    assert drift.verdict(table) == "warn"  # one feature in three drifts
-    assert drift.max_psi(table) == pytest.approx(table["psi"].max())
-    # a large PSI on a handful of rows that the KS test does not confirm is only a warning
-    assert drift.feature_verdict(0.4, ks_p=0.3) == "warn"
-    assert drift.feature_verdict(0.4, ks_p=0.001) == "drift"
-    assert drift.feature_verdict(float("nan")) == "no data"
-
-
-def test_drift_of_empty_data_is_no_data():
-    empty = pd.DataFrame({"x": pd.Series(dtype=float)})
-    table = drift.drift_table(empty, empty, numeric=["x"])
-    assert drift.verdict(table) == "no data" and drift.max_psi(table) == 0.0
 
 
 # --- intake: an interrupted acceptance is finished, never repeated -----------------------------------------

@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 
 from runner.commands import main
+from runner.github.pages import build_site
+from runner.report.history import Remembered
+from runner.scrub import MachinePaths
+from runner.secrets import NO_SECRETS
 from tests.conftest import ON_THE_DEMO, PROJECT_ROOT, copy_project, demo_copy, load_walmart
 
 
@@ -96,6 +100,52 @@ def test_demo_gate_failing_on_purpose_exits_3(demo_project: Path, capsys):
     assert gate["passed"] is False and gate["values"]["params.wape_threshold"] == 0.0001
     index = (demo_project / "reports" / record["run_id"] / "index.html").read_text()
     assert "Gate `wape &lt;= params.wape_threshold` in stage evaluate" in index
+
+
+@pytest.mark.e2e
+@ON_THE_DEMO
+def test_drift_is_weighed_by_the_champion_and_published_pages_hold_no_machine_path(
+    demo_project: Path, tmp_path: Path
+):
+    """The two runs above: the first had no champion, the second was judged against version 1 (the first's
+    model). Drift is weighed equally, then by version 1's importance; every page in reports/ and every file
+    `retrain github pages` would publish is free of the machine's paths."""
+    runs = [json.loads(path.read_text()) for path in sorted((demo_project / "reports").glob("*/run.json"))]
+    assert len(runs) >= 2, "runs after test_demo_gate_failing_on_purpose_exits_3, on the same module's copy"
+    first, second = (record["stages"]["validate"]["scraps"] for record in runs[:2])
+    assert first["drift_weighing"].startswith("Features weighed equally: there is no champion yet")
+    assert "by the champion's feature importance (version 1," in second["drift_weighing"]
+    logged = runs[0]["stages"]["train"]["scraps"]["feature_importance"]  # what version 1's training logged
+    assert sum(logged.values()) == pytest.approx(1.0)
+    rows = [dict(zip(second["drift"]["columns"], row, strict=True)) for row in second["drift"]["rows"]]
+    by_feature = {row["feature"]: row for row in rows}
+    trending = {"CPI", "Unemployment", "Fuel_Price"}  # pipeline.yaml's validate parameter
+    assert {name for name, row in by_feature.items() if row["trending"]} == trending
+    assert all(by_feature[name]["verdict"] in {"ok", "trend"} for name in trending)
+    # a column weighs what the model's features built from it weigh: sales through its lags and rolling means
+    from_sales = sum(share for name, share in logged.items() if name.startswith(("lag_", "rolling_")))
+    assert by_feature["Weekly_Sales"]["weight"] == pytest.approx(from_sales)
+    assert by_feature["Dept"]["weight"] == pytest.approx(logged["Dept"])
+    assert by_feature["IsHoliday"]["weight"] == pytest.approx(logged["is_holiday"])
+    assert all(row["pvalue"] == row["pvalue"] for row in rows)  # no NaN: categories have a chi-square test
+
+    site = tmp_path / "site"
+    build_site(demo_project / "reports", site, 10, Remembered(), NO_SECRETS)
+    published = [path for path in site.rglob("*") if path.is_file()]
+    pages = [*published, *(demo_project / "reports").glob("**/*.html")]
+    assert {path.suffix for path in published} == {".json", ".html", ".ipynb"}
+    root, machine = str(demo_project), MachinePaths.of(demo_project)
+    leaks = {}
+    for path in pages:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        held = [*machine.found_in(text), *([root] if root in text else [])]
+        if held:
+            leaks[str(path)] = held
+    assert leaks == {}
+    notebook = json.loads(next(site.glob("*/validate.ipynb")).read_text())
+    assert notebook["metadata"]["papermill"]["input_path"] == "<project>/notebooks/01_validate.ipynb"
+    kept = next((demo_project / "reports").glob("*/validate.ipynb")).read_text()
+    assert root in kept  # the executed notebook the runner reads back keeps its paths
 
 
 @pytest.mark.e2e
