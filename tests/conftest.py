@@ -68,7 +68,15 @@ TIERS = ("unit", "kernel", "e2e")
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects: every collected test is checked, whatever is run
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own, which names each item's group in its id
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if getattr(config.option, "loadgroup", False):
+        # a group is what lets tests share an expensive set-up on one worker; a pytest that ignores them
+        # (pytest-xdist#1386: pytest 9.2) trains the demo on every worker and splits modules that share state
+        grouped = [item.nodeid for item in items if item.get_closest_marker("xdist_group")]
+        lost = [nodeid for nodeid in grouped if "@" not in nodeid]
+        if lost:
+            raise pytest.UsageError(f"--dist loadgroup does not group {lost[0]}: see pytest-xdist#1386")
     wrong = []
     for item in items:
         tiers = sorted({mark.name for mark in item.iter_markers() if mark.name in TIERS})
