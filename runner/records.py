@@ -85,6 +85,17 @@ class SmokeCheck:
 
 
 @dataclass
+class ChampionRecheck:
+    """The champion's smoke check done again before a run's stages: the run that promoted it was stopped
+    before the check's verdict (or between a failed verdict and the rollback)."""
+
+    version: str
+    passed: bool
+    detail: str
+    champion_after: str | None  # the champion once this check was done (another one when it failed)
+
+
+@dataclass
 class ModelRecord:
     """What the run did to the registered model."""
 
@@ -142,6 +153,12 @@ class RunRecord:
     model: ModelRecord | None = None
     notifications: list[NotificationRecord] = field(default_factory=list)
     data: DataRecord | None = None  # with a `data` section in pipeline.yaml
+    champion_recheck: ChampionRecheck | None = None  # a champion left unchecked by a stopped run, checked
+    # what failed the run outside its stages and model: a file that could not be written, a bug in retrain,
+    # a full run that registered no model; or, for a run killed before it could say, that it was killed
+    error: str | None = None
+    # what went wrong without changing the outcome: pages cut short or not written, secrets MLflow still holds
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The `run.json` document; NaN and infinities become strings, as scrapbook stores them."""
@@ -155,13 +172,16 @@ class RunRecord:
         Non-finite floats stay the strings `to_json` wrote. Raises KeyError, TypeError or AttributeError
         when the document does not have the record's shape.
         """
-        nested = ("stages", "model", "notifications", "data")
+        nested = ("stages", "model", "notifications", "data", "champion_recheck")
         fields = {key: value for key, value in data.items() if key not in nested}
         stages = {str(name): _stage_from_json(item) for name, item in data["stages"].items()}
         model = _model_from_json(data["model"]) if data.get("model") else None
         sent = [NotificationRecord(**item) for item in data.get("notifications", [])]
         data_record = DataRecord(**data["data"]) if data.get("data") else None
-        return cls(stages=stages, model=model, notifications=sent, data=data_record, **fields)
+        recheck = ChampionRecheck(**data["champion_recheck"]) if data.get("champion_recheck") else None
+        record = cls(stages=stages, model=model, notifications=sent, data=data_record, **fields)
+        record.champion_recheck = recheck
+        return record
 
     @property
     def first_problem(self) -> StageRecord | None:

@@ -17,8 +17,7 @@ import nbformat
 import pytest
 
 from runner.commands import main
-from tests.conftest import ASSETS, kernels_alive
-from tests.test_lifecycle import aliases
+from tests.conftest import ASSETS, aliases, kernels_alive
 
 PIPELINE = """\
 version: 1

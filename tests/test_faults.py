@@ -13,17 +13,21 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from runner.commands import main
-from tests.conftest import assert_reports_readable, kernels_in, spawn_run, temp_files
-from tests.test_lifecycle import aliases, free_port, make_model_project
+from tests.conftest import (
+    aliases,
+    assert_reports_readable,
+    eventually,
+    kernels_in,
+    make_model_project,
+    spawn_run,
+    temp_files,
+)
 from tests.test_notify import Reply, Webhook, webhook  # noqa: F401 (fixture)
 
 FAULTS = {
@@ -60,16 +64,6 @@ def assert_clean_end(pipeline: Path) -> list[dict]:
     assert eventually(lambda: not kernels_in(pipeline.parent)), "a kernel outlived the run"
     assert temp_files(reports) == []
     return assert_reports_readable(reports)
-
-
-def eventually(condition, limit_s: float = 60) -> bool:
-    """Poll `condition` until it holds (True), or give up after `limit_s` (False): a bound, not a timing."""
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 # --- faults in the training stage ---------------------------------------------------------------------------
@@ -115,44 +109,6 @@ def test_a_cancelled_model_run_keeps_the_champion(model_project, signum) -> None
 
 
 # --- the registry's server goes away ------------------------------------------------------------------------
-@pytest.fixture
-def own_mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Callable[[], subprocess.Popen[bytes]]]]:
-    """An MLflow server for this test alone (it gets killed): its URL and a function that (re)starts it."""
-    folder = tmp_path / "mlflow-server"
-    folder.mkdir()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    servers: list[subprocess.Popen[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        command = [
-            str(Path(sys.executable).with_name("mlflow")), "server",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-            "--artifacts-destination", str(folder / "artifacts"),
-        ]  # fmt: skip
-        log = (folder / "server.log").open("a")
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        servers.append(server)
-
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2):
-                    return True
-            except OSError:
-                assert server.poll() is None, (folder / "server.log").read_text()
-                return False
-
-        assert eventually(healthy, 120), "mlflow server did not start"
-        return server
-
-    yield url, start
-    for server in servers:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
-
-
 def test_the_tracking_server_going_away_mid_run_fails_the_run_and_leaves_the_champion(
     tmp_path, capsys, monkeypatch, own_mlflow_server
 ) -> None:

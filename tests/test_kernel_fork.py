@@ -18,8 +18,7 @@ import pytest
 
 from runner.commands import main
 from runner.engine.kernels.forked import KernelServer, KernelServerError, WorkerError
-from tests.conftest import is_stage_kernel, kernels_alive, kernels_in, spawn_run
-from tests.test_faults import eventually
+from tests.conftest import eventually, is_stage_kernel, kernels_alive, kernels_in, spawn_run
 
 PIPELINE = """\
 version: 1

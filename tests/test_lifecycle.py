@@ -7,100 +7,22 @@ model that predicts zeros while the evaluate stage measured the good one: a corr
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from runner.commands import main
-from tests.conftest import ASSETS, spawn_run
+from tests.conftest import (
+    IN_WORKERS,
+    TOY_MODEL_PIPELINE,
+    aliases,
+    free_port,
+    make_model_project,
+    spawn_run,
+)
 
-PIPELINE = """\
-version: 1
-name: toy
-{warmup}
-stages:
-  train:
-    notebook: notebooks/train.ipynb
-  evaluate:
-    notebook: notebooks/evaluate.ipynb
-    needs: [train]
-    gates:
-      - "wape <= 0.5"
-      - "wape <= champion.wape * 1.5"
-  deploy:
-    notebook: notebooks/deploy.ipynb
-    needs: [evaluate]
-model:
-  name: {name}
-  candidate: train.model_uri
-  metrics: evaluate
-  promotion: {promotion}
-  deploy: [deploy]
-  data: ["data/*.csv"]
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real MLflow tracking server on 127.0.0.1, started for the test session and stopped after it."""
-    folder = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    command = [
-        str(Path(sys.executable).with_name("mlflow")),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{folder / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(folder / "artifacts"),
-    ]
-    log = (folder / "server.log").open("w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2):
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    "mlflow server did not start: " + (folder / "server.log").read_text()
-                ) from None
-            time.sleep(0.5)
-    yield url
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:  # a loaded machine: its workers take longer to stop than we wait
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=30)
-    log.close()
-
-
-# With MLflow in the warm-up, the registry's calls and the scraps run in workers forked from the kernel server
-IN_WORKERS = 'warmup: "import mlflow, scrapbook"'
+PIPELINE = TOY_MODEL_PIPELINE  # the toy model's pipeline (tests/conftest.py)
 
 
 @pytest.fixture(params=["embedded", "embedded, from workers", "server"])
@@ -110,17 +32,6 @@ def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
     else:
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return str(request.param)
-
-
-def make_model_project(tmp_path: Path, promotion: str = "auto", warmup: str = "") -> tuple[Path, str]:
-    root = tmp_path / "project"
-    shutil.copytree(ASSETS / "model", root / "notebooks")
-    (root / "data").mkdir()
-    rows = "\n".join(f"{x},{2 * x + (1 if x % 2 else -1) * 0.5}" for x in range(1, 41))
-    (root / "data" / "points.csv").write_text("x,y\n" + rows + "\n")
-    name = f"toy-{secrets.token_hex(3)}"  # the server is shared by the session's tests
-    (root / "pipeline.yaml").write_text(PIPELINE.format(name=name, promotion=promotion, warmup=warmup))
-    return root / "pipeline.yaml", name
 
 
 def run(capsys: pytest.CaptureFixture[str], pipeline: Path, *args: str) -> tuple[int, dict, str]:
@@ -134,14 +45,6 @@ def command(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     code = main(list(args))
     captured = capsys.readouterr()
     return code, captured.out + captured.err
-
-
-def aliases(pipeline: Path, name: str) -> dict[str, str]:
-    from runner.production.registry import Registry
-    from runner.project import tracking_uri
-
-    registry = Registry(tracking_uri(pipeline.parent), name, lock_dir=pipeline.parent / "mlruns")
-    return {alias: version.version for version in registry.versions() for alias in version.aliases}
 
 
 def test_register_promote_dedupe_smoke_check_and_roll_back(store, tmp_path, capsys):

@@ -18,8 +18,9 @@ import pytest
 from runner.commands import main
 from runner.demo import walmart as demo
 from runner.secrets import NO_SECRETS
-from tests.conftest import ASSETS, PROJECT_ROOT
-from tests.test_lifecycle import IN_WORKERS, PIPELINE, mlflow_server, store  # noqa: F401  (fixtures)
+from tests.conftest import ASSETS, IN_WORKERS, PROJECT_ROOT
+from tests.conftest import TOY_MODEL_PIPELINE as PIPELINE
+from tests.test_lifecycle import store  # noqa: F401  (a fixture)
 
 MONITOR = """
 monitor:

@@ -84,6 +84,7 @@ def command_next_week(args: argparse.Namespace, ctx: Context) -> int:
 
 def command_replay(args: argparse.Namespace, ctx: Context) -> int:
     from rich.table import Table
+    from rich.text import Text
 
     from runner.demo.replay import replay
 
@@ -95,15 +96,7 @@ def command_replay(args: argparse.Namespace, ctx: Context) -> int:
         table.add_column(column)
     for row in rows:
         shown = [f"{value:.4f}" if value is not None else "" for value in (row.wape, row.champion_wape)]
-        table.add_row(
-            row.week,
-            row.status,
-            str(row.exit_code),
-            row.version or "",
-            row.champion or "",
-            *shown,
-            row.data,
-            row.what,
-        )
+        cells = (row.week, row.status, str(row.exit_code), row.version or "", row.champion or "", *shown)
+        table.add_row(*(Text(cell) for cell in (*cells, row.data, row.what)))  # Text: `what` quotes errors
     ctx.console.print(table)
     return EXIT_OK

@@ -29,16 +29,18 @@ def add_parsers(commands: Any, settings: Settings) -> None:
 
 def command_models(args: argparse.Namespace, ctx: Context) -> int:
     from rich.table import Table
+    from rich.text import Text
 
     from runner.production import lifecycle
 
     pipeline = load(args, ctx)
     registry = lifecycle.open_registry(pipeline)
-    table = Table(title=f"{registry.name} · {registry.tracking_uri}", title_justify="left")
+    # Text, never markup: notes quote what a smoke check or a person wrote
+    table = Table(title=Text(f"{registry.name} · {registry.tracking_uri}"), title_justify="left")
     for column in ("version", "aliases", *lifecycle.KEY_METRICS, "created", "run", "notes"):
         table.add_column(column)
     for row in lifecycle.version_rows(registry):
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     ctx.console.print(table)
     return EXIT_OK
 
@@ -55,5 +57,5 @@ def command_rollback(args: argparse.Namespace, ctx: Context) -> int:
     from runner.production import lifecycle
 
     pipeline = load(args, ctx)
-    ctx.say(lifecycle.rollback_to(lifecycle.open_registry(pipeline), args.to))
+    ctx.say(lifecycle.rollback_to(pipeline, lifecycle.open_registry(pipeline), args.to))
     return EXIT_OK

@@ -48,6 +48,9 @@ class Quiet:
     def stage_finished(self, stage: StageRecord) -> None:
         return None
 
+    def step(self, text: str) -> None:
+        return None
+
 
 def replay(
     pipeline_path: Path,

@@ -13,23 +13,36 @@ shared tracking server.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import sqlite3
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from runner.engine.kernels import IN_THIS_PROCESS, WorkerError, WorkerLost, Workers
 from runner.errors import RetrainError
 
 _DEFAULT_STORE = threading.Lock()  # held while MLflow's process-wide default store is set (as_default)
+# MLflow's HTTP client retries a server that does not answer 7 times with a doubling backoff, each request
+# waiting up to 120 s: a run whose tracking server died would hang for many minutes. The runner's own calls
+# (never the notebooks') use at most these; a smaller value set in the environment is kept.
+HTTP_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": 2,
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": 1,
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": 20,
+}
+# what MLflow answers for a model, version or alias that does not exist: "none", not a failure
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
 
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
 LINEAGE, METRIC = "retrain.", "metric."
@@ -89,6 +102,81 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+def bounded_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The values of HTTP_BOUNDS to set: each bound, or the environment's own value when it is smaller."""
+    bounded = {}
+    for name, bound in HTTP_BOUNDS.items():
+        try:
+            given = int(environ.get(name, bound))
+        except ValueError:
+            given = bound
+        bounded[name] = str(max(0, min(given, bound)))
+    return bounded
+
+
+class _HttpBounds:
+    """HTTP_BOUNDS in this process's environment while the runner's own MLflow calls run (MLflow reads them at
+    every request), the environment as it was otherwise: kernels started meanwhile inherit it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: dict[str, str | None] = {}
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._saved = {name: os.environ.get(name) for name in HTTP_BOUNDS}
+                os.environ.update(bounded_environ(os.environ))
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    for name, value in self._saved.items():
+                        if value is None:
+                            os.environ.pop(name, None)
+                        else:
+                            os.environ[name] = value
+
+
+bounded_http = _HttpBounds()
+
+
+def _store_errors(method: Callable[Params, Result]) -> Callable[Params, Result]:
+    """A Registry method whose failures (MLflow's, its database's, the network's) become RegistryError naming
+    the store and what was asked of it, with MLflow's HTTP retries bounded while it runs."""
+
+    @functools.wraps(method)
+    def guarded(*args: Params.args, **kwargs: Params.kwargs) -> Result:
+        registry = args[0]
+        assert isinstance(registry, Registry)
+        try:
+            with bounded_http():
+                return method(*args, **kwargs)
+        except RetrainError:
+            raise
+        except Exception as error:  # whatever the store raised is the registry failing, not a bug of ours
+            raise RegistryError(
+                f"the registry at {registry.tracking_uri} failed ({method.__name__}): {describe(error)}"
+            ) from None
+
+    return guarded
+
+
+def describe(error: BaseException) -> str:
+    """'Type: first line of the message', bounded: what a person needs, not a driver's whole SQL."""
+    text = next(iter(str(error).strip().splitlines()), "")
+    return f"{type(error).__name__}: {text}"[:300]
+
+
+def _not_found(error: Exception) -> bool:
+    return getattr(error, "error_code", None) in _NOT_FOUND
+
+
 class Registry:
     """One registered model in one tracking store.
 
@@ -111,6 +199,11 @@ class Registry:
         """Run MLflow's calls in the run's workers, when they have MLflow imported (otherwise each worker
         would import it again: it is imported once, here)."""
         self._workers = workers
+
+    @property
+    def workers(self) -> Workers:
+        """Where the run's heavy calls go (set by `work_in`; this process otherwise)."""
+        return self._workers
 
     @property
     def elsewhere(self) -> bool:
@@ -161,6 +254,7 @@ class Registry:
                 return self.store.versions()
         return self.versions()
 
+    @_store_errors
     def tagged_runs(self, tag: str = "run_id") -> list[TrackedRun]:
         """The MLflow tracking runs that carry `tag` (a notebook tags its run with the retrain run id), oldest
         first; from the embedded store when there is one."""
@@ -183,6 +277,7 @@ class Registry:
         ]
         return sorted(runs, key=lambda run: run.started_at)
 
+    @_store_errors
     def find_by_fingerprint(self, fingerprint: str) -> Version | None:
         if self.store is not None:
             with suppress(StoreUnreadable):
@@ -191,6 +286,7 @@ class Registry:
         versions = [self._version(item) for item in self.client.search_model_versions(query)]
         return max(versions, key=lambda v: int(v.version)) if versions else None
 
+    @_store_errors
     def by_alias(self, alias: str) -> Version | None:
         if self.elsewhere:
             found: Version | None = self._in_worker("by_alias", alias=alias)
@@ -199,10 +295,13 @@ class Registry:
 
         try:
             found = self.client.get_model_version_by_alias(self.name, alias)
-        except MlflowException:  # no such model, or no such alias: the same for us
-            return None
+        except MlflowException as error:
+            if _not_found(error):  # no such model, or no such alias: the same for us
+                return None
+            raise
         return self._version(found)
 
+    @_store_errors
     def get(self, version: str) -> Version | None:
         if self.elsewhere:
             found: Version | None = self._in_worker("get", version=version)
@@ -211,17 +310,22 @@ class Registry:
 
         try:
             return self._version(self.client.get_model_version(self.name, version))
-        except MlflowException:
-            return None
+        except MlflowException as error:
+            if _not_found(error):
+                return None
+            raise
 
+    @_store_errors
     def versions(self) -> list[Version]:
         """Every version, newest first, with its aliases (which a search does not return)."""
         from mlflow.exceptions import MlflowException
 
         try:
             aliases = dict(self.client.get_registered_model(self.name).aliases or {})
-        except MlflowException:
-            return []  # nothing registered yet
+        except MlflowException as error:
+            if _not_found(error):
+                return []  # nothing registered yet
+            raise
         found = [self._version(item) for item in self.client.search_model_versions(f"name = '{self.name}'")]
         found = [
             replace(v, aliases=tuple(sorted(a for a, number in aliases.items() if str(number) == v.version)))
@@ -241,6 +345,7 @@ class Registry:
         )
 
     # --- writing ----------------------------------------------------------------------------------------
+    @_store_errors
     def register(self, model_uri: str, tags: Mapping[str, str]) -> Version:
         """A new version of the model from `model_uri`, tagged, with the `challenger` alias."""
         if self.elsewhere:
@@ -255,6 +360,7 @@ class Registry:
         assert found is not None
         return found
 
+    @_store_errors
     def tag(self, version: str, tags: Mapping[str, str]) -> None:
         if self.elsewhere:
             self._in_worker("tag", version=version, tags=dict(tags))
@@ -262,6 +368,7 @@ class Registry:
         for key, value in tags.items():
             self.client.set_model_version_tag(self.name, version, key, value)
 
+    @_store_errors
     def move_champion(self, to: str | None, expected: str | None, previous: str | None) -> None:
         """Point `champion` at version `to` (None: no champion) and `previous` at `previous`.
 
@@ -342,13 +449,14 @@ class Registry:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-WORKER_TIMEOUT_S = 300  # one registry call in a worker: MLflow's own retries against a server fit in it
+WORKER_TIMEOUT_S = 120  # one registry call in a worker: its requests, each with HTTP_BOUNDS, fit in it
 
 
 def call_in_worker(
     tracking_uri: str, model_name: str, lock_dir: str, method: str, arguments: dict[str, Any]
 ) -> Any:
     """In a worker: one method of the registry, in that process."""
+    os.environ.update(bounded_environ(os.environ))  # the worker's own environment: it ends with the call
     return getattr(Registry(tracking_uri, model_name, Path(lock_dir)), method)(**arguments)
 
 

@@ -2,6 +2,9 @@
 
 On a terminal: a live table, one line per stage with its status and elapsed time. Elsewhere (CI logs): one
 plain line per stage event, since a log cannot redraw.
+
+Everything shown here may quote a user's text (a trigger, an error message, a gate): it is always a rich
+`Text`, never a string rich would read as markup (`[bold]`, `:x:`).
 """
 
 from __future__ import annotations
@@ -49,10 +52,9 @@ class RunProgress:
 
     def run_started(self, record: RunRecord, run_dir: Path) -> None:
         self.record = record
-        self.console.print(
-            f"[bold]{record.pipeline}[/] run [cyan]{record.run_id}[/] "
-            f"(trigger {record.trigger}, mode {record.mode})"
-        )
+        said = f" (trigger {record.trigger}, mode {record.mode})"
+        title = Text.assemble((record.pipeline, "bold"), " run ", (record.run_id, "cyan"), said)
+        self.console.print(title, soft_wrap=True)
         if self.console.is_terminal:
             self.live = Live(self, console=self.console, refresh_per_second=4, transient=True)
             self.live.start()
@@ -60,7 +62,7 @@ class RunProgress:
     def stage_started(self, stage: StageRecord) -> None:
         self.started[stage.name] = time.monotonic()
         if self.live is None:
-            self.console.print(f"  {stage.name}: running ...")
+            self.console.print(Text(f"  {stage.name}: running ..."))
 
     def stage_finished(self, stage: StageRecord) -> None:
         if self.live is None or stage.status != "skipped":
@@ -68,6 +70,10 @@ class RunProgress:
             line.append(stage.status, style=STYLE[stage.status])
             line.append(f"  {_duration(stage)}  {_gates_cell(stage)}")
             self.console.print(line)
+
+    def step(self, text: str) -> None:
+        """A step outside the stages (the model's release, the new data): a plain line, markup off."""
+        self.console.print(Text(f"  {text}"), soft_wrap=True)
 
     def __rich__(self) -> Table:
         table = Table(show_header=False, box=None, padding=(0, 2))
@@ -78,19 +84,18 @@ class RunProgress:
                         time.monotonic() - self.started[stage.name] if stage.name in self.started else 0.0
                     )
                     shown = f"{elapsed:5.1f}s" if stage.status == "running" else ""
-                    table.add_row(stage.name, Text(stage.status, style=STYLE[stage.status]), shown)
+                    table.add_row(Text(stage.name), Text(stage.status, style=STYLE[stage.status]), shown)
         return table
 
 
 def summary(record: RunRecord) -> Table:
     """The table printed when the run ends: stage, status, duration, gates."""
-    table = Table(title=f"{record.pipeline} · {record.run_id}", title_justify="left")
+    table = Table(title=Text(f"{record.pipeline} · {record.run_id}"), title_justify="left")
     for column in ("stage", "status", "duration", "gates"):
         table.add_column(column)
     for stage in record.stages.values():
-        table.add_row(
-            stage.name, Text(stage.status, style=STYLE[stage.status]), _duration(stage), _gates_cell(stage)
-        )
+        status = Text(stage.status, style=STYLE[stage.status])
+        table.add_row(Text(stage.name), status, Text(_duration(stage)), Text(_gates_cell(stage)))
     return table
 
 
@@ -101,10 +106,18 @@ def problems(record: RunRecord) -> list[Text]:
     """What happened to the model, then one line per failed gate and failed stage, each whole (a log
     reader greps for them)."""
     lines = []
+    recheck = record.champion_recheck
+    if recheck is not None:
+        verdict = "passed" if recheck.passed else "failed"
+        said = f"champion v{recheck.version} checked again (a stopped run left it unchecked): {verdict}"
+        lines.append(Text(f"{said}: {recheck.detail}", style="" if recheck.passed else "red"))
     if record.model is not None:
         from runner.report.pages import model_sentence
 
         lines.append(Text(model_sentence(record.model), style="red" if record.model.error else ""))
+    if record.error:
+        lines.append(Text(record.error, style="red"))
+    lines.extend(Text(problem, style="yellow") for problem in record.warnings)
     for stage in record.stages.values():
         for gate in stage.failed_gates:
             lines.append(Text(f"gate failed in {stage.name}: {gate.expr}  ->  {gate.detail}", style="yellow"))
