@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -256,45 +257,67 @@ def end_run(
 ) -> tuple[RunRecord, Path]:
     """The end of every run, however it went. First, held against Ctrl-C and SIGTERM (milliseconds to a
     second): the kernels stopped, the status decided (`finish_run`) and written, the new data settled and
-    written. Then the pages and messages, which a signal cuts short: the status and exit code stay the run's.
+    written (`settle_outcome`). Then the pages and messages, which a signal cuts short: the status and the
+    exit code stay the run's.
 
     Raises, after the reports, the WriteError or bug that stopped the run (the CLI says what happened)."""
     record, run_dir, redact = run.record, run.run_dir, run.redact
     reraise = note_what_stopped(run, stopped)
-    with shielded():
-        run.kernels.close()  # the kernels started for stages that did not run
-        run.renders.close(wait=record.status != "cancelled")
-        finish_run(run.pipeline, record, started)
-        if isinstance(reraise, WriteError) and reraise.errno == errno.ENOSPC:
-            discard_products(run)  # written on a full disk, any of them may be cut short
-        try:
-            write_final_record(run_dir, record, redact, reserve)  # the outcome first, then the data moves
-        except WriteError as error:  # not even the outcome can be written: nothing moves
-            record.status, record.error = "failed", f"the run's record could not be written: {error}"
-            reraise = reraise or error
-        else:
-            if run.pipeline.data is not None:
-                if drops:
-                    said = f"data: settling {len(drops)} new file(s) after a run that {record.status}"
-                    run.observer.step(said)
-                settle_data(run.pipeline, record, drops, redact)
-                try:
-                    write_final_record(run_dir, record, redact, reserve)
-                except WriteError as error:  # the outcome is on disk; only where the data went is not
-                    record.warnings.append(f"run.json does not say where the new data went: {error}")
-        reserve.release()
+    interrupted = False
     try:
+        with shielded():  # a signal that comes meanwhile is raised when the block ends
+            reraise = settle_outcome(run, drops, reserve, started, reraise)
+    except KeyboardInterrupt:
+        interrupted = True
+    try:
+        if interrupted:
+            raise KeyboardInterrupt
         write_pages(run.pipeline, record, run_dir, run.options, redact)
         if run.options.notify:
             record.notifications = announce(run, cancelled=record.status == "cancelled")
             report.write_run_json(run_dir, record, redact=redact)
     except KeyboardInterrupt:  # the outcome is written: a signal now only cuts the pages and messages short
-        record.warnings.append("interrupted while writing the pages and sending the messages")
+        record.warnings.append("interrupted: the run's pages and messages were cut short")
+        with suppress(WriteError):
+            report.write_run_json(run_dir, record, redact=redact)
     except WriteError as error:
         record.warnings.append(f"the run's pages are incomplete: {error}")
     if reraise is not None:
         raise reraise
     return record, run_dir
+
+
+def settle_outcome(
+    run: RunState,
+    drops: list[intake.Drop],
+    reserve: SpaceReserve,
+    started: float,
+    reraise: BaseException | None,
+) -> BaseException | None:
+    """Kernels stopped, status decided and written, new data settled and written; returns what the CLI
+    must still hear about (the WriteError of a record that could not be written, when nothing else was)."""
+    record, run_dir, redact = run.record, run.run_dir, run.redact
+    run.kernels.close()  # the kernels started for stages that did not run
+    run.renders.close(wait=record.status != "cancelled")
+    finish_run(run.pipeline, record, started)
+    if isinstance(reraise, WriteError) and reraise.errno == errno.ENOSPC:
+        discard_products(run)  # written on a full disk, any of them may be cut short
+    try:
+        write_final_record(run_dir, record, redact, reserve)  # the outcome first, then the data moves
+    except WriteError as error:  # not even the outcome can be written: nothing moves
+        record.status, record.error = "failed", f"the run's record could not be written: {error}"
+        reserve.release()
+        return reraise or error
+    if run.pipeline.data is not None:
+        if drops:
+            run.observer.step(f"data: settling {len(drops)} new file(s) after a run that {record.status}")
+        settle_data(run.pipeline, record, drops, redact)
+        try:
+            write_final_record(run_dir, record, redact, reserve)
+        except WriteError as error:  # the outcome is on disk; only where the data went is not
+            record.warnings.append(f"run.json does not say where the new data went: {error}")
+    reserve.release()
+    return reraise
 
 
 def note_what_stopped(run: RunState, stopped: BaseException | None) -> BaseException | None:
@@ -320,6 +343,8 @@ def note_what_stopped(run: RunState, stopped: BaseException | None) -> BaseExcep
     record.error = f"a bug in retrain {__version__}: {type(stopped).__name__}: {stopped}"[:500]
     stop_running_stages(record, StageFailure("runner", record.error), "the runner failed")
     return stopped
+
+
 def start_stage(run: RunState, stage: Stage) -> schedule.Work | None:
     """Decide a stage whose needs are done: skip it, reuse it from the cache (None: it is settled), or
     return the work that executes it (in a worker thread when stages run in parallel)."""

@@ -131,7 +131,8 @@ def release(
         return result
     started = time.monotonic()
     try:
-        promote(registry, candidate, expected=champion, reason=f"run {record.run_id}")
+        with shielded():  # the tag and the alias move whole: a signal waits for them, then undoes them
+            promote(registry, candidate, expected=champion, reason=f"run {record.run_id}")
     except RegistryConflict as conflict:
         result.error = f"version {candidate.version} was not promoted: {conflict}"
         return result
