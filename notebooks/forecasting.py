@@ -177,3 +177,20 @@ def forecast_ahead(
         )
         known = pd.concat([known, filled], ignore_index=True)
     return pd.concat(forecasts, ignore_index=True)
+
+
+def wape(actual: Any, forecast: Any) -> float:
+    """Weighted absolute percentage error: the total absolute error as a share of total sales. The demo's
+    key metric: pipeline.yaml names this function as the smoke check's score."""
+    actual, forecast = np.asarray(actual, dtype="float64"), np.asarray(forecast, dtype="float64")
+    return float(np.abs(actual - forecast).sum() / np.abs(actual).sum())
+
+
+def scores(actual: Any, forecast: Any) -> dict[str, float]:
+    """WAPE, MAE and RMSE, as the evaluation records them."""
+    error = np.asarray(actual, dtype="float64") - np.asarray(forecast, dtype="float64")
+    return {
+        "wape": wape(actual, forecast),
+        "mae": float(np.abs(error).mean()),
+        "rmse": float(np.sqrt((error**2).mean())),
+    }

@@ -6,8 +6,8 @@ rows that passed. Problems are collected, never raised: a bad file is reported w
 once, so that it can be fixed in one go.
 
 Three layers, each reported in the same table:
-- the file itself (`read_sales_file`): readable, UTF-8, text not binary, comma-delimited, a header and rows,
-  no truncated last line. A file that fails here has no rows to check further;
+- the file itself (`runner.nb.check_file`, as for any drop): readable, UTF-8, text not binary,
+  comma-delimited, a header and rows, no truncated last line. A file that fails here has no rows to check;
 - each file's rows against the schema (pandera, lazy): the columns and their types, missing values, ranges,
   allowed categories, the key (Store, Dept, Date) unique, no date in the future;
 - the new weeks against the history (`check_new_against_history`): no week already in the history, no gap,
@@ -20,8 +20,6 @@ contract follows the shop as it grows instead of going stale.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -29,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+
+from runner import nb
 
 KEY = ["Store", "Dept", "Date"]
 LABEL = "Weekly_Sales"
@@ -38,7 +38,6 @@ INTEGER_PATTERN = r"^\s*\d+\s*$"
 HOLIDAY_VALUES = {"TRUE": True, "FALSE": False, "True": True, "False": False, "true": True, "false": False}
 STORE_TYPES = ["A", "B", "C"]
 MARKDOWNS = [f"MarkDown{i}" for i in range(1, 6)]  # promotions: only recorded from November 2011 on
-SNIFF_BYTES = 64 * 1024  # enough of a file's start to tell text from binary and find its delimiter
 
 # Every column a sales file may have: its type, whether it must be present and whether it may be empty.
 # `id` (Store_Dept) and the store facts are carried by the export but not used by the model.
@@ -61,14 +60,7 @@ COLUMNS: dict[str, tuple[str, bool, bool]] = {
 
 # What each rule means, as the report's table shows it next to the rule's name.
 RULES = {
-    "unreadable": "the file can be opened and read",
-    "not UTF-8": "the file is UTF-8 text",
-    "binary": "the file is text, not binary",
-    "empty": "the file has a header line",
-    "no rows": "the file has rows after its header",
-    "delimiter": "values are separated by commas",
     "malformed line": "every line has as many values as the header",
-    "truncated last line": "the file ends with a complete line",
     "missing column": "every required column is present",
     "unknown column": "no column outside the contract",
     "missing value": "required values are present",
@@ -111,27 +103,6 @@ class Checked:
     rejected_files: list[str] = field(default_factory=list)  # files with at least one problem
 
 
-@dataclass
-class _Problems:
-    found: list[dict[str, object]] = field(default_factory=list)
-
-    def add(self, rule: str, column: str, file: str, count: int, examples: str) -> None:
-        self.found.append(
-            {
-                "rule": rule,
-                "meaning": RULES.get(rule, rule),
-                "column": column,
-                "file": file,
-                "count": int(count),
-                "examples": examples.strip()[:300],
-            }
-        )
-
-    def table(self) -> pd.DataFrame:
-        columns = ["rule", "meaning", "column", "file", "count", "examples"]
-        return pd.DataFrame(self.found, columns=columns).astype({"count": "int64"})
-
-
 def check_files(
     history_files: list[Path],
     new_files: list[Path],
@@ -150,7 +121,7 @@ def check_files(
     """
     if unknown_columns not in ("fail", "warn"):
         raise ValueError(f"unknown_columns must be 'fail' or 'warn', not {unknown_columns!r}")
-    problems = _Problems()
+    problems = nb.Problems(RULES)
     today = today or date.today()
     frames = []
     names = [_relative(path, root) for path in [*history_files, *new_files]]
@@ -182,54 +153,29 @@ def check_files(
         row_count_tolerance=row_count_tolerance,
         sales_margin=sales_margin,
     )
-    table = problems.table()
-    failing = table[~table["rule"].str.endswith("(warning)")]
-    rejected = sorted({file for cell in failing["file"] for file in cell.split(", ") if file})
-    return Checked(rows=rows, problems=table, rejected_files=rejected)
+    return Checked(rows=rows, problems=problems.table(), rejected_files=problems.rejected_files)
 
 
 # --- the file itself --------------------------------------------------------------------------------------
 
 
-def read_sales_file(path: Path, name: str, problems: _Problems) -> pd.DataFrame | None:
+def read_sales_file(path: Path, name: str, problems: nb.Problems) -> pd.DataFrame | None:
     """The file's rows, typed, with their line numbers in `line`; None when it cannot be read as a CSV.
 
-    A clean file is parsed straight into its types by pyarrow (multi-threaded: a 10M-row history in
-    seconds). A file that pyarrow cannot type, or that holds blank lines (which would shift the line
-    numbers), is read again as text, where every value that is not of its type is reported with its line,
-    and the rows with such values are left out of the typed rows (their problems are already reported).
+    The file itself is checked first, as any drop is (`runner.nb.check_file`: readable, UTF-8, not binary,
+    comma-delimited, a header and rows, no truncated last line). A clean file is then parsed straight into
+    its types by pyarrow (multi-threaded: a 10M-row history in seconds). A file that pyarrow cannot type, or
+    that holds blank lines (which would shift the line numbers), is read again as text, where every value
+    that is not of its type is reported with its line, and the rows with such values are left out of the
+    typed rows (their problems are already reported).
     """
-    try:
-        with path.open("rb") as handle:
-            start = handle.read(SNIFF_BYTES)
-    except OSError as exc:
-        problems.add("unreadable", "", name, 1, f"{type(exc).__name__}: {exc}")
+    header = nb.check_file(path, name, problems)
+    if header is None:
         return None
-    if not start.strip():
-        problems.add("empty", "", name, 1, "the file is empty: no header, no rows")
-        return None
-    if b"\x00" in start:
-        offset = start.index(b"\x00")
-        problems.add("binary", "", name, 1, f"a NUL byte at offset {offset}: this is not a CSV text file")
-        return None
-    header_line = start.splitlines()[0].decode("utf-8", errors="replace")
-    header = next(csv.reader([header_line]))
-    if len(header) == 1:
-        delimiter = next((mark for mark in (";", "\t", "|") if mark in header_line), None)
-        if delimiter is not None:
-            problems.add(
-                "delimiter",
-                "",
-                name,
-                1,
-                f"line 1 is one column {header_line[:80]!r}: the file looks separated by {delimiter!r}",
-            )
-            return None
-    _check_last_line(path, name, len(header), problems)
     typed = _read_typed(path, header)
     if typed is not None:
         return typed
-    raw = _read_text(path, name, header_line, problems)
+    raw = _read_text(path, name, problems)
     if raw is None:
         return None
     known = [column for column in raw.columns if column in COLUMNS or column == "line"]
@@ -267,7 +213,7 @@ def _read_typed(path: Path, header: list[str]) -> pd.DataFrame | None:
         return None
     if "IsHoliday" in frame.columns and not frame["IsHoliday"].dropna().isin(list(HOLIDAY_VALUES)).all():
         return None
-    if frame.empty or _count_lines(path) != len(frame) + 1:
+    if frame.empty or nb.count_lines(path) != len(frame) + 1:
         return None  # blank lines: pyarrow skips them, and the line numbers would be wrong
     frame.insert(0, "line", np.arange(2, len(frame) + 2))
     for column, (kind, _, _) in COLUMNS.items():
@@ -289,7 +235,7 @@ def _flags(values: pd.Series) -> pd.Series:
     return pd.Series(pd.arrays.BooleanArray(truth, ~known), index=values.index)
 
 
-def _read_text(path: Path, name: str, header_line: str, problems: _Problems) -> pd.DataFrame | None:
+def _read_text(path: Path, name: str, problems: nb.Problems) -> pd.DataFrame | None:
     try:
         raw = pd.read_csv(
             path,
@@ -299,65 +245,14 @@ def _read_text(path: Path, name: str, header_line: str, problems: _Problems) -> 
             skip_blank_lines=False,
             encoding="utf-8",
         )
-    except UnicodeDecodeError:
-        line, offset, byte = _first_non_utf8(path)
-        problems.add(
-            "not UTF-8", "", name, 1, f"line {line} (byte offset {offset}): byte {byte:#04x} is not UTF-8"
-        )
-        return None
     except pd.errors.ParserError as exc:
         problems.add("malformed line", "", name, 1, str(exc).replace("Error tokenizing data. C error: ", ""))
         return None
-    except (pd.errors.EmptyDataError, OSError) as exc:
+    except (pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         problems.add("unreadable", "", name, 1, f"{type(exc).__name__}: {exc}")
-        return None
-    if raw.empty:
-        problems.add("no rows", "", name, 1, f"only a header: {header_line[:80]}")
         return None
     raw.insert(0, "line", raw.index + 2)  # line 1 is the header
     return raw
-
-
-def _count_lines(path: Path) -> int:
-    """Lines in the file, a last line without its newline included."""
-    count, last = 0, b"\n"
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 24), b""):
-            count += block.count(b"\n")
-            last = block[-1:]
-    return count + (last != b"\n")
-
-
-def _check_last_line(path: Path, name: str, n_columns: int, problems: _Problems) -> None:
-    """A file cut short mid-line (an interrupted export or upload) ends without a newline and few fields."""
-    with path.open("rb") as handle:
-        handle.seek(0, io.SEEK_END)
-        size = handle.tell()
-        handle.seek(max(0, size - 4096))
-        tail = handle.read()
-    if tail.endswith((b"\n", b"\r")):
-        return
-    last = tail.splitlines()[-1].decode("utf-8", errors="replace")
-    fields = next(csv.reader([last]), [])
-    if len(fields) < n_columns:
-        problems.add(
-            "truncated last line",
-            "",
-            name,
-            1,
-            f"the last line has {len(fields)} of {n_columns} values and no line end: {last[:60]!r}",
-        )
-
-
-def _first_non_utf8(path: Path) -> tuple[int, int, int]:
-    """Line, byte offset and value of the first byte that is not UTF-8 (pandas decodes in chunks: the
-    position its error gives is within a chunk, not the file)."""
-    data = path.read_bytes()
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return data.count(b"\n", 0, exc.start) + 1, exc.start, data[exc.start]
-    return 0, 0, 0
 
 
 # --- each file's rows against the schema ------------------------------------------------------------------
@@ -423,7 +318,9 @@ def _typed(raw: pd.DataFrame) -> pd.DataFrame:
     return typed
 
 
-def _collect(schema: pa.DataFrameSchema, frame: pd.DataFrame, name: str, problems: _Problems) -> list[object]:
+def _collect(
+    schema: pa.DataFrameSchema, frame: pd.DataFrame, name: str, problems: nb.Problems
+) -> list[object]:
     """Run `schema` lazily, add one problem per (rule, column) with examples and their line numbers, and
     return the index of the rows that broke a rule."""
     try:
@@ -491,7 +388,7 @@ def _text(value: object) -> object:
 def check_new_against_history(
     history: pd.DataFrame,
     new: pd.DataFrame,
-    problems: _Problems,
+    problems: nb.Problems,
     *,
     max_weeks_per_drop: int,
     row_count_tolerance: float,

@@ -4,8 +4,7 @@
     ├── ConfigError              exit 2  pipeline.yaml, -p or --params-file is wrong: every problem found
     ├── UsageError               exit 2  a command asked for something that cannot be (unknown run, ...)
     ├── ProjectBusy              exit 75 another `retrain run` holds the project's lock: try again later
-    ├── WriteError               exit 1  a file could not be written (disk full, read-only); also an OSError
-    └── DemoDataError            exit 2  the demo's data cannot be fetched or prepared
+    └── WriteError               exit 1  a file could not be written (disk full, read-only); also an OSError
 
 A stage that fails or a gate that fails is not an exception: it is a status in the run record, and the CLI
 maps the run's status to exit codes 1 and 3 (see `exit_code_for_status`). `retrain monitor` exits 4 when
@@ -97,7 +96,3 @@ class WriteError(RetrainError, OSError):
 
     def __str__(self) -> str:
         return str(self.strerror)
-
-
-class DemoDataError(RetrainError):
-    exit_code = EXIT_CONFIG

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,7 +32,7 @@ from runner.endings import SpaceReserve, close_abandoned_runs, discard_products,
 from runner.engine import cache, intake, params, schedule
 from runner.engine.cache import StageCache
 from runner.engine.config import Pipeline, Stage
-from runner.engine.execute import Stopper, execute_notebook
+from runner.engine.execute import Stopper, execute_notebook, strip_ansi
 from runner.engine.gates import GateScope, evaluate_gate
 from runner.engine.kernels import Kernel, KernelPool, Workers
 from runner.engine.lock import project_lock
@@ -42,11 +42,12 @@ from runner.files import remove_stale_temporaries
 from runner.interrupts import shielded
 from runner.production import lifecycle, store_secrets
 from runner.production.registry import CHAMPION, Registry, RegistryError, Version, check_reachable
-from runner.project import MLFLOW_DIR, PRODUCTS_DIR, REPORTS_DIR, git_sha, tracking_uri
+from runner.project import MLFLOW_DIR, PRODUCTS_DIR, REPORTS_DIR, git_commit, tracking_uri
 from runner.records import (
     ChampionRecheck,
     ModelRecord,
     NotificationRecord,
+    RunContext,
     RunRecord,
     StageFailure,
     StageRecord,
@@ -75,6 +76,7 @@ class RunOptions:
     links: Links = field(default_factory=Links)
     environ: Mapping[str, str] = field(default_factory=dict)  # where the notify section's secrets are read
     lock_wait_s: float = 0.0  # how long to wait for another run in the project to finish
+    context: RunContext = field(default_factory=RunContext)  # who and what started it (commands fill it)
     on_lock_wait: Callable[[str], None] | None = None  # told who holds the lock, when this run waits
 
 
@@ -298,6 +300,8 @@ def settle_outcome(
     must still hear about (the WriteError of a record that could not be written, when nothing else was)."""
     record, run_dir, redact = run.record, run.run_dir, run.redact
     run.kernels.close()  # the kernels started for stages that did not run
+    record.output = kept_output(run.kernels.output(None), redact)
+    run.kernels.discard_outputs()
     run.renders.close(wait=record.status != "cancelled")
     finish_run(run.pipeline, record, started)
     if isinstance(reraise, WriteError) and reraise.errno == errno.ENOSPC:
@@ -538,6 +542,10 @@ def settle_data(pipeline: Pipeline, record: RunRecord, drops: list[intake.Drop],
 
 def new_run_record(pipeline: Pipeline, options: RunOptions) -> RunRecord:
     now = datetime.now(UTC)
+    sha, subject = git_commit(pipeline.root)
+    context = replace(options.context, commit_message=options.context.commit_message or subject)
+    if sha and context.commit_url.endswith("/commit/"):
+        context = replace(context, commit_url=context.commit_url + sha)
     stages = {
         name: StageRecord(
             name=name, source=stage.source, params=dict(stage.params), param_sources=dict(stage.param_sources)
@@ -551,11 +559,13 @@ def new_run_record(pipeline: Pipeline, options: RunOptions) -> RunRecord:
         pipeline=pipeline.name,
         trigger=options.trigger,
         mode=options.mode,
-        git_sha=git_sha(pipeline.root),
+        git_sha=sha,
         started_at=now.isoformat(timespec="seconds"),
         params=dict(pipeline.params),
         stages=stages,
         runner_version=__version__,
+        key_metric=pipeline.key_metric,
+        context=context,
         options={
             "only": list(options.only),
             "force": options.force,
@@ -610,7 +620,9 @@ def run_stage(
         kernel=kernel,
         kernels=run.kernels,
         stopper=run.stopper,
+        stage=stage.name,
     )
+    current.output = kept_output(run.kernels.output(stage.name), run.redact)
     current.timings = result.timings
     current.notebook = executed.name if executed.is_file() else None
     current.scraps = read_scraps(executed, run.kernels.workers)
@@ -632,6 +644,14 @@ def run_stage(
         title = f"{record.pipeline} · {stage.name}"
         show_code = options.show_code or stage.show_code
         run.renders.submit(current, PageJob(executed, run_dir / f"{stage.name}.html", title, show_code))
+
+
+OUTPUT_KEPT = 50  # lines of what a process wrote outside the cells, kept in run.json
+
+
+def kept_output(lines: list[str], redact: Redactor) -> list[str]:
+    """The last lines a kernel or worker wrote outside the cells, redacted and without terminal colours."""
+    return [redact.redact(strip_ansi(line))[:500] for line in lines[-OUTPUT_KEPT:]]
 
 
 def current_champion(production: Production | None, record: RunRecord) -> Version | None:
@@ -749,7 +769,8 @@ def write_pages(
 ) -> None:
     """The run's page, the history, the step summary (run.json is written before: `write_final_record`)."""
     report.render_run_index(run_dir, record, tracking_uri=tracking_uri(pipeline.root), redact=redact)
-    report.render_history_index(run_dir.parent, known=remembered_runs(pipeline), redact=redact)
+    known = remembered_runs(pipeline)
+    report.render_history_index(run_dir.parent, known=known, key=pipeline.key_metric, redact=redact)
     if options.step_summary is not None:
         report.write_step_summary(record, options.step_summary, redact=redact)
 

@@ -65,12 +65,19 @@ def use_mlflow(root: Path, experiment: str) -> str:
 
 def git_sha(root: Path) -> str | None:
     """The commit checked out in `root`, or None outside a git repository."""
+    return git_commit(root)[0]
+
+
+def git_commit(root: Path) -> tuple[str | None, str]:
+    """The commit checked out in `root` and the first line of its message; (None, "") outside a repository."""
     import subprocess
 
     try:
         done = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=False
-        )
+            ["git", "log", "-1", "--format=%H%n%s"], cwd=root, capture_output=True, text=True, timeout=10,
+            check=False,
+        )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
+        return None, ""
+    sha, _, subject = done.stdout.partition("\n")
+    return (sha.strip() or None, subject.strip()) if done.returncode == 0 else (None, "")

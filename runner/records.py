@@ -15,6 +15,42 @@ FailureKind = Literal["error", "timeout", "dead_kernel", "cancelled", "runner"]
 StageStatus = Literal["pending", "running", "succeeded", "failed", "gate_failed", "skipped", "cached"]
 
 
+Format = Literal["percent", "number", "currency", "integer"]
+
+
+@dataclass
+class MetricFormat:
+    """How one metric reads: its format, digits after the point, unit (a currency's symbol) and label."""
+
+    name: str
+    format: Format = "number"
+    digits: int = 3
+    unit: str = ""
+    label: str = ""  # how people call it; "" means the name as given
+
+    @property
+    def title(self) -> str:
+        return self.label or (self.name.upper() if len(self.name) <= 5 else self.name.replace("_", " "))
+
+
+@dataclass
+class KeyMetric(MetricFormat):
+    """How a pipeline's key metric reads (pipeline.yaml `model.key_metric`), kept in run.json so that every
+    page, message and history row drawn from the record shows it the same way; with the metrics shown beside
+    it (`model.show_metrics`)."""
+
+    better: Literal["lower", "higher"] = "lower"
+    others: list[MetricFormat] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> KeyMetric:
+        others = [
+            MetricFormat(name=item) if isinstance(item, str) else MetricFormat(**item)
+            for item in data.get("others", [])
+        ]
+        return cls(**{**data, "others": others})
+
+
 @dataclass
 class GateResult:
     """One gate's verdict and the values it saw (scrap and parameter names -> values)."""
@@ -34,6 +70,7 @@ class StageFailure:
     cell_index: int | None = None
     ename: str | None = None
     evalue: str | None = None
+    line: str | None = None  # the failing line of the cell, as the traceback shows it ("----> 3 x = 1 / 0")
 
 
 @dataclass
@@ -67,6 +104,7 @@ class StageRecord:
     timings: StageTimings = field(default_factory=StageTimings)
     fingerprint: str | None = None  # content hash of what decides its results; None: never cached
     cached_from: str | None = None  # status `cached`: the run whose results (scraps, gates, pages) it reuses
+    output: list[str] = field(default_factory=list)  # what its kernel wrote outside its cells (last lines)
 
     @property
     def failed_gates(self) -> list[GateResult]:
@@ -96,6 +134,24 @@ class ChampionRecheck:
 
 
 @dataclass
+class Decision:
+    """Whether the challenger may replace the champion, and how sure the evidence is (the promotion policy).
+
+    `difference` is the challenger's key metric minus the champion's on the same rows (its sign as the
+    metric's: for an error, negative is better), `low`..`high` its interval at `confidence`."""
+
+    policy: str  # threshold | non_inferior | superior | ...
+    verdict: Literal["promote", "hold", "refuse"]
+    sentence: str  # the decision in words a manager reads
+    difference: float | None = None
+    low: float | None = None
+    high: float | None = None
+    confidence: float | None = None
+    margin: float | None = None  # how much worse a challenger may be and still be promoted (non_inferior)
+    worse: bool = False  # promoted while worse than the champion on the point estimate (within the margin)
+
+
+@dataclass
 class ModelRecord:
     """What the run did to the registered model."""
 
@@ -111,7 +167,9 @@ class ModelRecord:
     smoke_check: SmokeCheck | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # this run's model, from the metrics stage
     champion_metrics: dict[str, float] = field(default_factory=dict)  # the champion it was compared with
+    champion_params: dict[str, Any] = field(default_factory=dict)  # the parameters the champion's run had
     seconds: dict[str, float] = field(default_factory=dict)  # time in registry operations, by step
+    decision: Decision | None = None  # the promotion policy's verdict, when the pipeline has one
 
 
 @dataclass
@@ -136,6 +194,19 @@ class DataRecord:
 
 
 @dataclass
+class RunContext:
+    """Who and what started the run, beyond its trigger: for "what changed" on every surface."""
+
+    actor: str = ""  # who pushed, merged or asked (GITHUB_ACTOR; locally, the user)
+    commit_message: str = ""  # the first line of the commit's message
+    commit_url: str = ""  # the commit on GitHub, when the run is in GitHub Actions
+    pr_number: int | None = None
+    pr_title: str = ""
+    pr_url: str = ""
+    run_url: str = ""  # the workflow run
+
+
+@dataclass
 class RunRecord:
     run_id: str
     pipeline: str
@@ -153,6 +224,9 @@ class RunRecord:
     model: ModelRecord | None = None
     notifications: list[NotificationRecord] = field(default_factory=list)
     data: DataRecord | None = None  # with a `data` section in pipeline.yaml
+    key_metric: KeyMetric | None = None  # with `model.key_metric` in pipeline.yaml
+    context: RunContext = field(default_factory=RunContext)
+    output: list[str] = field(default_factory=list)  # what the kernel server and workers wrote (last lines)
     champion_recheck: ChampionRecheck | None = None  # a champion left unchecked by a stopped run, checked
     # what failed the run outside its stages and model: a file that could not be written, a bug in retrain,
     # a full run that registered no model; or, for a run killed before it could say, that it was killed
@@ -172,16 +246,25 @@ class RunRecord:
         Non-finite floats stay the strings `to_json` wrote. Raises KeyError, TypeError or AttributeError
         when the document does not have the record's shape.
         """
-        nested = ("stages", "model", "notifications", "data", "champion_recheck")
+        nested = ("stages", "model", "notifications", "data", "key_metric", "context", "champion_recheck")
         fields = {key: value for key, value in data.items() if key not in nested}
         stages = {str(name): _stage_from_json(item) for name, item in data["stages"].items()}
         model = _model_from_json(data["model"]) if data.get("model") else None
         sent = [NotificationRecord(**item) for item in data.get("notifications", [])]
         data_record = DataRecord(**data["data"]) if data.get("data") else None
+        key_metric = KeyMetric.from_json(data["key_metric"]) if data.get("key_metric") else None
+        context = RunContext(**data.get("context") or {})
         recheck = ChampionRecheck(**data["champion_recheck"]) if data.get("champion_recheck") else None
-        record = cls(stages=stages, model=model, notifications=sent, data=data_record, **fields)
-        record.champion_recheck = recheck
-        return record
+        return cls(
+            stages=stages,
+            model=model,
+            notifications=sent,
+            data=data_record,
+            key_metric=key_metric,
+            context=context,
+            champion_recheck=recheck,
+            **fields,
+        )
 
     @property
     def first_problem(self) -> StageRecord | None:
@@ -205,6 +288,8 @@ def _model_from_json(data: dict[str, Any]) -> ModelRecord:
     fields = dict(data)
     if fields.get("smoke_check") is not None:
         fields["smoke_check"] = SmokeCheck(**fields["smoke_check"])
+    if fields.get("decision") is not None:
+        fields["decision"] = Decision(**fields["decision"])
     return ModelRecord(**fields)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import secrets
@@ -16,6 +17,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from html.parser import HTMLParser
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psutil
@@ -23,6 +25,17 @@ import pytest
 
 ASSETS = Path(__file__).parent / "assets"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_walmart() -> ModuleType:
+    """The demo project's data script, data/walmart.py (a script of the project, not of the runner)."""
+    if "walmart" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("walmart", PROJECT_ROOT / "data" / "walmart.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["walmart"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["walmart"]
 
 MakeProject = Callable[[str], Path]
 
@@ -163,6 +176,8 @@ model:
   name: {name}
   candidate: train.model_uri
   metrics: evaluate
+  key_metric: {{name: wape, better: lower, format: percent}}
+  smoke_check: {{score: "notebooks.toy_scores:wape"}}
   promotion: {promotion}
   deploy: [deploy]
   data: ["data/*.csv"]
@@ -291,8 +306,10 @@ def make_drops_project(tmp_path: Path, warmup: str = "", name: str = "") -> tupl
     data/points.csv is): a drop changes the data's fingerprint, so a run with one registers a new version."""
     pipeline, name = make_model_project(tmp_path, warmup=warmup, name=name)
     # a loaded machine takes longer than the default 30 s to load a model: a slow check is not a failed one
-    more = 'data: ["data/*.csv", "data/new/*.csv"]\n  smoke_check: {max_seconds: 600}'
-    text = pipeline.read_text().replace('data: ["data/*.csv"]', more)
+    text = pipeline.read_text().replace('data: ["data/*.csv"]', 'data: ["data/*.csv", "data/new/*.csv"]')
+    text = text.replace('smoke_check: {score: "notebooks.toy_scores:wape"}', (
+        'smoke_check: {score: "notebooks.toy_scores:wape", max_seconds: 600}'
+    ))
     pipeline.write_text(text + DROPS_SECTION)
     (pipeline.parent / "data" / "new").mkdir()
     return pipeline, name

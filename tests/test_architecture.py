@@ -64,9 +64,9 @@ def test_the_package_folders_are_the_readme_architecture():
 
 # folder -> the folders it must not import from: the engine knows nothing of what comes after a stage
 LAYERS = {
-    "engine": ("runner.production", "runner.report", "runner.github", "runner.commands", "runner.demo"),
-    "production": ("runner.github", "runner.commands", "runner.demo"),
-    "report": ("runner.github", "runner.commands", "runner.demo"),
+    "engine": ("runner.production", "runner.report", "runner.github", "runner.commands", "runner.replay"),
+    "production": ("runner.github", "runner.commands", "runner.replay"),
+    "report": ("runner.github", "runner.commands", "runner.replay"),
     "nb": ("runner.engine", "runner.production", "runner.report", "runner.github", "runner.commands"),
 }
 

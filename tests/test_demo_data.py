@@ -13,18 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from runner.demo.walmart import (
-    HISTORY_DIR,
-    NEW_DIR,
-    QUARANTINE_DIR,
-    SOURCE_FILE,
-    WHEEL_MEMBER,
-    fetch_source,
-    next_week,
-    read_sales_table,
-    reset_history,
-)
-from runner.errors import DemoDataError
+from tests.conftest import load_walmart
+
+walmart = load_walmart()
+HISTORY_DIR, NEW_DIR, QUARANTINE_DIR = walmart.HISTORY_DIR, walmart.NEW_DIR, walmart.QUARANTINE_DIR
+SOURCE_FILE, WHEEL_MEMBER, DemoDataError = walmart.SOURCE_FILE, walmart.WHEEL_MEMBER, walmart.DemoDataError
+fetch_source, next_week, read_sales_table = walmart.fetch_source, walmart.next_week, walmart.read_sales_table
+reset_history = walmart.reset_history
 
 HEADER = (
     "id,Store,Dept,Date,Weekly_Sales,IsHoliday,Type,Size,Temperature,Fuel_Price,"
@@ -222,3 +217,16 @@ def test_fetch_source_names_a_wheel_without_the_file(root: Path) -> None:
 
     with pytest.raises(DemoDataError, match=f"has no {WHEEL_MEMBER}"):
         fetch_source(root, download=download)
+
+
+def test_drops_for_a_replay_resend_a_corrupted_week_clean(root: Path, source: Path, tmp_path: Path) -> None:
+    reset_history(root, history_weeks=2, source=source)
+    out = tmp_path / "drops"
+    written = walmart.write_drops(root, 4, out, corrupt=[2], source=source)
+    names = [path.name for path in written]
+    third, fourth, fifth = (week.isoformat() for week in weeks()[2:5])
+    expected = [f"01-sales-{third}", f"02-sales-{fourth}", f"03-sales-{fourth}", f"04-sales-{fifth}"]
+    assert names == [f"{name}.csv" for name in expected]
+    assert "n/a" in written[1].read_text() and "n/a" not in written[2].read_text()
+    with pytest.raises(DemoDataError, match="is not empty"):
+        walmart.write_drops(root, 1, out, source=source)

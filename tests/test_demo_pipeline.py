@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from runner.commands import main
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, load_walmart
 
 
 @pytest.fixture(scope="module")
@@ -122,10 +122,12 @@ def test_replay_registers_a_version_a_week_and_compares_with_the_champion(tmp_pa
     (root / "data" / "history" / "sales.csv").write_text(history[0] + "".join(early))
     source = root / "data" / "source" / "weeks.csv"
     source.write_text("".join(history))  # 3 weeks to replay, no download
+    drops = load_walmart().write_drops(root, 2, tmp_path / "drops", source=source)
+    assert [path.name for path in drops] == ["01-sales-2012-03-16.csv", "02-sales-2012-03-23.csv"]
     pipeline = str(root / "pipeline.yaml")
-    assert main(["demo", "replay", "--weeks", "2", "--source", str(source), pipeline]) == 0
+    assert main(["replay", "--drops", str(tmp_path / "drops"), pipeline]) == 0
     out = capsys.readouterr().out
-    assert "2012-03-16" in out and "2012-03-23" in out
+    assert "[1/2] sales-2012-03-16.csv: running" in out and "[2/2] sales-2012-03-23.csv: " in out
     first, second = (json.loads(path.read_text()) for path in sorted((root / "reports").glob("*/run.json")))
     assert first["trigger"] == second["trigger"] == "replay"
     for record in (first, second):  # each week is either refused by a gate or registered

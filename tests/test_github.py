@@ -22,8 +22,10 @@ import pytest
 from runner.commands import main
 from runner.errors import ConfigError
 from runner.github import actions as github
-from runner.records import GateResult, ModelRecord, RunRecord, StageRecord
-from runner.report.pages import champion_comparison, cost_markdown, summary_markdown
+from runner.records import GateResult, KeyMetric, ModelRecord, RunRecord, StageRecord
+from runner.report.markdown import pr_comment, step_summary
+from runner.report.outcome import outcome_of
+from runner.report.pages import cost_markdown
 from tests.conftest import ASSETS
 
 EVENTS = ASSETS / "events"
@@ -392,19 +394,21 @@ def evaluated_run(champion: bool = True) -> RunRecord:
         stages=stages,
         status="succeeded",
         model=model,
+        key_metric=KeyMetric("wape", "percent", 1, label="WAPE", better="lower"),
     )
 
 
 def test_comment_body_compares_the_challenger_with_the_champion() -> None:
-    body = github.pr_comment_body(evaluated_run(), MARKER, "https://run", "https://artifact")
+    outcome = outcome_of(evaluated_run())
+    body = pr_comment(outcome, MARKER, run_url="https://run", artifact_url="https://artifact")
     lines = body.splitlines()
     assert lines[0] == MARKER
-    assert "challenger at `3c2b1a0` against the champion" in lines[1]
-    assert "| metric | challenger | champion v3 | change |" in lines
-    assert "| wape | 0.079 | 0.084 | -0.005 (-6.0%) |" in lines
-    assert "| mae | 812.5 | 850 | -37.5 (-4.4%) |" in lines
+    assert lines[1] == "### 🔎 demand-forecast: Evaluated"
+    assert "| metric | this run | champion v3 | change |" in lines
+    assert "| WAPE | 7.9% | 8.4% | \u22120.5 pp (\u22126.0%) ✅ |" in lines
+    assert not any(line.startswith("| mae") for line in lines)  # only the metrics pipeline.yaml shows
     assert "**Gates: 2 of 2 passed**" in lines
-    assert "| evaluate | `wape <= champion.wape * 1.02` | ✅ | wape = 0.079 <= 0.08568 \\| ok |" in lines
+    assert "| Commit | 3c2b1a0 |" in lines
     assert (
         "nothing was registered or deployed · [workflow run](https://run) · [reports](https://artifact)"
         in body
@@ -412,12 +416,12 @@ def test_comment_body_compares_the_challenger_with_the_champion() -> None:
 
 
 def test_comment_body_without_a_champion_says_so() -> None:
-    body = github.pr_comment_body(evaluated_run(champion=False), MARKER)
-    assert "| metric | challenger | champion (none yet) | change |" in body
-    assert "| wape | 0.079 | - | - |" in body
+    body = pr_comment(outcome_of(evaluated_run(champion=False)), MARKER)
+    assert "| metric | this run | champion | change |" in body
+    assert "| WAPE | 7.9% | \u2013 | \u2013 |" in body
 
 
-def test_champion_comparison_falls_back_to_the_champion_scrap() -> None:
+def test_the_comparison_falls_back_to_what_a_stage_measured_for_the_champion() -> None:
     record = evaluated_run()
     record.model = None
     record.stages["evaluate"].scraps = {
@@ -426,19 +430,22 @@ def test_champion_comparison_falls_back_to_the_champion_scrap() -> None:
         "ok": True,
         "champion": {"version": "5", "wape": 0.1},
     }
-    version, rows = champion_comparison(record)
-    assert version == "5"
-    assert [(row.name, row.value, row.champion, row.change) for row in rows] == [
-        ("wape", 0.07, 0.1, "-0.03 (-30.0%)"),
-        ("n", 8.0, None, "-"),
-    ]
+    [line] = outcome_of(record).metrics
+    assert (line.name, line.shown, line.champion_shown, line.change) == (
+        "wape",
+        "7.0%",
+        "10.0%",
+        "\u22123.0 pp",
+    )
 
 
 def test_step_summary_shows_the_change_against_the_champion() -> None:
-    lines = summary_markdown(evaluated_run()).splitlines()
+    lines = step_summary(outcome_of(evaluated_run())).splitlines()
     assert "| metric | this run | champion v3 | change |" in lines
-    assert "| wape | 0.079 | 0.084 | -0.005 (-6.0%) |" in lines
-    assert not any("champion v" in line for line in summary_markdown(evaluated_run(False)).splitlines())
+    assert "| WAPE | 7.9% | 8.4% | \u22120.5 pp (\u22126.0%) ✅ |" in lines
+    assert not any(
+        "champion v" in line for line in step_summary(outcome_of(evaluated_run(False))).splitlines()
+    )
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,8 @@ import pandas as pd
 import pytest
 
 from runner.commands import main
-from runner.demo import walmart as demo
 from runner.secrets import NO_SECRETS
-from tests.conftest import ASSETS, IN_WORKERS, PROJECT_ROOT
+from tests.conftest import ASSETS, IN_WORKERS, PROJECT_ROOT, load_walmart
 from tests.conftest import TOY_MODEL_PIPELINE as PIPELINE
 from tests.test_lifecycle import store  # noqa: F401  (a fixture)
 
@@ -106,7 +105,7 @@ def test_no_champion_no_data_healthy_then_decayed(store, tmp_path, capsys, monke
     registered = healthy["registered"]
     assert registered == pytest.approx(20 / 1640)  # evaluate's wape: 40 misses of 0.5 over sales of 1640
     assert healthy["live"] == pytest.approx(0.0) and healthy["decay"] == pytest.approx(-1.0)
-    assert decayed["weeks"] == ["2026-01-02", "2026-01-09"] and decayed["n_rows"] == 20
+    assert decayed["periods"] == ["2026-01-02", "2026-01-09"] and decayed["n_rows"] == 20
     # on both weeks: forecasts 2x against sales of 2x and 6x, i.e. misses of 4x over sales of 8x
     assert decayed["live"] == pytest.approx(0.5)
     assert decayed["decay"] == pytest.approx(0.5 / registered - 1)
@@ -150,7 +149,7 @@ def test_too_few_weeks_are_measured_but_not_judged(champion, capsys):
     code, out = monitor(capsys, with_monitor(champion, min_weeks=3))
     assert code == 0, out
     check = log_lines(champion)[-1]
-    assert check["status"] == "too_few_weeks" and check["live"] == pytest.approx(2 / 3)
+    assert check["status"] == "too_few_periods" and check["live"] == pytest.approx(2 / 3)
     assert "not judged before 3 new weeks" in check["detail"]
 
 
@@ -257,7 +256,7 @@ def demo_champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
     baseline_gate = next(line for line in text.splitlines(keepends=True) if '"wape < baseline_wape"' in line)
     (root / "pipeline.yaml").write_text(text.replace(baseline_gate, ""))
     shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks")
-    history = demo.read_sales_table(PROJECT_ROOT / "data" / "history" / "sales.csv")
+    history = load_walmart().read_sales_table(PROJECT_ROOT / "data" / "history" / "sales.csv")
     weeks = history.weeks()
     (root / "data" / "history").mkdir(parents=True)
     (root / "data" / "new").mkdir()
@@ -271,7 +270,7 @@ def demo_champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_demo_champion_on_two_real_weeks_it_never_saw(demo_champion, capsys):
     code, out = monitor(capsys, demo_champion)
     check = log_lines(demo_champion)[-1]
-    assert check["weeks"] == ["2012-03-23", "2012-03-30"] and check["n_rows"] == 2 * 7, out
+    assert check["periods"] == ["2012-03-23", "2012-03-30"] and check["n_rows"] == 2 * 7, out
     assert check["data_until"] == "2012-03-16"  # recorded by the train stage with the model
     assert check["registered"] == pytest.approx(demo_registered(demo_champion))
     # training is deterministic: these two weeks are forecast better than the evaluation weeks were

@@ -100,7 +100,7 @@ def test_raising_cell_fails_the_stage_and_skips_the_rest(make_project, capsys):
     assert record["stages"]["after"]["skip_reason"] == "not run: stage 'boom' failed"
     executed = nbformat.read(pipeline.parent / "reports" / record["run_id"] / "boom.ipynb", as_version=4)
     assert executed.metadata.papermill.exception is True
-    assert "stage 'boom' failed: ValueError" in out
+    assert "Stage boom failed: ValueError: boom: x was 1 (in cell [3])." in out
 
 
 def test_sys_exit_zero_ends_the_stage_early_and_successfully(make_project, capsys):

@@ -15,13 +15,13 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from runner.engine.execute import execute_notebook
 from runner.files import atomic_write_text
-from runner.records import GateResult, RunRecord, StageFailure, StageRecord, StageTimings
+from runner.records import GateResult, KeyMetric, RunRecord, StageFailure, StageRecord, StageTimings
+from runner.report.markdown import step_summary
+from runner.report.outcome import outcome_of
 from runner.report.pages import (
-    outcome_sentence,
     render_history_index,
     render_run_index,
     render_stage_html,
-    summary_markdown,
     write_run_json,
     write_step_summary,
 )
@@ -60,6 +60,7 @@ def _record(run_id: str, status: str, stages: list[StageRecord]) -> RunRecord:
         stages={stage.name: stage for stage in stages},
         status=status,  # type: ignore[arg-type]
         options={"force": False},
+        key_metric=KeyMetric("wape", "number", 4, better="lower"),
     )
 
 
@@ -185,30 +186,31 @@ def test_atomic_write_leaves_no_temp_file_when_replace_fails(tmp_path: Path) -> 
 def test_succeeded_run_index(tmp_path: Path) -> None:
     html = render_run_index(tmp_path, succeeded_run(), redact=NO_SECRETS).read_text(encoding="utf-8")
     text = text_of(html)
-    assert "Succeeded: all 4 stages passed their gates." in text
+    assert "demand-forecast: succeeded" in text and "Every stage passed its gates." in text
     for stage in STAGES:
         assert f'href="{stage}.html"' in html and f'href="{stage}.ipynb"' in html
     assert "kernel 0.7 s · execute 1.6 s · render 0.2 s" in text
     assert "0.0793" in text and "[a, b, c, d, e, … (7 items)]" in text
     assert "errors_by_week table (3 rows)" in text and "errors_split table (2 rows)" in text
     assert "errors_list table (4 rows)" in text and "settings dict (3 keys)" in text
-    assert 'class="badge s-succeeded"' in html
-    assert "0123456789" in text and "2026-11-26 07:40:12 UTC" in text and "53.2 s" in text
+    assert 'class="badge c-green">Succeeded' in html and 'class="badge s-succeeded"' in html
+    assert "0123456" in text and "2026-11-26 07:40:12 UTC" in text and "53.2 s" in text
     assert_offline(html)
 
 
 def test_gate_failed_run_index_names_the_gate_and_its_values(tmp_path: Path) -> None:
     record = gate_failed_run()
     html = render_run_index(tmp_path, record, redact=NO_SECRETS).read_text(encoding="utf-8")
-    sentence = "Stopped by a gate in stage evaluate: wape <= params.wape_threshold (wape = 0.079 > 0.0001)."
-    assert outcome_sentence(record) == sentence
-    assert sentence in text_of(html)
+    sentence = "Gate `wape <= params.wape_threshold` in stage evaluate: wape = 0.079 > 0.0001."
+    assert outcome_of(record).reason == sentence
     text = text_of(html)
-    assert "Refused by gate `wape <= params.wape_threshold` in stage evaluate: wape = 0.079 > 0.0001." in text
-    # the gates table: value, threshold (and what it was computed from), margin (negative: failed by)
-    assert "0.079 ≤ 0.0001 params.wape_threshold -0.0789 -78900.0% of threshold" in text
-    assert 'class="badge s-gate_failed"' in html
-    assert "register: upstream stage evaluate did not pass its gates" in text_of(html)
+    assert sentence in text and "new model refused by `wape <= params.wape_threshold`" in text
+    # the gates table: value, threshold (and what it was computed from), margin (negative: failed by), in the
+    # key metric's format; no share of a threshold near zero (it would read -78900%)
+    assert "0.0790 ≤ 0.0001 params.wape_threshold \u22120.0789" in text
+    assert "of threshold" not in text
+    assert 'class="badge c-red">Refused: the model' in html and 'class="badge s-gate_failed"' in html
+    assert "register notebooks/register.ipynb upstream stage evaluate did not pass its gates" in text
     assert 'href="register.html"' not in html  # a skipped stage has no page to link
     assert_offline(html)
 
@@ -216,12 +218,12 @@ def test_gate_failed_run_index_names_the_gate_and_its_values(tmp_path: Path) -> 
 def test_failed_run_index_shows_the_error(tmp_path: Path) -> None:
     html = render_run_index(tmp_path, failed_run(), redact=NO_SECRETS).read_text(encoding="utf-8")
     text = text_of(html)
-    assert "Failed at stage train: ZeroDivisionError: division by zero (in cell [4])." in text
+    assert "Stage train failed: ZeroDivisionError: division by zero (in cell [4])." in text
     pre = re.search(r"<pre>(.*?)</pre>", html, re.S)
     assert pre is not None
     assert pre.group(1).splitlines() == ["ZeroDivisionError: division by zero (in cell [4])"]
     assert 'href="train.html#failing-cell"' in html
-    assert "evaluate: upstream train failed" in text
+    assert "evaluate notebooks/evaluate.ipynb upstream train failed" in text
     assert_offline(html)
 
 
@@ -239,18 +241,18 @@ def test_run_index_escapes_what_notebooks_glued(tmp_path: Path) -> None:
         ("running", "Running: 2 of 4 stages done."),
     ],
 )
-def test_outcome_sentence_of_unfinished_runs(status: str, expected: str) -> None:
+def test_the_reason_of_unfinished_runs(status: str, expected: str) -> None:
     record = succeeded_run()
     record.status = status  # type: ignore[assignment]
     record.stages["train"].status = "running"
     record.stages["evaluate"].status = "pending"
-    assert outcome_sentence(record) == expected
+    assert outcome_of(record).reason == expected
 
 
-def test_outcome_sentence_counts_cached_stages() -> None:
+def test_a_cached_stage_reads_as_reused() -> None:
     record = succeeded_run()
     record.stages["validate"].status = "cached"
-    assert outcome_sentence(record) == "Succeeded: all 4 stages passed their gates (1 reused from cache)."
+    assert outcome_of(record).stages[0].word == "reused from cache"
 
 
 # --- the history of runs ------------------------------------------------------------------------------------
@@ -278,7 +280,7 @@ def test_history_lists_runs_newest_first_and_survives_broken_run_json(tmp_path: 
     assert links == ["20261127T074012Z-d4e5f6", "20261126T074012Z-a1b2c3", "20261125T074012Z-0f0f0f"]
     assert "20261128T074012Z-aaaaaa/run.json" in html and "20261129T074012Z-bbbbbb/run.json" in html
     assert "20261130T074012Z-cccccc" not in html
-    assert '<th class="num">wape</th>' in html and "0.079" in html and "0.0793" in html
+    assert '<th class="num">WAPE</th>' in html and "0.0790" in html and "0.0793" in html
     assert "demand-forecast: runs" in html
     assert_offline(html)
 
@@ -294,11 +296,12 @@ def test_history_of_an_empty_reports_folder(tmp_path: Path) -> None:
 def test_summary_markdown_of_a_gate_failure() -> None:
     record = gate_failed_run()
     record.stages["evaluate"].gates[0].expr = "a | b"  # a pipe must not break the table
-    markdown = summary_markdown(record)
+    markdown = step_summary(outcome_of(record))
     lines = markdown.splitlines()
-    assert lines[0] == "### 🚧 demand-forecast: gate failed (`20261127T074012Z-d4e5f6`)"
-    assert "| evaluate | gate failed | 2.5 s | 0/1 |" in lines
-    assert "| register | skipped | 0.0 s | - |" in lines
+    headline = "new model refused by `a \\| b`, WAPE 0.0790; no model is registered by this pipeline"
+    assert lines[0] == f"### 🚧 demand-forecast: {headline}"
+    assert "| evaluate | refused by a gate | 2.5 s | 0/1 passed |" in lines
+    assert "| register | skipped | \u2013 | \u2013 |" in lines
     assert "- evaluate: `a | b`: wape = 0.079 > 0.0001" in lines
 
 

@@ -1,6 +1,6 @@
 """The `retrain` command: the only place that prints and chooses exit codes.
 
-Each command family has its module here (run, models, monitor, github, demo): it declares its arguments and
+Each command family has its module here (run, models, monitor, replay, github): it declares its arguments and
 calls the library. `main` reads the environment once (settings.py), routes the command line to a handler,
 and turns what escapes into an exit code, from the exception tree in runner/errors.py:
 
@@ -28,14 +28,14 @@ from rich.console import Console
 from rich.text import Text
 
 from runner import __version__
-from runner.commands import demo, github, models, monitor, run
+from runner.commands import github, models, monitor, replay, run
 from runner.commands.settings import Settings, tidy_environment
 from runner.commands.shared import Context
 from runner.errors import EXIT_BUG, EXIT_INTERRUPTED, RetrainError
 from runner.interrupts import cancellable
 from runner.secrets import RedactingStream, Redactor, names_in_file
 
-FAMILIES = (run, models, monitor, github, demo)
+FAMILIES = (run, models, monitor, replay, github)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -81,6 +81,8 @@ def command_plan(args: argparse.Namespace, ctx: Context) -> int:
 
 def command_comment(args: argparse.Namespace, ctx: Context) -> int:
     from runner.github import actions
+    from runner.report.markdown import pr_comment
+    from runner.report.outcome import outcome_of
 
     record, _ = run_record(project_root(args.pipeline), args.run_id)
     payload, github = event(ctx), ctx.settings.github
@@ -90,7 +92,8 @@ def command_comment(args: argparse.Namespace, ctx: Context) -> int:
     if not github.token:
         raise UsageError("GITHUB_TOKEN is not set: give the step `env: GITHUB_TOKEN: ${{ github.token }}`")
     marker = actions.comment_marker(record.pipeline)
-    body = actions.pr_comment_body(record, marker, github.run_url or "", args.artifact_url)
+    outcome = outcome_of(record)
+    body = pr_comment(outcome, marker, run_url=github.run_url or "", artifact_url=args.artifact_url)
     try:
         url = actions.upsert_pr_comment(github.api_url, github.repository, number, github.token, body, marker)
     except actions.GitHubApiError as error:

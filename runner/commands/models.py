@@ -32,15 +32,32 @@ def command_models(args: argparse.Namespace, ctx: Context) -> int:
     from rich.text import Text
 
     from runner.production import lifecycle
+    from runner.report.numbers import Numbers
 
     pipeline = load(args, ctx)
     registry = lifecycle.open_registry(pipeline)
+    numbers = Numbers(pipeline.key_metric)
+    title = f"{registry.name} · {registry.tracking_uri}"
+    if numbers.key is not None:
+        title += f" · {numbers.title}: {numbers.direction()}"
     # Text, never markup: notes quote what a smoke check or a person wrote
-    table = Table(title=Text(f"{registry.name} · {registry.tracking_uri}"), title_justify="left")
-    for column in ("version", "aliases", *lifecycle.KEY_METRICS, "created", "run", "notes"):
-        table.add_column(column)
-    for row in lifecycle.version_rows(registry):
-        table.add_row(*(Text(cell) for cell in row))
+    table = Table(title=Text(title), title_justify="left")
+    for column in ("version", "aliases", *numbers.shown, "created", "run", "notes"):
+        table.add_column(column, justify="right" if column in numbers.shown else "left")
+    for version in registry.versions():
+        metrics = version.metrics
+        noted = [key for key in ("smoke_check", "rolled_back") if version.lineage(key)]
+        if lifecycle.check_state(version) == lifecycle.PASSED:
+            noted.remove("smoke_check")  # the usual case: only what needs a look is a note
+        cells = (
+            version.version,
+            ", ".join(version.aliases),
+            *(numbers.value(metrics.get(name), name) for name in numbers.shown),
+            version.created_at,
+            version.lineage("run_id") or "",
+            "; ".join(f"{key}: {version.lineage(key)}" for key in noted),
+        )
+        table.add_row(*(Text(cell) for cell in cells))
     ctx.console.print(table)
     return EXIT_OK
 

@@ -11,7 +11,7 @@ from runner.commands.shared import Context, load, pipeline_argument
 
 def add_parsers(commands: Any, settings: Settings) -> None:
     monitor = commands.add_parser(
-        "monitor", help="score the champion on the weeks it has not seen; exit 4 when it has decayed"
+        "monitor", help="score the champion on the data it has not seen; exit 4 when it has decayed"
     )
     pipeline_argument(monitor, settings)
     monitor.set_defaults(handler=command_monitor)

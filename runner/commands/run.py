@@ -15,6 +15,7 @@ from runner.commands.shared import (
     load,
     parameter_arguments,
     pipeline_argument,
+    run_context,
     run_record,
 )
 from runner.errors import EXIT_OK, exit_code_for_status
@@ -121,7 +122,7 @@ def _seconds(text: str) -> float:
 
 
 def command_check(args: argparse.Namespace, ctx: Context) -> int:
-    pipeline = load(args, ctx)
+    pipeline = load(args, ctx, scrap_names=True)
     gates = sum(len(stage.gates) for stage in pipeline.stages.values())
     order = " -> ".join(pipeline.stages)
     ctx.say(f"{args.pipeline}: valid. {len(pipeline.stages)} stages ({order}), {gates} gates.")
@@ -132,6 +133,7 @@ def command_run(args: argparse.Namespace, ctx: Context) -> int:
     from runner.engine import graph, intake
     from runner.pipeline import RunOptions, run_pipeline
     from runner.report import terminal
+    from runner.report.outcome import outcome_of
 
     force_all, force_named = _force_arguments(args)
     pipeline = load(args, ctx)
@@ -160,19 +162,19 @@ def command_run(args: argparse.Namespace, ctx: Context) -> int:
         on_lock_wait=lambda holder: ctx.say(
             f"waiting up to {args.wait:g} s for the run that holds this project: {holder}"
         ),
+        context=run_context(ctx),
     )
     with terminal.RunProgress(ctx.console) as progress:  # Ctrl-C and SIGTERM: runner/interrupts.py
         record, run_dir = run_pipeline(pipeline, options, progress)
     code = exit_code_for_status(record.status)
     _github_outputs(record, run_dir, ctx)
     show_notifications(ctx, record)  # first: the run's own outcome stays in the last lines
-    ctx.console.print(terminal.summary(record))
-    for line in terminal.problems(record):
+    outcome = outcome_of(record)
+    ctx.console.print(terminal.summary(outcome))
+    for warning in progress.warnings:  # held while the table was live
+        ctx.say(f"  warning: {warning}", style="dim")
+    for line in terminal.final_lines(outcome, run_dir, code):
         ctx.say(line)
-    data = terminal.data_line(record)
-    if data is not None:
-        ctx.say(data)
-    ctx.say(terminal.outcome_line(record, run_dir, code))
     return code
 
 
@@ -249,12 +251,16 @@ def _github_outputs(record: RunRecord, run_dir: Path, ctx: Context) -> None:
 
 def show_notifications(ctx: Context, record: RunRecord, links: Links | None = None) -> None:
     """One line per channel; with no webhook, the message itself goes to the console and step summary."""
-    from runner.report.notify import NO_WEBHOOK, text_message
+    from runner.report.notify import NO_WEBHOOK
+    from runner.report.outcome import outcome_of
+    from runner.report.text import text_message
 
     for sent in record.notifications:
         state = "sent" if sent.delivered else "not sent"
         ctx.say(f"{sent.channel}: {state}: {sent.detail}", style="" if sent.delivered else "yellow")
         if sent.detail == NO_WEBHOOK:
-            message = text_message(record, links or ctx.links())
-            ctx.say(message)
+            links = links or ctx.links()
+            message = text_message(
+                outcome_of(record), run_url=links.run_url or "", artifact_url=links.artifact_url or ""
+            )
             ctx.step_summary("\n#### Message\n\n```text\n" + message + "\n```\n")

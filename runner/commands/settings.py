@@ -23,6 +23,8 @@ class GitHubContext:
     """What GitHub Actions tells a step about its run (all empty outside GitHub Actions)."""
 
     actions: bool = False  # GITHUB_ACTIONS == "true"
+    actor: str = ""  # GITHUB_ACTOR: who pushed, merged or dispatched
+    sha: str = ""
     event_name: str = ""
     event_path: str = ""
     ref: str = ""
@@ -35,6 +37,10 @@ class GitHubContext:
     token: str = ""
     step_summary: Path | None = None
     output: Path | None = None
+
+    @property
+    def repository_url(self) -> str:
+        return f"{self.server_url}/{self.repository}" if self.server_url and self.repository else ""
 
     @property
     def run_url(self) -> str | None:
@@ -63,6 +69,8 @@ class Settings:
 
         github = GitHubContext(
             actions=environ.get("GITHUB_ACTIONS") == "true",
+            actor=environ.get("GITHUB_ACTOR", ""),
+            sha=environ.get("GITHUB_SHA", ""),
             event_name=environ.get("GITHUB_EVENT_NAME", ""),
             event_path=environ.get("GITHUB_EVENT_PATH", ""),
             ref=environ.get("GITHUB_REF", ""),

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from runner.secrets import Redactor
 
 if TYPE_CHECKING:
     from runner.engine.config import Pipeline
-    from runner.records import RunRecord
+    from runner.records import RunContext, RunRecord
     from runner.report.notify import Links
 
 
@@ -102,13 +103,15 @@ def parameter_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load(args: argparse.Namespace, ctx: Context) -> Pipeline:
-    """The pipeline the command line names, validated with its `-p` and `--params-file` overrides."""
+def load(args: argparse.Namespace, ctx: Context, *, scrap_names: bool = False) -> Pipeline:
+    """The pipeline the command line names, validated with its `-p` and `--params-file` overrides
+    (`scrap_names`: and the names of the scraps it reads, against what its notebooks record)."""
     from runner.engine.config import load_pipeline
     from runner.engine.params import parse_overrides
 
     overrides = parse_overrides(getattr(args, "params", []), getattr(args, "params_file", None))
-    return load_pipeline(args.pipeline, overrides, environ=ctx.settings.environ)
+    environ = ctx.settings.environ
+    return load_pipeline(args.pipeline, overrides, environ=environ, scrap_names=scrap_names)
 
 
 def check_stage_names(option: str, names: list[str], stages: list[str]) -> None:
@@ -157,6 +160,40 @@ def latest_run(root: Path) -> str:
     if not runs:
         raise UsageError(f"no run in {reports}: `retrain run` makes one")
     return runs[-1]
+
+
+def run_context(ctx: Context) -> RunContext:
+    """Who and what started this run: GitHub Actions' actor, pull request and links; locally, the user."""
+    from runner.records import RunContext
+
+    github = ctx.settings.github
+    actor = github.actor or getpass_user()
+    payload: dict[str, Any] = {}
+    if github.event_path:
+        with suppress(UsageError):
+            payload = event(ctx)
+    pr = payload.get("pull_request") or {}
+    number = pr.get("number") if isinstance(pr.get("number"), int) else None
+    commit = f"{github.repository_url}/commit/{github.sha}" if github.repository_url else ""
+    if github.repository_url and not github.sha:
+        commit = f"{github.repository_url}/commit/"  # the run completes it with the commit checked out
+    return RunContext(
+        actor=actor,
+        commit_url=commit,
+        pr_number=number,
+        pr_title=str(pr.get("title") or ""),
+        pr_url=str(pr.get("html_url") or ""),
+        run_url=github.run_url or "",
+    )
+
+
+def getpass_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no user name for this uid (a container)
+        return ""
 
 
 def event(ctx: Context) -> dict[str, Any]:

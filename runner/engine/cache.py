@@ -34,6 +34,7 @@ from typing import Any
 
 from runner import __version__
 from runner.engine.config import Stage
+from runner.engine.notebook_json import code_cells
 from runner.files import atomic_copy, atomic_write_text
 from runner.project import PRODUCTS_DIR
 from runner.records import RunRecord, StageRecord, StageTimings
@@ -60,17 +61,6 @@ class FileHashes:
             with path.open("rb") as handle:
                 self._known[key] = hashlib.file_digest(handle, "sha256").hexdigest()
         return self._known[key]
-
-
-def code_cells(notebook: Path) -> list[str]:
-    """The source of every code cell, read as plain JSON (no nbformat: this runs on every cached stage)."""
-    document = json.loads(notebook.read_text(encoding="utf-8"))
-    cells = document.get("cells", []) if isinstance(document, dict) else []
-    return [
-        "".join(source) if isinstance(source := cell.get("source", ""), list) else str(source)
-        for cell in cells
-        if isinstance(cell, dict) and cell.get("cell_type") == "code"
-    ]
 
 
 def matching_files(base: Path, patterns: tuple[str, ...]) -> list[Path]:

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from runner import yamltext
 from runner.engine import graph
 from runner.engine.gates import Gate, GateSyntaxError, parse_gate
+from runner.engine.glued import scrap_name_problems
 from runner.engine.monitor_spec import Monitor, MonitorSpec, check_monitor, resolve_monitor
 from runner.engine.params import (
     INJECTED,
@@ -34,6 +35,7 @@ from runner.engine.params import (
 )
 from runner.errors import ConfigError, Problem, did_you_mean
 from runner.project import REPORTS_DIR, outside_project
+from runner.records import KeyMetric, MetricFormat
 from runner.secrets import Redactor, secret_names
 
 StageName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")]
@@ -62,17 +64,59 @@ class StageSpec(BaseModel):
     warmup: str | None = None  # code run in the stage's kernel before the stage starts; None: the pipeline's
 
 
-class SmokeCheckSpec(BaseModel):
-    """How the new champion is checked right after promotion (see runner/production/lifecycle.py)."""
+class MetricFormatSpec(BaseModel):
+    """How a metric reads: `model.show_metrics` items (a name alone reads plainly)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    sample: str = "holdout.parquet"  # in the run's products: model inputs plus the forecasts evaluate made
-    forecast_column: str = "forecast"
+    name: ParamName  # a numeric scrap of the `model.metrics` stage
+    format: Literal["percent", "number", "currency", "integer"] = "number"
+    digits: int = Field(default=3, ge=0, le=8, description="digits after the point (percent: of the percent)")
+    unit: str = Field(default="", max_length=12)  # after a number ("units", "°C"); a currency's symbol ("$")
+    label: str = Field(default="", max_length=40)
+
+
+class KeyMetricSpec(BaseModel):
+    """`model.key_metric`: the one number that says how good a model is, declared once. Every surface (pages,
+    history, messages, `retrain models`) and every decision (smoke check, monitor) reads it from here."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: ParamName  # a numeric scrap of the `model.metrics` stage
+    better: Literal["lower", "higher"]  # an error (WAPE, RMSE, log loss) is lower; a score (AUC) higher
+    format: Literal["percent", "number", "currency", "integer"] = "number"
+    digits: int = Field(default=3, ge=0, le=8, description="digits after the point (percent: of the percent)")
+    unit: str = Field(default="", max_length=12)  # after a number ("units", "°C"); a currency's symbol ("$")
+    label: str = Field(default="", max_length=40)  # what people call it: "WAPE", "ROC AUC" (default: name)
+
+
+class SmokeCheckSpec(BaseModel):
+    """How the new champion is checked right after promotion (see runner/production/lifecycle.py): loaded
+    fresh from the registry, it predicts the sample the evaluation saved, and must give the same predictions
+    and the same key metric."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sample: str = "holdout.parquet"  # in the run's products: model inputs, actuals and the predictions made
+    prediction_columns: list[str] = Field(default_factory=lambda: ["prediction"], min_length=1)
     actual_column: str = "actual"
-    metric: Literal["wape", "mae", "rmse"] = "wape"  # recomputed from the sample, compared with the scrap
+    # how the key metric is scored from the sample: a built-in (runner/production/scores.py) or
+    # "module:function" of the project, function(actual, predicted) -> float; default: the key metric's name
+    score: str | None = None
     tolerance: float = Field(default=1e-6, ge=0, description="relative difference allowed")
     max_seconds: float = Field(default=30, gt=0, description="loading and predicting the sample")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_names(cls, data: Any) -> Any:
+        """Older names, still read: `forecast_column` (one prediction column) and `metric` (the score)."""
+        if isinstance(data, dict):
+            data = dict(data)
+            if "forecast_column" in data:
+                data.setdefault("prediction_columns", [data.pop("forecast_column")])
+            if "metric" in data:
+                data.setdefault("score", data.pop("metric"))
+        return data
 
 
 class ModelSpec(BaseModel):
@@ -83,6 +127,13 @@ class ModelSpec(BaseModel):
     name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     candidate: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*\.[A-Za-z_][A-Za-z0-9_]*$")]
     metrics: StageName  # the stage whose numeric scraps become the version's metrics
+    key_metric: KeyMetricSpec | None = None  # the number that says how good the model is (see above)
+    # shown beside the key metric: names, or how each reads ({name, format, digits, unit, label})
+    show_metrics: list[ParamName | MetricFormatSpec] = Field(default_factory=list)
+
+    @property
+    def shown(self) -> list[MetricFormatSpec]:
+        return [MetricFormatSpec(name=item) if isinstance(item, str) else item for item in self.show_metrics]
     promotion: Literal["auto", "manual"] = "auto"
     deploy: list[StageName] = Field(default_factory=list)  # stages run after promotion, with the new champion
     data: list[str] = Field(default_factory=list)  # globs: the files whose contents fingerprint the data
@@ -120,7 +171,7 @@ class NotifySpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    metric: str = "wape"  # the key metric the message leads with
+    metric: str | None = None  # the metric the message leads with; None: the model's key metric
     slack: SlackSpec | None = Field(default_factory=SlackSpec)
     email: EmailSpec | None = None
     timeout_s: float = Field(default=10, gt=0)
@@ -140,6 +191,8 @@ class DataSpec(BaseModel):
     quarantine: str = "data/quarantine"  # <quarantine>/<run_id>/: refused drops, with REASON.md
     # triggers that retrain nothing when no drop is waiting (a manual run or a code change still does)
     skip_when_nothing_new: list[str] = Field(default_factory=lambda: ["schedule", "push"])
+    # what one period of the data is: monitoring counts the periods a champion has not seen in these
+    period: Literal["hour", "day", "week", "month", "quarter", "year", "batch"] = "week"
 
 
 class PipelineSpec(BaseModel):
@@ -207,6 +260,7 @@ class Pipeline:
     secrets: tuple[str, ...] = ()  # names of the environment variables whose values are redacted
     max_parallel: int = 1  # stages executed at the same time, at most
     warmup: str = ""  # the pipeline-wide warm-up: what the run's kernel server imports once for every kernel
+    key_metric: KeyMetric | None = None  # `model.key_metric`, with the metrics shown beside it
 
     @property
     def needs(self) -> dict[str, tuple[str, ...]]:
@@ -214,11 +268,17 @@ class Pipeline:
 
 
 def load_pipeline(
-    path: Path, overrides: Overrides | None = None, environ: Mapping[str, str] | None = None
+    path: Path,
+    overrides: Overrides | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    scrap_names: bool = False,
 ) -> Pipeline:
     """Read, validate and resolve a pipeline; raise ConfigError listing every problem found.
 
     `environ` (default: this process's) gives the secrets' values: a parameter holding one is refused.
+    `scrap_names` (`retrain check`): also read the notebooks' code for the names of what they record, and
+    report a gate or a model setting that names a scrap no notebook records.
     """
     overrides = overrides or Overrides()
     environ = os.environ if environ is None else environ
@@ -236,6 +296,8 @@ def load_pipeline(
     if spec is not None:
         problems.extend(_check_semantics(file, path.parent, spec, overrides, declared))
         problems.extend(_check_secrets(file, spec, overrides, environ))
+        if scrap_names and not problems:
+            problems.extend(scrap_name_problems(file, path.parent, spec))
     problems.extend(overrides.problems)
     if problems:
         raise ConfigError(problems)
@@ -374,8 +436,9 @@ def _check_semantics(
     problems.extend(_check_gates(file, spec, overrides))
     monitor_declared: frozenset[str] = frozenset()
     if spec.monitor is not None:
+        key, period = _key_metric(spec.model), _period(spec.data)
         found, monitor_declared = check_monitor(
-            file, root, spec.monitor, spec.params, spec.model is not None, declared_parameters
+            file, root, spec.monitor, spec.params, spec.model is not None, declared_parameters, key, period
         )
         problems.extend(found)
     problems.extend(_check_pipeline_params(file, spec, declared, monitor_declared))
@@ -659,11 +722,34 @@ def _resolve(
         data=spec.data,
         notify=spec.notify,
         declared=declared_parameters,
-        monitor=resolve_monitor(root, spec.monitor, wide, declared_parameters) if spec.monitor else None,
+        monitor=(
+            resolve_monitor(
+                root, spec.monitor, wide, declared_parameters, _key_metric(spec.model), _period(spec.data)
+            )
+            if spec.monitor
+            else None
+        ),
         secrets=spec.secret_names,
         max_parallel=spec.max_parallel or os.cpu_count() or 1,
         warmup=spec.warmup,
+        key_metric=_key_metric(spec.model),
     )
+
+
+def _period(data: DataSpec | None) -> str:
+    return data.period if data is not None else "period"
+
+
+def _key_metric(model: ModelSpec | None) -> KeyMetric | None:
+    if model is None or model.key_metric is None:
+        return None
+    key = model.key_metric
+    others = [
+        MetricFormat(item.name, item.format, item.digits, item.unit, item.label)
+        for item in model.shown
+        if item.name != key.name
+    ]
+    return KeyMetric(key.name, key.format, key.digits, key.unit, key.label, better=key.better, others=others)
 
 
 def _key_path(loc: list[int | str]) -> str:

@@ -93,6 +93,7 @@ def execute_notebook(
     kernel: Kernel | None = None,
     kernels: KernelPool | None = None,
     stopper: Stopper | None = None,
+    stage: str = "",
 ) -> ExecutionResult:
     """Run `notebook` with `parameters` injected, save the executed copy to `output` whatever happens.
 
@@ -111,7 +112,7 @@ def execute_notebook(
         _import_while_waiting(scrapbook=not workers.elsewhere("scrapbook"))
         # saved before the kernel is waited for: a stage stopped while its kernel starts leaves its notebook
         book = _ExecutedNotebook(_parameterized(notebook, parameters), output, redact)
-        kernel, trouble = _ready_kernel(kernel, cwd, timings, kernels)
+        kernel, trouble = _ready_kernel(kernel, cwd, timings, kernels, stage or output.stem)
         timings.kernel_start_s = time.monotonic() - started
         if kernel is None:
             failure = StageFailure("dead_kernel", trouble, None, "KernelStartError", trouble)
@@ -145,7 +146,7 @@ def execute_notebook(
 
 
 def _ready_kernel(
-    kernel: Kernel | None, cwd: Path, timings: StageTimings, kernels: KernelPool | None
+    kernel: Kernel | None, cwd: Path, timings: StageTimings, kernels: KernelPool | None, stage: str
 ) -> tuple[Kernel | None, str]:
     """The kernel started ahead once it is ready and warm, else a fresh one; (None, why) when none starts.
 
@@ -162,7 +163,7 @@ def _ready_kernel(
             kernel.shutdown()
     error = ""
     for _attempt in (1, 2):
-        kernel = kernels.fresh() if kernels is not None else Kernel(cwd)
+        kernel = kernels.fresh(stage) if kernels is not None else Kernel(cwd)
         try:
             kernel.wait_ready()
             return kernel, ""
@@ -338,7 +339,15 @@ def _cell_failure(error: Any, index: int, exec_count: int | None) -> StageFailur
     evalue = strip_ansi(str(error.evalue))
     message = f"{error.ename}: {evalue}" if evalue else str(error.ename)
     where = _cell_label(exec_count, index)
-    return StageFailure("error", f"{message} (in {where})", index, error.ename, evalue)
+    return StageFailure("error", f"{message} (in {where})", index, error.ename, evalue, _failing_line(error))
+
+
+def _failing_line(error: Any) -> str | None:
+    """The cell's line the error came from, as IPython's traceback marks it ("----> 3 ..."): its first
+    frame is the cell's own."""
+    lines = strip_ansi(str(getattr(error, "traceback", "") or "")).splitlines()
+    marked = [line.strip() for line in lines if line.lstrip().startswith("---->")]
+    return marked[0][:300] if marked else None
 
 
 def _stopped(kind: FailureKind, why: str, what: str) -> StageFailure:

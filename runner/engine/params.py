@@ -27,6 +27,7 @@ from typing import Any
 
 from runner import yamltext
 from runner.engine import imports
+from runner.engine.notebook_json import parameters_cell
 from runner.errors import Problem, did_you_mean
 from runner.secrets import Redactor
 
@@ -49,26 +50,8 @@ class NotebookParameter:
 
 def declared_parameters(notebook: Path) -> dict[str, NotebookParameter]:
     """The parameters a notebook declares; {} when it has no `parameters` cell. ValueError if unreadable."""
-    cell = _parameters_cell(notebook)
+    cell = parameters_cell(notebook)
     return _inspect(cell) if cell is not None else {}
-
-
-def _parameters_cell(notebook: Path) -> Any:
-    """The notebook's first cell tagged `parameters`, read as plain JSON (nbformat's reader and validator cost
-    a quarter of a second, more than a run whose stages all come from the cache), or None."""
-    try:
-        document = json.loads(notebook.read_bytes())
-        cells = document["cells"]
-        tagged = [cell for cell in cells if "parameters" in (cell.get("metadata") or {}).get("tags", [])]
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read notebook {notebook.name}: {error}") from None
-    except (KeyError, TypeError, AttributeError):
-        raise ValueError(f"cannot read notebook {notebook.name}: not a notebook (no cells)") from None
-    if not tagged:
-        return None
-    source = tagged[0].get("source", "")
-    text = "".join(source) if isinstance(source, list) else str(source)
-    return {"cell_type": "code", "metadata": tagged[0].get("metadata") or {}, "source": text}
 
 
 def _inspect(cell: Any) -> dict[str, NotebookParameter]:
@@ -112,7 +95,7 @@ class DeclaredParameters:
                     self._known = dict(stored.get("cells", {}))
 
     def __call__(self, notebook: Path) -> dict[str, NotebookParameter]:
-        cell = _parameters_cell(notebook)
+        cell = parameters_cell(notebook)
         if cell is None:
             return {}
         key = hashlib.sha256(cell["source"].encode("utf-8")).hexdigest()

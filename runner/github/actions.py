@@ -3,8 +3,8 @@ state between runs.
 
 - `plan`: the mode, trigger, force flag and `-p` parameters for an event (push, schedule, workflow_dispatch,
   repository_dispatch, pull_request), as `retrain run` arguments; parameters from the event are checked.
-- `pr_comment_body` / `upsert_pr_comment`: one comment per pull request with the challenger's metrics against
-  the champion's, found again by a hidden marker and edited in place (REST API through urllib).
+- `upsert_pr_comment`: one comment per pull request (its words: runner/report/markdown.py), found again by a
+  hidden marker and edited in place (REST API through urllib).
 - `pull_state` / `push_state`: the embedded MLflow store (`mlruns/`) kept on an orphan branch, restored before
   a run and committed after a full run that changed the registry (git through subprocess). The monitoring
   log's folder goes the same way on a branch of its own (`retrain monitor` only reads the registry: saving the
@@ -32,7 +32,6 @@ from typing import Any
 from runner.errors import ConfigError, Problem, RetrainError, UsageError
 from runner.github import STATE_BRANCH
 from runner.records import RunRecord
-from runner.report.pages import champion_comparison, outcome_sentence
 
 RESTORED_REF = "refs/retrain/restored"  # the state commit this checkout restored: a later push checks it
 EVENTS = ("push", "schedule", "workflow_dispatch", "repository_dispatch", "pull_request")
@@ -191,42 +190,6 @@ def _get(data: Any, *keys: str) -> Any:
 def comment_marker(pipeline: str) -> str:
     """The hidden first line that finds the comment again on the next push."""
     return f"<!-- retrain:pull-request:{pipeline} -->"
-
-
-def pr_comment_body(record: RunRecord, marker: str, run_url: str = "", artifact_url: str = "") -> str:
-    """Markdown: the outcome, the challenger's metrics against the champion's, every gate, links."""
-    icon = {"succeeded": "✅", "gate_failed": "🚧", "failed": "❌", "cancelled": "⏹️"}.get(record.status, "")
-    sha = f" at `{record.git_sha[:7]}`" if record.git_sha else ""
-    lines = [marker, f"### {icon} {record.pipeline}: challenger{sha} against the champion", ""]
-    lines += [_cell(outcome_sentence(record)), ""]
-    version, rows = champion_comparison(record)
-    if rows:
-        champion = f"champion v{_cell(version)}" if version is not None else "champion (none yet)"
-        lines += [f"| metric | challenger | {champion} | change |", "| --- | ---: | ---: | ---: |"]
-        lines += [f"| {_cell(r.name)} | {r.value:.4g} | {_number(r.champion)} | {r.change} |" for r in rows]
-    gates = [(stage.name, gate) for stage in record.stages.values() for gate in stage.gates]
-    if gates:
-        passed = sum(gate.passed for _, gate in gates)
-        lines += ["", f"**Gates: {passed} of {len(gates)} passed**", "", "| stage | gate | | detail |"]
-        lines.append("| --- | --- | :---: | --- |")
-        for name, gate in gates:
-            verdict = "✅" if gate.passed else "❌"
-            lines.append(f"| {_cell(name)} | `{_cell(gate.expr)}` | {verdict} | {_cell(gate.detail)[:300]} |")
-    registry = ": nothing was registered or deployed" if record.mode == "evaluate" else ""
-    links = [
-        f"[{text}]({url})" for text, url in (("workflow run", run_url), ("reports", artifact_url)) if url
-    ]
-    lines += ["", " · ".join([f"Run `{record.run_id}`, mode `{record.mode}`{registry}", *links])]
-    body = "\n".join(lines) + "\n"
-    return body if len(body) <= _MAX_COMMENT else body[:_MAX_COMMENT] + "\n\n… (cut: see the reports)\n"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ").replace("`", "'")
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
 
 
 def upsert_pr_comment(

@@ -23,7 +23,7 @@ PAGE_FILES = ("run.json", "*.html", "*.ipynb")
 
 
 def build_site(
-    reports_dir: Path, site: Path, keep: int, known: Remembered, redact: Redactor, metric: str = "wape"
+    reports_dir: Path, site: Path, keep: int, known: Remembered, redact: Redactor
 ) -> list[str]:
     """Copy the page files of every run folder in `reports_dir` into `site` (over what it holds), keep the
     newest `keep` run folders there, and draw the site's history; returns the run ids kept, newest first."""
@@ -38,7 +38,7 @@ def build_site(
     runs = sorted((path.parent for path in site.glob("*/run.json")), key=lambda path: path.name, reverse=True)
     for old in runs[keep:]:
         shutil.rmtree(old)  # run ids sort by time: the oldest go
-    report.render_history_index(site, metric=metric, known=known, redact=redact)
+    report.render_history_index(site, known=known, redact=redact)
     return [path.name for path in runs[:keep]]
 
 

@@ -26,11 +26,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from runner.engine.cache import code_cells
 from runner.engine.config import Pipeline, SmokeCheckSpec
 from runner.engine.kernels import IN_THIS_PROCESS, WorkerError, WorkerLost, Workers
+from runner.engine.notebook_json import code_cells
 from runner.errors import UsageError
 from runner.interrupts import shielded
+from runner.mlflow_http import bounded_http
+from runner.production import smoke
 from runner.production.registry import (
     CHAMPION,
     LINEAGE,
@@ -40,7 +42,6 @@ from runner.production.registry import (
     RegistryConflict,
     RegistryError,
     Version,
-    bounded_http,
     check_reachable,
     describe,
 )
@@ -109,6 +110,7 @@ def release(
     result.metrics = numeric_scraps(record.stages[model.metrics].scraps)
     scraps = {name: stage.scraps for name, stage in record.stages.items()}
     result.champion_metrics = numeric_scraps(champion_scope(champion, scraps) or {})
+    result.champion_params = champion_params(champion)
     unscored = champion_trouble(champion, scraps)
     compared = f"; {unscored}: compared with its registered metrics" if unscored else ""
     if record.mode != "full":
@@ -143,8 +145,10 @@ def release(
     result.promoted, result.champion_after = True, candidate.version
     say(f"model: version {candidate.version} is the champion; smoke check: loading it from the registry")
     sample = run_dir / PRODUCTS_DIR / model.smoke_check.sample
+    metric, root = key_metric_name(pipeline), pipeline.root
     try:
-        result.smoke_check = smoke_check(registry, model.smoke_check, sample, result.metrics, workers)
+        checked = smoke.check(registry, model.smoke_check, sample, metric, result.metrics, root, workers)
+        result.smoke_check = checked
     except KeyboardInterrupt:
         _undo_interrupted(registry, candidate, champion, result)
         raise
@@ -319,14 +323,6 @@ def load_model(tracking_uri: str, model_uri: str) -> str:
     return ", ".join(sorted(model.metadata.flavors))
 
 
-def score_champion(
-    tracking_uri: str, model_uri: str, sample_path: str, forecast_column: str, actual_column: str, metric: str
-) -> dict[str, float]:
-    """`score_sample` with MLflow's HTTP retries bounded (a dead tracking server fails it in seconds)."""
-    with bounded_http():
-        return score_sample(tracking_uri, model_uri, sample_path, forecast_column, actual_column, metric)
-
-
 def champion_trouble(champion: Version | None, scraps: Mapping[str, Mapping[str, Any]]) -> str | None:
     """Why the champion could not be scored on this run's data, as a stage recorded it (a `champion` scrap
     with an `error`), or None. Gates then compare with its registered metrics: the run says so."""
@@ -352,7 +348,8 @@ def recheck_champion(
     say(f"model: version {champion.version} is the champion but its smoke check never ended: checking it")
     sample = sample_of(pipeline, champion)
     if sample.is_file():
-        check = smoke_check(registry, model.smoke_check, sample, champion.metrics, workers)
+        metric, root = key_metric_name(pipeline), pipeline.root
+        check = smoke.check(registry, model.smoke_check, sample, metric, champion.metrics, root, workers)
     else:  # the run that promoted it is not on this machine: it must load, at least
         started = time.monotonic()
         trouble = load_check(registry, champion, model.smoke_check, workers)
@@ -385,101 +382,15 @@ def sample_of(pipeline: Pipeline, version: Version) -> Path:
     return pipeline.root / REPORTS_DIR / run / PRODUCTS_DIR / pipeline.model.smoke_check.sample
 
 
-def smoke_check(
-    registry: Registry,
-    spec: SmokeCheckSpec,
-    sample_path: Path,
-    metrics: Mapping[str, float],
-    workers: Workers = IN_THIS_PROCESS,
-) -> SmokeCheck:
-    """Load the champion fresh from the registry and check it reproduces what the evaluate stage measured.
-
-    When the run has workers, the loading and predicting happen in one (a new process, with the flavour's
-    libraries imported there or by the worker itself: for LightGBM, scikit-learn and skops, ~2 s and ~100 MB
-    this process is spared); otherwise here.
-    """
-    started = time.monotonic()
-    job = {
-        "tracking_uri": registry.tracking_uri,
-        "model_uri": f"models:/{registry.name}@{CHAMPION}",
-        "sample_path": str(sample_path),
-        "forecast_column": spec.forecast_column,
-        "actual_column": spec.actual_column,
-        "metric": spec.metric,
-    }
+def champion_params(champion: Version | None) -> dict[str, Any]:
+    """The parameters the champion's run had (its lineage tag), for "what changed" beside this run's."""
+    if champion is None:
+        return {}
     try:
-        if workers.elsewhere(None):
-            timeout_s = spec.max_seconds + 60  # a slow model still gets its verdict ("took N s (limit M s)")
-            folder = sample_path.parent
-            scored = workers.call(score_champion, needs=None, timeout_s=timeout_s, cwd=folder, **job)
-        else:
-            with registry.as_default():  # score_sample points MLflow at the store: for this call only
-                scored = score_champion(**job)
-    except (WorkerError, WorkerLost) as error:  # the worker's own "Type: message", or its silence
-        seconds = round(time.monotonic() - started, 3)
-        return SmokeCheck(False, f"the champion could not predict: {error}"[:500], seconds)
-    except Exception as error:  # whatever breaks loading or predicting is the finding, not a crash
-        seconds = round(time.monotonic() - started, 3)
-        return SmokeCheck(
-            False, f"the champion could not predict: {type(error).__name__}: {error}"[:500], seconds
-        )
-    seconds = round(time.monotonic() - started, 3)
-    diff, metric, rows = scored["diff"], scored["metric"], scored["rows"]
-    expected = metrics.get(spec.metric)
-    problems = []
-    if not math.isfinite(diff) or diff > spec.tolerance:
-        problems.append(
-            f"predictions differ from the evaluate stage's by up to {diff:.3g} (tolerance {spec.tolerance:g})"
-        )
-    if expected is not None and not _close(metric, expected, spec.tolerance):
-        problems.append(f"{spec.metric} {metric:.4g} instead of {expected:.4g}")
-    if seconds > spec.max_seconds:
-        problems.append(f"took {seconds:.1f} s (limit {spec.max_seconds:g} s)")
-    detail = "; ".join(problems) or f"{rows} predictions match, {spec.metric} {metric:.4g}, {seconds:.2f} s"
-    return SmokeCheck(not problems, detail, seconds, diff, metric)
-
-
-def score_sample(
-    tracking_uri: str, model_uri: str, sample_path: str, forecast_column: str, actual_column: str, metric: str
-) -> dict[str, float]:
-    """Load `model_uri` and predict the sample: the largest relative difference from the forecasts recorded
-    in it, the metric against its actuals, and the number of rows. Runs in a worker (or in the runner)."""
-    import mlflow
-    import mlflow.pyfunc
-    import numpy as np
-    import pandas as pd
-
-    mlflow.set_tracking_uri(tracking_uri)
-    model = mlflow.pyfunc.load_model(model_uri)
-    sample = pd.read_parquet(sample_path)
-    schema = model.metadata.get_input_schema()
-    names = schema.input_names() if schema is not None else None
-    inputs = sample[names] if names else sample.drop(columns=[forecast_column, actual_column])
-    predicted = np.asarray(model.predict(inputs), dtype=float).reshape(-1)
-    recorded = sample[forecast_column].to_numpy(dtype=float)
-    actual = sample[actual_column].to_numpy(dtype=float)
-    diff = (
-        float(np.max(np.abs(predicted - recorded) / np.maximum(np.abs(recorded), 1.0)))
-        if len(recorded)
-        else 0.0
-    )
-    return {"diff": diff, "metric": _metric(metric, actual, predicted), "rows": len(recorded)}
-
-
-def _metric(name: str, actual: Any, predicted: Any) -> float:
-    import numpy as np
-
-    error = np.abs(actual - predicted)
-    if name == "wape":
-        total = float(np.sum(np.abs(actual)))
-        return float(np.sum(error)) / total if total else math.nan
-    if name == "mae":
-        return float(np.mean(error))
-    return float(np.sqrt(np.mean(error**2)))
-
-
-def _close(value: float, expected: float, tolerance: float) -> bool:
-    return math.isfinite(value) and abs(value - expected) <= max(tolerance * abs(expected), 1e-12)
+        found = json.loads(champion.lineage("params") or "{}")
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def numeric_scraps(scraps: Mapping[str, Any]) -> dict[str, float]:
@@ -513,7 +424,10 @@ def _now() -> str:
 
 
 # --- commands: retrain models / promote / rollback -------------------------------------------------------
-KEY_METRICS = ("wape", "mae", "rmse")
+def key_metric_name(pipeline: Pipeline) -> str | None:
+    """The name of the model's key metric, when pipeline.yaml declares one."""
+    key = pipeline.model.key_metric if pipeline.model else None
+    return key.name if key else None
 
 
 def open_registry(pipeline: Pipeline) -> Registry:
@@ -525,28 +439,6 @@ def open_registry(pipeline: Pipeline) -> Registry:
     uri = tracking_uri(pipeline.root)
     check_reachable(uri)
     return Registry(uri, pipeline.model.name, lock_dir=pipeline.root / MLFLOW_DIR)
-
-
-def version_rows(registry: Registry) -> list[tuple[str, ...]]:
-    """One row per version, newest first: version, aliases, key metrics, created, run, notes."""
-    rows = []
-    for version in registry.versions():
-        metrics = version.metrics
-        shown = tuple(f"{metrics[key]:.4g}" if key in metrics else "" for key in KEY_METRICS)
-        noted = [key for key in ("smoke_check", "rolled_back") if version.lineage(key)]
-        if check_state(version) == PASSED:
-            noted.remove("smoke_check")  # the usual case: only what needs a look is a note
-        notes = "; ".join(f"{key}: {version.lineage(key)}" for key in noted)
-        row = (
-            version.version,
-            ", ".join(version.aliases),
-            *shown,
-            version.created_at,
-            version.lineage("run_id") or "",
-            notes,
-        )
-        rows.append(row)
-    return rows
 
 
 def promote_version(pipeline: Pipeline, registry: Registry, number: str) -> str:
@@ -572,7 +464,8 @@ def promote_version(pipeline: Pipeline, registry: Registry, number: str) -> str:
         unchecked = f"not checked: loaded from the registry; the sample of run {target.lineage('run_id')} is"
         registry.tag(target.version, {SMOKE_CHECK: f"{unchecked} not here"})
         return f"{said}; it loads, but no smoke check: the sample of its run is not here ({sample})"
-    check = smoke_check(registry, spec, sample, target.metrics)
+    metric = key_metric_name(pipeline)
+    check = smoke.check(registry, spec, sample, metric, target.metrics, pipeline.root)
     if check.passed:
         registry.tag(target.version, {SMOKE_CHECK: f"{PASSED}: {check.detail}"})
         return f"{said}; smoke check passed: {check.detail}"

@@ -1,9 +1,9 @@
 """`retrain monitor`: is the champion still as good as when it was registered?
 
     the pipeline's `monitor` section -> the champion (registry) -> none: `no_champion`
-    -> the monitor notebook scores it on the labeled weeks after the newest week it saw (papermill, its
+    -> the monitor notebook scores it on the labeled periods after the newest one it saw (papermill, its
     own kernel) -> its scraps (scrapbook) -> compared with the metric the champion was registered with
-    -> ok | decay | no_data | too_few_weeks | failed -> `reports/monitoring/<check_id>/` (executed
+    -> ok | decay | no_data | too_few_periods | failed -> `reports/monitoring/<check_id>/` (executed
     notebook, its page, check.json) -> one JSON line appended to the monitoring log
 
 The notebook measures; the verdict is taken here, from the registry's metric and the section's threshold, so
@@ -40,7 +40,7 @@ NOTEBOOK_NAME = "monitor"  # <folder>/monitor.ipynb and monitor.html
 _EXIT_BY_STATUS = {
     "ok": EXIT_OK,
     "no_data": EXIT_OK,
-    "too_few_weeks": EXIT_OK,
+    "too_few_periods": EXIT_OK,
     "no_champion": EXIT_OK,
     "decay": EXIT_DECAY,
     "failed": EXIT_STAGE_FAILED,
@@ -56,15 +56,17 @@ class Check:
     pipeline: str
     model: str
     metric: str
-    max_decay: float
-    min_weeks: int
-    status: str = "failed"  # ok | decay | no_data | too_few_weeks | no_champion | failed
+    max_decay: float | None  # relative: how much worse than registered is decay
+    limit: float | None  # absolute: the worst acceptable live value
+    min_periods: int
+    period: str  # what one period of the data is (pipeline.yaml data.period)
+    status: str = "failed"  # ok | decay | no_data | too_few_periods | no_champion | failed
     detail: str = ""
     champion_version: str | None = None
     registered: float | None = None  # the champion's metric when it was registered
-    live: float | None = None  # the same metric on the weeks it has not seen
+    live: float | None = None  # the same metric on the periods it has not seen
     decay: float | None = None  # (live - registered) / registered, sign turned when higher is better
-    weeks: list[str] = field(default_factory=list)
+    periods: list[str] = field(default_factory=list)  # the periods scored, the champion saw none of them
     n_rows: int | None = None
     data_until: str | None = None  # the newest week the champion saw
     report_dir: str | None = None  # relative to the project root
@@ -102,7 +104,9 @@ def run_monitor(pipeline: Pipeline) -> Check:
         model=pipeline.model.name,
         metric=monitor.metric,
         max_decay=monitor.max_decay,
-        min_weeks=monitor.min_weeks,
+        limit=monitor.limit,
+        min_periods=monitor.min_periods,
+        period=monitor.period,
         git_sha=git_sha(pipeline.root),
     )
     try:
@@ -157,44 +161,55 @@ def score_champion(root: Path, monitor: Monitor, champion: Version, check: Check
 
 
 def judge(scraps: dict[str, Any], monitor: Monitor, champion: Version, check: Check) -> None:
-    """The verdict: compare the live metric with the registered one (relative), on enough new weeks."""
-    weeks = scraps.get("weeks")
-    check.weeks = [str(week) for week in weeks] if isinstance(weeks, list) else []
+    """The verdict: the live metric against the registered one (relative) and against the limit (absolute),
+    on enough new periods. The notebook records them as `periods` (`weeks`, an older notebook's name)."""
+    periods = scraps.get("periods", scraps.get("weeks"))
+    check.periods = [str(period) for period in periods] if isinstance(periods, list) else []
     check.n_rows = _number(scraps.get("n_rows"), int)
     check.data_until = str(scraps.get("data_until") or "") or None
-    saw = f"version {champion.version} saw the weeks up to {check.data_until or 'an unknown week'}"
-    if not check.weeks:
+    unit = monitor.period
+    saw = f"version {champion.version} saw the data up to {check.data_until or 'an unknown ' + unit}"
+    if not check.periods:
         check.status = "no_data"
-        check.detail = f"no labeled week after those it saw ({saw}): nothing to score"
+        check.detail = f"no labeled {unit} after those it saw ({saw}): nothing to score"
         return
     check.registered = champion.metrics.get(monitor.metric)
     check.live = _number(scraps.get(monitor.metric), float)
-    if check.registered is None:
+    n, plural = len(check.periods), f"{unit}{'s' if len(check.periods) != 1 else ''}"
+    if check.live is None or not math.isfinite(check.live):
+        check.status = "failed"
+        check.detail = f"the monitor notebook recorded no finite '{monitor.metric}' for {n} {plural}"
+        return
+    if check.registered is None and monitor.limit is None:
         tag = f"metric.{monitor.metric}"
         check.status = "failed"
         check.detail = f"version {champion.version} has no registered {monitor.metric} (tag {tag})"
         return
-    if check.live is None or not math.isfinite(check.live):
-        check.status = "failed"
-        n = len(check.weeks)
-        check.detail = f"the monitor notebook recorded no finite '{monitor.metric}' for {n} weeks"
-        return
-    check.decay = monitor.decay(check.live, check.registered)
-    n = len(check.weeks)
-    measured = (
-        f"{monitor.metric} {check.live:.4g} on {n} new week{'s' if n != 1 else ''} "
-        f"({check.weeks[0]}..{check.weeks[-1]}) against {check.registered:.4g} registered by version "
-        f"{champion.version}: {_change(check.decay)}"
-    )
-    if n < monitor.min_weeks:
-        check.status = "too_few_weeks"
-        check.detail = f"{measured}; not judged before {monitor.min_weeks} new weeks"
-    elif check.decay > monitor.max_decay:
+    span = f"{check.periods[0]}..{check.periods[-1]}"
+    measured = f"{monitor.metric} {check.live:.4g} on {n} new {plural} ({span})"
+    breaches = []
+    if check.registered is not None:
+        check.decay = monitor.decay(check.live, check.registered)
+        registered = f"{check.registered:.4g} registered by version {champion.version}"
+        measured += f" against {registered}: {_change(check.decay)}"
+        if monitor.max_decay is not None and check.decay > monitor.max_decay:
+            breaches.append(f"more than the {monitor.max_decay:.0%} allowed")
+    if monitor.past_limit(check.live):
+        worst = "above" if monitor.lower_is_better else "below"
+        breaches.append(f"{worst} the limit of {monitor.limit:g}")
+    if n < monitor.min_periods:
+        check.status = "too_few_periods"
+        check.detail = f"{measured}; not judged before {monitor.min_periods} new {unit}s"
+    elif breaches:
         check.status = "decay"
-        check.detail = f"{measured}, more than the {monitor.max_decay:.0%} allowed: retrain"
+        check.detail = f"{measured}, {' and '.join(breaches)}: retrain"
     else:
         check.status = "ok"
-        check.detail = f"{measured}, within the {monitor.max_decay:.0%} allowed"
+        allowed = [f"within the {monitor.max_decay:.0%} allowed"] if monitor.max_decay is not None else []
+        if monitor.limit is not None:
+            side = "below" if monitor.lower_is_better else "above"
+            allowed.append(f"{side} the limit of {monitor.limit:g}")
+        check.detail = f"{measured}, {' and '.join(allowed)}"
 
 
 def append_line(log: Path, entry: dict[str, Any], redact: Redactor) -> None:

@@ -29,16 +29,9 @@ from typing import Any, ParamSpec, TypeVar
 
 from runner.engine.kernels import IN_THIS_PROCESS, WorkerError, WorkerLost, Workers
 from runner.errors import RetrainError
+from runner.mlflow_http import bounded_http
 
 _DEFAULT_STORE = threading.Lock()  # held while MLflow's process-wide default store is set (as_default)
-# MLflow's HTTP client retries a server that does not answer 7 times with a doubling backoff, each request
-# waiting up to 120 s: a run whose tracking server died would hang for many minutes. The runner's own calls
-# (never the notebooks') use at most these; a smaller value set in the environment is kept.
-HTTP_BOUNDS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": 2,
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": 1,
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": 20,
-}
 # what MLflow answers for a model, version or alias that does not exist: "none", not a failure
 _NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 Params = ParamSpec("Params")
@@ -100,50 +93,6 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
             f"MLflow tracking server {uri} is unreachable ({reason}); nothing was run or registered. "
             "Start it, or unset MLFLOW_TRACKING_URI to use the embedded store."
         ) from None
-
-
-def bounded_environ(environ: Mapping[str, str]) -> dict[str, str]:
-    """The values of HTTP_BOUNDS to set: each bound, or the environment's own value when it is smaller."""
-    bounded = {}
-    for name, bound in HTTP_BOUNDS.items():
-        try:
-            given = int(environ.get(name, bound))
-        except ValueError:
-            given = bound
-        bounded[name] = str(max(0, min(given, bound)))
-    return bounded
-
-
-class _HttpBounds:
-    """HTTP_BOUNDS in this process's environment while the runner's own MLflow calls run (MLflow reads them at
-    every request), the environment as it was otherwise: kernels started meanwhile inherit it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._depth = 0
-        self._saved: dict[str, str | None] = {}
-
-    @contextmanager
-    def __call__(self) -> Iterator[None]:
-        with self._lock:
-            if self._depth == 0:
-                self._saved = {name: os.environ.get(name) for name in HTTP_BOUNDS}
-                os.environ.update(bounded_environ(os.environ))
-            self._depth += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._depth -= 1
-                if self._depth == 0:
-                    for name, value in self._saved.items():
-                        if value is None:
-                            os.environ.pop(name, None)
-                        else:
-                            os.environ[name] = value
-
-
-bounded_http = _HttpBounds()
 
 
 def _store_errors(method: Callable[Params, Result]) -> Callable[Params, Result]:
@@ -425,7 +374,7 @@ class Registry:
         """
         import mlflow
 
-        with _DEFAULT_STORE:
+        with _DEFAULT_STORE, bounded_http():  # the runner's own calls: MLflow's HTTP retries bounded
             before = os.environ.get("MLFLOW_TRACKING_URI")
             mlflow.set_tracking_uri(self.tracking_uri)
             try:
@@ -456,7 +405,6 @@ def call_in_worker(
     tracking_uri: str, model_name: str, lock_dir: str, method: str, arguments: dict[str, Any]
 ) -> Any:
     """In a worker: one method of the registry, in that process."""
-    os.environ.update(bounded_environ(os.environ))  # the worker's own environment: it ends with the call
     return getattr(Registry(tracking_uri, model_name, Path(lock_dir)), method)(**arguments)
 
 

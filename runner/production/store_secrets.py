@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from runner.engine.kernels import WorkerError, WorkerLost, Workers
-from runner.production.registry import bounded_http, describe
+from runner.mlflow_http import bounded_http
+from runner.production.registry import describe
 from runner.secrets import Redactor
 
 SQLITE = "sqlite:///"

@@ -47,8 +47,9 @@ def line_chart(
     y_format: Callable[[float], str] = lambda value: f"{value:.4g}",
     bands: Sequence[Band] = (),
     css_class: str = "chart",
+    y_title: str = "",
 ) -> Markup:
-    """An SVG line chart; an empty Markup when no series has a value."""
+    """An SVG line chart; an empty Markup when no series has a value. `y_title` names the vertical axis."""
     found = [float(value) for line in series for value in line.values if value is not None and _finite(value)]
     if not found or not x_labels:
         return Markup("")
@@ -67,14 +68,21 @@ def line_chart(
         'font-family="system-ui, sans-serif">',  # inline in HTML: no xmlns needed
         f"<title>{escape(title)}</title>",
     ]
+    label_right = -math.inf  # labels never overlap: one that would is left to its band's tooltip
     for band in bands:
         left, right = x_at(band.start - 0.5), x_at(band.end + 0.5)
         parts.append(
             f'<rect x="{left:.1f}" y="{_TOP}" width="{right - left:.1f}" height="{plot_h}" '
             f'fill="{band.colour}"><title>{escape(band.label)}</title></rect>'
-            f'<text x="{(left + right) / 2:.1f}" y="{_TOP + 11}" text-anchor="middle" fill="#59636e" '
-            f'font-size="10">{escape(band.label)}</text>'
         )
+        width = 5.6 * len(band.label)  # about 5.6 units a character at font-size 10
+        middle = (left + right) / 2
+        if width <= right - left + 8 and middle - width / 2 > label_right + 4:
+            parts.append(
+                f'<text x="{middle:.1f}" y="{_TOP + 11}" text-anchor="middle" fill="#59636e" '
+                f'font-size="10">{escape(band.label)}</text>'
+            )
+            label_right = middle + width / 2
     for tick in ticks:
         y = y_at(tick)
         parts.append(
@@ -98,6 +106,12 @@ def line_chart(
                     f'<circle cx="{x_at(index):.1f}" cy="{y_at(value):.1f}" r="3" fill="{line.colour}">'
                     f"<title>{escape(tip)}</title></circle>"
                 )
+    if y_title:
+        middle = _TOP + plot_h / 2
+        parts.append(
+            f'<text x="12" y="{middle:.1f}" text-anchor="middle" fill="#59636e" '
+            f'transform="rotate(-90 12 {middle:.1f})">{escape(y_title)}</text>'
+        )
     parts.append(_legend(series))
     parts.append("</svg>")
     return Markup("".join(parts))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from runner.production.registry import CHAMPION, LINEAGE, Registry, TrackedRun, Version
+from runner.production.registry import CHAMPION, Registry, TrackedRun, Version
 from runner.records import RunRecord
 from runner.report.charts import BAND_COLOURS, Band, Series, line_chart
 
@@ -44,11 +44,14 @@ class HistoryRow:
     mode: str = "unknown"
     duration_s: float | None = None
     version: str | None = None  # the version this run registered (or found already registered)
-    metric: float | None = None
-    change: float | None = None  # against the previous run that has the metric
+    metric: float | None = None  # the key metric of this run's model
+    champion_metric: float | None = None  # the champion's, as this run compared them
     champion: str | None = None  # the champion after this run
     has_page: bool = False
     source: str = "report"  # report | mlflow
+    word: str = ""  # the outcome in a few words ("Promoted", "Refused: the data"...)
+    colour: str = "grey"
+    headline: str = ""  # the outcome in one sentence (on hover, and as the row's second line)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -90,7 +93,7 @@ def read_run_folders(reports_dir: Path) -> tuple[list[tuple[RunRecord, bool]], l
 
 
 def build_rows(
-    records: Iterable[tuple[RunRecord, bool]], known: Remembered, metric: str = "wape"
+    records: Iterable[tuple[RunRecord, bool]], known: Remembered, metric: str | None
 ) -> list[HistoryRow]:
     """One row per run, oldest first, with the metric's change and the champion after each run."""
     by_version_run = {version.lineage("run_id"): version for version in known.versions}
@@ -100,26 +103,27 @@ def build_rows(
             rows[run_id] = _row_from_version(run_id, version, metric)
     for tracked in known.tracked:
         if tracked.run_id not in rows:
+            said = f"trained (MLflow run {tracked.mlflow_run_id[:8]}), registered nothing"
             rows[tracked.run_id] = HistoryRow(
                 run_id=tracked.run_id,
                 started_at=tracked.started_at,
                 status=NO_REPORT,
                 mode=tracked.tags.get("mode", "unknown"),
                 source="mlflow",
-                notes=[f"trained (MLflow run {tracked.mlflow_run_id[:8]}), registered nothing"],
+                word="Trained",
+                headline=f"From MLflow: {said}",
+                notes=[said],
             )
     ordered = sorted(rows.values(), key=lambda row: (row.started_at, row.run_id))
     return _with_changes_and_champions(ordered)
 
 
-def _row_from_record(record: RunRecord, has_page: bool, metric: str) -> HistoryRow:
-    model = record.model
-    value = next(
-        (stage.scraps[metric] for stage in reversed(record.stages.values()) if metric in stage.scraps), None
-    )
-    from runner.report.story import decision_sentence
+def _row_from_record(record: RunRecord, has_page: bool, metric: str | None) -> HistoryRow:
+    from runner.report.outcome import outcome_of
 
-    notes = [decision_sentence(record)]
+    model = record.model
+    outcome = outcome_of(record)
+    key = next((line for line in outcome.metrics if line.name == metric), None) if metric else None
     return HistoryRow(
         run_id=record.run_id,
         started_at=record.started_at,
@@ -128,14 +132,17 @@ def _row_from_record(record: RunRecord, has_page: bool, metric: str) -> HistoryR
         mode=record.mode,
         duration_s=record.duration_s,
         version=model.version if model else None,
-        metric=value if isinstance(value, int | float) and not isinstance(value, bool) else None,
+        metric=key.value if key else None,
+        champion_metric=key.champion if key else None,
         champion=(model.champion_after if model else None) or "",  # "" = known: no change recorded
         has_page=has_page,
-        notes=notes,
+        word=outcome.word,
+        colour=outcome.colour,
+        headline=f"{outcome.headline}. {outcome.reason}",
     )
 
 
-def _row_from_version(run_id: str, version: Version, metric: str) -> HistoryRow:
+def _row_from_version(run_id: str, version: Version, metric: str | None) -> HistoryRow:
     promoted = version.lineage("promoted") or ""
     rolled_back = version.lineage("rolled_back")
     by_this_run = promoted.endswith(f"by run {run_id}")
@@ -145,6 +152,7 @@ def _row_from_version(run_id: str, version: Version, metric: str) -> HistoryRow:
     if rolled_back:
         notes.append(f"rolled back: {rolled_back}")
     status = "failed" if rolled_back and by_this_run else ("succeeded" if by_this_run else NO_REPORT)
+    word = "Rolled back" if rolled_back and by_this_run else ("Promoted" if by_this_run else "Registered")
     return HistoryRow(
         run_id=run_id,
         started_at=version.created_at,
@@ -152,53 +160,79 @@ def _row_from_version(run_id: str, version: Version, metric: str) -> HistoryRow:
         trigger=version.lineage("trigger") or "unknown",
         mode="full",  # only a full run writes to the registry
         version=version.version,
-        metric=version.metrics.get(metric),
+        metric=version.metrics.get(metric) if metric else None,
         champion=version.version if by_this_run and not rolled_back else None,
         source="mlflow",
+        word=word,
+        colour="red" if rolled_back and by_this_run else ("green" if by_this_run else "grey"),
+        headline=f"From MLflow: {'; '.join(notes)}",
         notes=notes,
     )
 
 
 def _with_changes_and_champions(rows: list[HistoryRow]) -> list[HistoryRow]:
+    """The champion after each run, carried forward where a run (one known only from MLflow) did not say."""
     result: list[HistoryRow] = []
-    last_metric: float | None = None
     champion: str | None = None
     for row in rows:
-        change: float | None = None if row.metric is None or last_metric is None else row.metric - last_metric
         if row.champion:  # this run left a known champion
             champion = row.champion
-        result.append(replace(row, change=change, champion=champion))
-        if row.metric is not None:
-            last_metric = row.metric
+        result.append(replace(row, champion=champion))
     return result
 
 
 # --- charts -------------------------------------------------------------------------------------------------
-def runs_chart(rows: Sequence[HistoryRow], metric: str) -> Markup:
-    """The metric of each run's model, oldest first, over bands showing which version was champion."""
+def runs_chart(rows: Sequence[HistoryRow], metric: str, title: str = "") -> Markup:
+    """The key metric of each run's model and of the champion it was compared with, oldest first, over bands
+    showing which version was champion."""
     measured = [row for row in rows if row.metric is not None]
     if not measured:
         return Markup("")
+    name = title or metric
     labels = [row.started_at[5:16].replace("T", " ") for row in measured]
     bands = _periods([row.champion for row in measured])
-    series = [Series(f"{metric} of the run's model", [row.metric for row in measured], "#0969da")]
-    return line_chart(labels, series, title=f"{metric} across runs", bands=bands)
+    series = [
+        Series(f"{name} of the run's model", [row.metric for row in measured], "#0969da"),
+        Series("the champion's", [row.champion_metric for row in measured], "#2da44e", True),
+    ]
+    return line_chart(labels, series, title=f"{name} across runs", bands=bands, y_title=name)
 
 
-def versions_chart(versions: Sequence[Version], metric: str) -> Markup:
-    """The metric of each registered version; versions that were ever champion are shaded."""
+def versions_chart(versions: Sequence[Version], metric: str, title: str = "") -> Markup:
+    """The metric of each registered version; each version that served production is shaded, its band
+    saying when it served (from its promotion to the next one's), the one serving now marked so."""
     ordered = sorted(versions, key=lambda version: int(version.version))
     if not any(metric in version.metrics for version in ordered):
         return Markup("")
     labels = [f"v{version.version}" for version in ordered]
+    served = served_periods(ordered)
     bands = [
-        Band(i, i, "champion now" if CHAMPION in version.aliases else "was champion", BAND_COLOURS[0])
+        Band(i, i, served[version.version], BAND_COLOURS[0 if CHAMPION in version.aliases else 1])
         for i, version in enumerate(ordered)
-        if CHAMPION in version.aliases or (version.tags.get(f"{LINEAGE}promoted") and not _rolled(version))
+        if version.version in served
     ]
     values = [version.metrics.get(metric) for version in ordered]
-    series = [Series(f"{metric} of the version", values, "#8250df")]
-    return line_chart(labels, series, title=f"{metric} across registered versions", bands=bands)
+    series = [Series(f"{title or metric} of the version", values, "#8250df")]
+    name = title or metric
+    return line_chart(labels, series, title=f"{name} across registered versions", bands=bands, y_title=name)
+
+
+def served_periods(versions: Sequence[Version]) -> dict[str, str]:
+    """When each promoted version served: "served 2026-03-02 to 2026-03-09" ("to now" for the champion)."""
+    promoted = sorted(
+        ((stamp[:10], version) for version in versions if (stamp := version.lineage("promoted") or "")),
+        key=lambda item: (item[0], int(item[1].version)),
+    )
+    promoted = [(start, version) for start, version in promoted if not _rolled(version)]
+    found: dict[str, str] = {}
+    for index, (start, version) in enumerate(promoted):
+        following = promoted[index + 1][0] if index + 1 < len(promoted) else "?"
+        end = "now" if CHAMPION in version.aliases else following
+        found[version.version] = f"served {start} to {end}"
+    for version in versions:
+        if CHAMPION in version.aliases and version.version not in found:
+            found[version.version] = "serving now"
+    return found
 
 
 def _rolled(version: Version) -> bool:

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 from runner.files import append_text, atomic_write_text
-from runner.records import ModelRecord, RunRecord, StageRecord
+from runner.records import KeyMetric, RunRecord
+from runner.report.numbers import Numbers
 from runner.secrets import Redactor
 
 if TYPE_CHECKING:
@@ -183,27 +183,43 @@ def _pygments_css(html: str) -> str:
 def render_run_index(
     run_dir: Path, record: RunRecord, *, redact: Redactor, tracking_uri: str | None = None
 ) -> Path:
-    """Write `<run_dir>/index.html`, the run's story: the decision, gates with margins, challenger against
-    champion, data and drift, timings, links; returns its path. `tracking_uri` links the MLflow run when it
-    names a tracking server."""
+    """Write `<run_dir>/index.html`, the run's story: its outcome (the same one every channel tells), the
+    quarantined data, the error, the model against the champion, what changed, gates with margins, data and
+    drift, timings, links; returns its path. `tracking_uri` links the MLflow run when it names a server."""
     from runner.report import story
+    from runner.report.outcome import facts, outcome_of
 
+    outcome = outcome_of(record)
+    numbers = outcome.numbers
     stages = list(record.stages.values())
-    version, comparison = champion_comparison(record)
     longest = max((stage.duration_s for stage in stages), default=0.0)
+    failing = record.first_problem
+    failing_line = failing.failure.line if failing and failing.failure else None
+
+    def metric_of(left: str) -> str | None:
+        """The metric a gate's left side names (`wape`, `evaluate.wape`, `champion.wape`), if any."""
+        name = left.rpartition(".")[2]
+        return name if name in numbers.shown else None
+
+    def shown(left: str, value: float) -> str:
+        metric = metric_of(left)
+        return numbers.value(value, metric) if metric else _value(value)
+
+    def margin(left: str, value: float) -> str:
+        metric = metric_of(left)
+        return numbers.change(value, 0.0, metric) if metric else f"{value:+.4g}"
+
     return _write_page(
         run_dir / "index.html",
         "run.html.j2",
         redact,
         record=record,
-        decision=story.decision_sentence(record),
-        outcome=outcome_sentence(record),
-        model_text=model_sentence(record.model) if record.model else None,
-        failures=[(stage, _failure_text(stage)) for stage in stages if stage.status == "failed"],
-        skipped=[stage for stage in stages if stage.status == "skipped"],
+        o=outcome,
+        facts=facts(outcome),
+        failing_line=failing_line,
         gates=story.gate_rows(record),
-        champion_version=version,
-        comparison=comparison,
+        shown=shown,
+        margin=margin,
         forecast_chart=story.forecast_chart(record),
         data=story.data_summary(record),
         drift=story.drift_summary(record),
@@ -214,16 +230,20 @@ def render_run_index(
 
 
 def render_history_index(
-    reports_dir: Path, *, redact: Redactor, metric: str = "wape", known: Remembered | None = None
+    reports_dir: Path, *, redact: Redactor, key: KeyMetric | None = None, known: Remembered | None = None
 ) -> Path:
-    """Write `<reports_dir>/index.html`: every run, newest first, from the run folders and from what MLflow
-    remembers (`known`, see history.py), with the metric across runs and across versions; returns its
-    path. A run.json that cannot be read or does not have a run's shape is listed as unreadable, never fatal.
-    """
+    """Write `<reports_dir>/index.html`: every run, newest first, one line each (its outcome in a few words,
+    the sentence on hover and on a second line, the key metric against the champion's), from the run folders
+    and from what MLflow remembers (`known`, see history.py), with the metric across runs and across versions;
+    returns its path. A run.json that cannot be read or does not have a run's shape is listed as unreadable,
+    never fatal."""
     from runner.report import history
 
     known = known or history.Remembered()
     records, unreadable = history.read_run_folders(reports_dir)
+    key = key or next((record.key_metric for record, _ in reversed(records) if record.key_metric), None)
+    numbers = Numbers(key)
+    metric = key.name if key else None
     rows = history.build_rows(records, known, metric)
     pipelines = {record.pipeline for record, _ in records}
     newest_first = list(reversed(rows))
@@ -234,12 +254,14 @@ def render_history_index(
         rows=newest_first,
         unreadable=unreadable,
         heading=f"{pipelines.pop()}: runs" if len(pipelines) == 1 else "Runs",
-        metric=metric,
+        metric=numbers.title or metric,
+        direction=numbers.direction(),
+        numbers=numbers,
         show_metric=any(row.metric is not None for row in rows),
         statuses=history.filter_values(rows, "status"),
         triggers=history.filter_values(rows, "trigger"),
-        runs_chart=history.runs_chart(rows, metric),
-        versions_chart=history.versions_chart(known.versions, metric),
+        runs_chart=history.runs_chart(rows, metric, numbers.title) if metric else "",
+        versions_chart=history.versions_chart(known.versions, metric, numbers.title) if metric else "",
         known=known,
         from_mlflow=sum(row.source == "mlflow" for row in rows),
     )
@@ -248,161 +270,6 @@ def render_history_index(
 def _write_page(path: Path, template: str, redact: Redactor, **context: Any) -> Path:
     atomic_write_text(path, _jinja_env().get_template(template).render(**context), redact=redact)
     return path
-
-
-def outcome_sentence(record: RunRecord) -> str:
-    """The run's outcome in one sentence, as the run index, the step summary and notifications say it."""
-    stages = list(record.stages.values())
-    problem = record.first_problem
-    if record.status == "succeeded":
-        done = [stage for stage in stages if stage.status in ("succeeded", "cached")]
-        cached = sum(stage.status == "cached" for stage in stages)
-        reuse = f" ({cached} reused from cache)" if cached else ""
-        if len(done) == len(stages):
-            return f"Succeeded: all {len(stages)} stage{_s(stages)} passed their gates{reuse}."
-        return f"Succeeded: {len(done)} of {len(stages)} stages ran and passed their gates{reuse}."
-    if record.status == "gate_failed" and problem is not None and problem.failed_gates:
-        gate, *more = problem.failed_gates
-        seen = gate.detail or _values(gate.values)
-        extra = f" and {len(more)} more gate{_s(more)}" if more else ""
-        return f"Stopped by a gate in stage {problem.name}: {gate.expr}{f' ({seen})' if seen else ''}{extra}."
-    if record.status == "failed" and problem is None and record.model is not None and record.model.error:
-        return f"Failed after every stage passed: {record.model.error}."
-    if record.status == "failed" and problem is not None:
-        return f"Failed at stage {problem.name}: {_failure_phrase(problem)}."
-    if record.status == "cancelled":
-        running = [stage.name for stage in stages if stage.status in ("running", "failed")]
-        return f"Cancelled during stage {running[0]}." if running else "Cancelled."
-    if record.status == "running":
-        finished = sum(stage.status not in ("pending", "running") for stage in stages)
-        return f"Running: {finished} of {len(stages)} stages done."
-    return f"{record.status.replace('_', ' ').capitalize()}: no stage recorded why."
-
-
-def model_sentence(model: ModelRecord, metric: str = "wape") -> str:
-    """What the run did to the model, in one sentence: "demand-forecast v13 is the new champion, ..."."""
-    if model.error:
-        return f"{model.name}: {model.error}."
-    if not model.promoted:
-        return f"{model.name}: {model.detail}."
-    value, before = model.metrics.get(metric), model.champion_metrics.get(metric)
-    shown = (lambda number: f"{number:.1%}") if metric == "wape" else _number  # WAPE reads as a percentage
-    measured = f", {metric.upper()} {shown(value)}" if value is not None else ""
-    was = f" (was {shown(before)})" if value is not None and before is not None else ""
-    checked = f"; smoke check: {model.smoke_check.detail}" if model.smoke_check else ""
-    return f"{model.name} v{model.version} is the new champion{measured}{was}{checked}."
-
-
-def _failure_phrase(stage: StageRecord) -> str:
-    if stage.failure is None:
-        return stage.error or "no error recorded"
-    return stage.failure.message or stage.failure.kind
-
-
-def _failure_text(stage: StageRecord) -> str:
-    """The failure as the error box shows it: what happened, and why when the message does not say it."""
-    failure = stage.failure
-    if failure is None:
-        return stage.error or "no error recorded"
-    lines = [failure.message]
-    if failure.kind != "error" and failure.evalue and failure.evalue not in failure.message:
-        lines.append(failure.evalue)
-    return "\n".join(lines)
-
-
-# --- GitHub step summary ------------------------------------------------------------------------------------
-def summary_markdown(record: RunRecord) -> str:
-    """GitHub-flavoured markdown for $GITHUB_STEP_SUMMARY: status, outcome, stages, failed gates."""
-    icon = _STATUS_ICON.get(record.status, "")
-    lines = [
-        f"### {icon} {_md(record.pipeline)}: {record.status.replace('_', ' ')} (`{record.run_id}`)".strip(),
-        "",
-        _md(outcome_sentence(record)),
-        "",
-        *([_md(model_sentence(record.model)), ""] if record.model else []),
-        *_comparison_table(record),
-        "| stage | status | duration | gates |",
-        "| --- | --- | ---: | ---: |",
-    ]
-    for stage in record.stages.values():
-        gates = f"{len(stage.gates) - len(stage.failed_gates)}/{len(stage.gates)}" if stage.gates else "-"
-        status = stage.status.replace("_", " ")
-        lines.append(f"| {_md(stage.name)} | {status} | {_duration(stage.duration_s)} | {gates} |")
-    failed = [(stage.name, gate) for stage in record.stages.values() for gate in stage.failed_gates]
-    if failed:
-        lines += ["", "**Failed gates**", ""]
-        lines += [
-            f"- {_md(name)}: `{gate.expr}`: {_md(gate.detail or _values(gate.values))}"
-            for name, gate in failed
-        ]
-    for stage in record.stages.values():
-        if stage.status == "failed":
-            lines += ["", f"**Error in stage {_md(stage.name)}**", "", "```text", _failure_text(stage), "```"]
-    return "\n".join(lines) + "\n"
-
-
-@dataclass(frozen=True)
-class MetricChange:
-    """One metric of this run's model beside the champion's (None: the champion has no such metric)."""
-
-    name: str
-    value: float
-    champion: float | None
-
-    @property
-    def change(self) -> str:
-        """`-0.005 (-6.0%)`; "-" when the champion has no such metric."""
-        if self.champion is None:
-            return "-"
-        change = self.value - self.champion
-        relative = f" ({change / self.champion:+.1%})" if self.champion else ""
-        return f"{change:+.4g}{relative}"
-
-
-def champion_comparison(record: RunRecord) -> tuple[str | None, list[MetricChange]]:
-    """This run's model metrics beside the champion's: (the champion's version or None, a row a metric).
-
-    From `record.model` (the metrics stage's numbers and the champion's, as the gates saw them), else from a
-    stage that recorded a `champion` scrap (what it measured for the production model on the same data).
-    """
-    model = record.model
-    if model is not None and model.metrics:
-        rows = [
-            MetricChange(key, value, model.champion_metrics.get(key)) for key, value in model.metrics.items()
-        ]
-        return model.champion_before, rows
-    for stage in reversed(record.stages.values()):
-        measured = stage.scraps.get("champion")
-        if isinstance(measured, dict) and "error" not in measured:
-            theirs = _numbers(measured)
-            rows = [
-                MetricChange(key, value, theirs.get(key)) for key, value in _numbers(stage.scraps).items()
-            ]
-            version = measured.get("version")
-            return (None if version is None else str(version)), rows
-    return None, []
-
-
-def _numbers(values: dict[str, Any]) -> dict[str, float]:
-    return {
-        key: float(value)
-        for key, value in values.items()
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    }
-
-
-def _comparison_table(record: RunRecord) -> list[str]:
-    """The metrics both this run's model and the champion have, with the change, as markdown lines."""
-    version, rows = champion_comparison(record)
-    rows = [row for row in rows if row.champion is not None]
-    if not rows:
-        return []
-    lines = [
-        f"| metric | this run | champion v{_md(version or '?')} | change |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    lines += [f"| {_md(row.name)} | {row.value:.4g} | {row.champion:.4g} | {row.change} |" for row in rows]
-    return [*lines, ""]
 
 
 def cost_markdown(job_s: float, price: float, run_s: float | None = None, weekly_budget: float = 5.0) -> str:
@@ -423,13 +290,11 @@ def cost_markdown(job_s: float, price: float, run_s: float | None = None, weekly
 
 
 def write_step_summary(record: RunRecord, path: Path, *, redact: Redactor) -> None:
-    """Append the run's summary to `path` (the file $GITHUB_STEP_SUMMARY names)."""
-    append_text(path, summary_markdown(record) + "\n", redact=redact)
+    """Append the run's outcome, as markdown, to $GITHUB_STEP_SUMMARY."""
+    from runner.report.markdown import step_summary
+    from runner.report.outcome import outcome_of
 
-
-def _md(text: str) -> str:
-    """Text safe inside a markdown table cell or list item."""
-    return text.replace("|", "\\|").replace("\n", " ")
+    append_text(path, step_summary(outcome_of(record)) + "\n", redact=redact)
 
 
 # --- formatting shared by the templates ---------------------------------------------------------------------

@@ -5,8 +5,9 @@ Everything is read from the run record (run.json), so that `retrain report` can 
 running anything. Scraps this module knows by name (all optional; a page without them says so):
 - data: `n_history_rows`, `n_new_rows`, `n_weeks`, `new_weeks` (any stage, usually validate);
 - drift: `drift` (a table: feature, kind, psi, ks_pvalue, verdict), `max_psi`, `drift_verdict`;
-- forecasts: `forecast_by_week` (a table: a first column of x labels, then `actual`, `forecast` and
-  optionally `champion_forecast`);
+- predictions: `predictions` (a table: `period`, `actual`, `prediction` and optionally `champion`, as
+  `runner.nb.record_predictions` records it; `forecast_by_week`, with `forecast` and `champion_forecast`,
+  is an older notebook's name for it);
 - `mlflow_run_id`: the MLflow run that logged the candidate model.
 """
 
@@ -80,6 +81,7 @@ def decision_sentence(record: RunRecord) -> str:
 class GateRow:
     stage: str
     gate: GateResult
+    left: str = ""  # the left side as written: its name says how its numbers read (the key metric's format)
     value: float | None = None  # the left side of a comparison
     symbol: str = ""
     threshold: float | None = None  # the right side
@@ -88,9 +90,12 @@ class GateRow:
 
     @property
     def relative_margin(self) -> float | None:
+        """The margin as a share of the threshold, when that reads as something (not against a threshold
+        near zero, where any margin is thousands of percent)."""
         if self.margin is None or not self.threshold:
             return None
-        return self.margin / abs(self.threshold)
+        share = self.margin / abs(self.threshold)
+        return share if abs(share) <= 10 else None
 
 
 def gate_rows(record: RunRecord) -> list[GateRow]:
@@ -107,13 +112,14 @@ def _gate_row(stage: str, gate: GateResult) -> GateRow:
     if not isinstance(tree, ast.Compare) or len(tree.ops) != 1 or type(tree.ops[0]) not in _COMPARE:
         return GateRow(stage, gate)
     symbol, sign = _COMPARE[type(tree.ops[0])]
+    left = ast.unparse(tree.left)
     value, threshold = _number(tree.left, gate.values), _number(tree.comparators[0], gate.values)
     if value is None or threshold is None:
-        return GateRow(stage, gate, value, symbol, threshold)
+        return GateRow(stage, gate, left, value, symbol, threshold)
     right = tree.comparators[0]
     shown = "" if isinstance(right, ast.Constant) else ast.unparse(right)
     margin = (threshold - value) * sign if sign else None
-    return GateRow(stage, gate, value, symbol, threshold, shown, margin)
+    return GateRow(stage, gate, left, value, symbol, threshold, shown, margin)
 
 
 def _number(node: ast.expr, values: Mapping[str, Any]) -> float | None:
@@ -187,11 +193,12 @@ def table_records(table: Any) -> list[dict[str, Any]]:
 
 # --- challenger against champion ----------------------------------------------------------------------------
 def forecast_chart(record: RunRecord) -> Markup:
-    """Actual values, this run's forecasts and the champion's on the same axes (empty without the scrap)."""
-    stage = _stage_with(record, "forecast_by_week")
+    """Actual values, this run's predictions and the champion's on the same axes (empty without the scrap)."""
+    name = "predictions" if _stage_with(record, "predictions") else "forecast_by_week"
+    stage = _stage_with(record, name)
     if stage is None:
         return Markup("")
-    table = stage.scraps["forecast_by_week"]
+    table = stage.scraps[name]
     rows = table_records(table)
     if not rows:
         return Markup("")
@@ -199,17 +206,21 @@ def forecast_chart(record: RunRecord) -> Markup:
     labels = [str(row.get(x_name, "")) for row in rows]
     version = record.model.version if record.model and record.model.version else None
     champion = _champion_version(record)
+    older = name != "predictions"
+    ours, theirs = ("forecast", "champion_forecast") if older else ("prediction", "champion")
     lines = [
         ("actual", "actual", "#1f2328", False),
-        ("forecast", f"this run{f' (v{version})' if version else ''}", "#dd8452", False),
-        ("champion_forecast", f"champion{f' (v{champion})' if champion else ''}", "#2da44e", True),
+        (ours, f"this run{f' (v{version})' if version else ''}", "#dd8452", False),
+        (theirs, f"champion{f' (v{champion})' if champion else ''}", "#2da44e", True),
     ]
     series = [
         Series(name, [_float(row.get(column)) for row in rows], colour, dashed)
         for column, name, colour, dashed in lines
         if column in table["columns"]
     ]
-    return line_chart(labels, series, title="Actual against forecast", y_format=compact_number)
+    unit = record.key_metric.unit if record.key_metric and record.key_metric.format == "currency" else ""
+    title, axis = "Actual against predicted", f"total {unit}".strip()
+    return line_chart(labels, series, title=title, y_format=compact_number, y_title=axis)
 
 
 def _champion_version(record: RunRecord) -> str | None:

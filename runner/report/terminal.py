@@ -10,6 +10,7 @@ Everything shown here may quote a user's text (a trigger, an error message, a ga
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from types import TracebackType
 
@@ -19,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from runner.records import RunRecord, StageRecord
+from runner.report.outcome import Outcome, facts
 
 STYLE = {
     "pending": "dim",
@@ -33,15 +35,21 @@ STYLE = {
 
 
 class RunProgress:
-    """An Observer of the pipeline that draws its progress."""
+    """An Observer of the pipeline that draws its progress. The warnings the runner's own libraries raise
+    meanwhile are held (`warnings`) and shown after the table, instead of breaking into it."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self.record: RunRecord | None = None
         self.started: dict[str, float] = {}
         self.live: Live | None = None
+        self.warnings: list[str] = []
+        self._held = warnings.catch_warnings(record=True)
 
     def __enter__(self) -> RunProgress:
+        caught = self._held.__enter__()
+        warnings.simplefilter("default")
+        self._caught = caught
         return self
 
     def __exit__(
@@ -49,6 +57,9 @@ class RunProgress:
     ) -> None:
         if self.live is not None:
             self.live.stop()
+        found = self._caught or []
+        self._held.__exit__(kind, error, tb)
+        self.warnings = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in found))
 
     def run_started(self, record: RunRecord, run_dir: Path) -> None:
         self.record = record
@@ -65,7 +76,7 @@ class RunProgress:
             self.console.print(Text(f"  {stage.name}: running ..."))
 
     def stage_finished(self, stage: StageRecord) -> None:
-        if self.live is None or stage.status != "skipped":
+        if self.live is None:  # a log: one line per stage; a terminal's table says it at the end
             line = Text(f"  {stage.name}: ")
             line.append(stage.status, style=STYLE[stage.status])
             line.append(f"  {_duration(stage)}  {_gates_cell(stage)}")
@@ -88,81 +99,64 @@ class RunProgress:
         return table
 
 
-def summary(record: RunRecord) -> Table:
-    """The table printed when the run ends: stage, status, duration, gates."""
-    table = Table(title=Text(f"{record.pipeline} · {record.run_id}"), title_justify="left")
+def summary(outcome: Outcome) -> Table:
+    """The table printed when the run ends: stage, status, duration, gates or why it did not run."""
+    table = Table(title=Text(f"{outcome.pipeline} · {outcome.run_id}"), title_justify="left")
     for column in ("stage", "status", "duration", "gates"):
-        table.add_column(column)
-    for stage in record.stages.values():
-        status = Text(stage.status, style=STYLE[stage.status])
-        table.add_row(Text(stage.name), status, Text(_duration(stage)), Text(_gates_cell(stage)))
+        table.add_column(column, justify="right" if column == "duration" else "left")
+    for line in outcome.stages:
+        status = "cancelled" if line.word == "cancelled" else line.status
+        word = Text(line.word, style=STYLE[status])
+        table.add_row(Text(line.name), word, Text(line.duration), Text(line.gates or line.note))  # no markup
     return table
 
 
-PROBLEMS_SHOWN = 5
-
-
-def problems(record: RunRecord) -> list[Text]:
-    """What happened to the model, then one line per failed gate and failed stage, each whole (a log
-    reader greps for them)."""
-    lines = []
-    recheck = record.champion_recheck
-    if recheck is not None:
-        verdict = "passed" if recheck.passed else "failed"
-        said = f"champion v{recheck.version} checked again (a stopped run left it unchecked): {verdict}"
-        lines.append(Text(f"{said}: {recheck.detail}", style="" if recheck.passed else "red"))
-    if record.model is not None:
-        from runner.report.pages import model_sentence
-
-        lines.append(Text(model_sentence(record.model), style="red" if record.model.error else ""))
-    if record.error:
-        lines.append(Text(record.error, style="red"))
-    lines.extend(Text(problem, style="yellow") for problem in record.warnings)
-    for stage in record.stages.values():
-        for gate in stage.failed_gates:
-            lines.append(Text(f"gate failed in {stage.name}: {gate.expr}  ->  {gate.detail}", style="yellow"))
-        if stage.failed_gates:
-            lines.extend(Text(f"  {line}", style="yellow") for line in listed_problems(stage))
-        if stage.error:
-            lines.append(Text(stage.error, style="red"))
+def final_lines(outcome: Outcome, run_dir: Path, exit_code: int) -> list[Text]:
+    """After the table, each fact once: the headline, the reason, the metrics against the champion, what
+    else matters (decision, smoke check, data, what changed), what broke; the last line says where the report
+    is. A log reader greps for them: none is wrapped."""
+    colour = {"green": "green", "amber": "yellow", "red": "bold red", "grey": "dim"}[outcome.colour]
+    lines = output_lines(outcome)
+    lines += [Text(f"{outcome.icon} {outcome.headline}", style=colour), Text(f"  {outcome.reason}")]
+    skip = {"Outcome", "Gates", "Started"}
+    skip |= {"Decision"} if outcome.decision == outcome.reason else set()
+    shown = [fact for fact in facts(outcome) if fact.label not in skip]
+    lines += [Text(f"  {fact.label}: {fact.text}") for fact in shown]
+    for gate in outcome.failed_gates[1:]:  # the first is the reason
+        lines.append(Text(f"  gate failed in {gate.stage}: {gate.expr}  ->  {gate.detail}", style="yellow"))
+    if outcome.quarantine is not None:
+        lines += [Text(f"    {problem.text}", style="yellow") for problem in outcome.quarantine.problems]
+        if outcome.quarantine.more:
+            lines.append(Text(f"    ... and {outcome.quarantine.more} more in the report", style="yellow"))
+    if outcome.failure is not None and outcome.failure.evalue:
+        lines.append(Text(f"  {outcome.failure.evalue}", style="red"))
+    lines.append(outcome_line(outcome, run_dir, exit_code))
     return lines
 
 
-def listed_problems(stage: StageRecord, limit: int = PROBLEMS_SHOWN) -> list[str]:
-    """The first rows of a stage's `problems` table scrap (a data check's findings: file, rule, column,
-    count, examples), one line each, so that the log names what to fix without opening the report."""
-    table = stage.scraps.get("problems")
-    if not isinstance(table, dict) or table.get("type") != "table":
-        return []
-    columns = [str(column) for column in table.get("columns", [])]
-    rows = [dict(zip(columns, row, strict=False)) for row in table.get("rows", [])]
-    lines = []
-    for row in rows[:limit]:
-        where = ", ".join(str(row[key]) for key in ("file", "column") if row.get(key))
-        rest = {key: value for key, value in row.items() if key not in ("file", "column")}
-        lines.append(f"{where}: " + "; ".join(f"{key} {value}" for key, value in rest.items() if value != ""))
-    if len(rows) > limit:
-        lines.append(f"... and {len(rows) - limit} more in the report")
-    return lines
+OUTPUT_SHOWN = 3  # lines of a stage's output outside its cells shown under the table (the page has them all)
 
 
-def data_line(record: RunRecord) -> Text | None:
-    """What became of the run's new data (accepted, quarantined, kept), when the pipeline declares it."""
-    data = record.data
-    if data is None or data.action in ("none", "pending"):
-        return None
-    text = Text(f"new data {data.action}: ")
-    text.stylize({"accepted": "green", "quarantined": "bold red"}.get(data.action, "yellow"), 0, len(text))
-    text.append(data.detail)
-    return text
+def output_lines(outcome: Outcome) -> list[Text]:
+    """What the stages' kernels wrote outside their cells, under their names: a few lines each, dimmed (all
+    of them are on the run page), instead of lines breaking into the live table."""
+    found: list[Text] = []
+    for line in outcome.stages:
+        if not line.output:
+            continue
+        more = f", the last {OUTPUT_SHOWN} here" if len(line.output) > OUTPUT_SHOWN else ""
+        said = f"  {line.name} wrote {len(line.output)} lines outside its cells{more}:"
+        found.append(Text(said, style="dim"))
+        found += [Text(f"    {text}", style="dim") for text in line.output[-OUTPUT_SHOWN:]]
+    return found
 
 
-def outcome_line(record: RunRecord, run_dir: Path, exit_code: int) -> Text:
+def outcome_line(outcome: Outcome, run_dir: Path, exit_code: int) -> Text:
     """The last line of a run: what happened and where the report is."""
     index = run_dir / "index.html"
-    text = Text(f"{record.status} in {record.duration_s:.1f}s (exit {exit_code}); report: ")
+    text = Text(f"{outcome.status} in {outcome.duration} (exit {exit_code}); report: ")
     text.append(_shown_path(index), style="bold")
-    text.stylize(STYLE.get(record.status, ""), 0, len(record.status))
+    text.stylize(STYLE.get(outcome.status, ""), 0, len(outcome.status))
     return text
 
 

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -102,7 +102,9 @@ class KernelServer:
     called on its handle (its stage waits for it).
     """
 
-    def __init__(self, cwd: Path, preload: str) -> None:
+    def __init__(self, cwd: Path, preload: str, output: Path | None = None) -> None:
+        """`output`: the file that receives what the server and its workers write (a warm-up's warnings,
+        MLflow's log lines); None: the runner's stderr."""
         from runner.engine.kernels.server import imported_packages
 
         self.preload = preload
@@ -118,13 +120,19 @@ class KernelServer:
         self._workers: dict[int, int] = {}  # worker pid -> request id
         self._dead = threading.Event()
         self._spills = Path(tempfile.mkdtemp(prefix="retrain-results-"))  # workers' long results
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "runner.engine.kernels.server"],
-            cwd=cwd,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            start_new_session=True,  # a Ctrl-C in the terminal is the runner's to handle, not the server's
-        )
+        errors = output.open("ab") if output is not None else None
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "runner.engine.kernels.server"],
+                cwd=cwd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                start_new_session=True,  # a Ctrl-C in the terminal is the runner's, not the server's
+            )
+        finally:
+            if errors is not None:
+                errors.close()  # the server has its own descriptor now
         self._write({"preload": preload})
         self._reader = threading.Thread(target=self._read, name="kernel-server", daemon=True)
         self._reader.start()
@@ -134,11 +142,17 @@ class KernelServer:
         return not self._dead.is_set() and self.process.poll() is None
 
     def fork(
-        self, argv: list[str], env: dict[str, str], cwd: str, imports: frozenset[str] = frozenset()
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str,
+        imports: frozenset[str] = frozenset(),
+        output: str = "",
     ) -> ForkedProcess:
         """Ask for a kernel with these arguments (after `-m ipykernel_launcher`), for a notebook that imports
-        the packages `imports` (see `notebook_imports`); returns at once."""
-        request = {"argv": argv, "env": env, "cwd": cwd, "imports": sorted(imports)}
+        the packages `imports` (see `notebook_imports`), its own stdout and stderr going to the file `output`
+        ("": the server's); returns at once."""
+        request = {"argv": argv, "env": env, "cwd": cwd, "imports": sorted(imports), "output": output}
         number, handle = self._request(request)
         handle.hurry = lambda: self._hurry(number, handle)
         return handle
@@ -165,12 +179,21 @@ class KernelServer:
             if not handle.started.done() and self.usable:
                 self._write({"hurry": number})
 
-    def call(self, target: str, kwargs: dict[str, Any], cwd: Path, timeout_s: float) -> Any:
+    def call(
+        self,
+        target: str,
+        kwargs: dict[str, Any],
+        cwd: Path,
+        timeout_s: float,
+        env: Mapping[str, str] | None = None,
+    ) -> Any:
         """Run `module:function`(**kwargs) (JSON arguments) in a worker forked now, with this process's
-        environment; return what it returns. What it raised is raised here when it is one of the runner's
-        own exceptions, else WorkerError ("Type: message"); KernelServerError: no answer (it is killed)."""
+        environment (or `env`); return what it returns. What it raised is raised here when it is one of the
+        runner's own exceptions, else WorkerError ("Type: message"); KernelServerError: no answer (it is
+        killed)."""
         answer: Future[Any] = Future()
-        request = {"call": target, "kwargs": kwargs, "env": dict(os.environ), "cwd": str(cwd)}
+        environment = dict(os.environ if env is None else env)
+        request = {"call": target, "kwargs": kwargs, "env": environment, "cwd": str(cwd)}
         number, handle = self._request(request, answer, spill=True)
         try:
             return answer.result(timeout=timeout_s)
@@ -269,8 +292,8 @@ class KernelServer:
 def notebook_imports(notebook: Path) -> frozenset[str]:
     """The top-level packages the notebook's code cells import, anywhere in them (a cell that is not plain
     Python, or a notebook that cannot be read, adds nothing)."""
-    from runner.engine.cache import code_cells
     from runner.engine.kernels.server import imported_packages
+    from runner.engine.notebook_json import code_cells
 
     try:
         cells = code_cells(notebook)

@@ -13,6 +13,8 @@ heavy calls next to the kernels (workers.py).
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -21,12 +23,16 @@ from runner.engine.kernels.forked import SUPPORTED, KernelServer, KernelServerEr
 from runner.engine.kernels.started import Kernel, release_thread_loop
 from runner.engine.kernels.workers import Workers
 
+OTHERS = "others.log"  # the server's and its workers' output
+SUFFIX = ".stage.log"  # a stage kernel's output
+
 
 class Launcher(Protocol):
     workers: Workers
 
-    def start(self, warmup: str, notebook: Path | None) -> Kernel:
-        """A kernel for a stage whose notebook is `notebook`, warmed up with `warmup`."""
+    def start(self, warmup: str, notebook: Path | None, output: Path | None) -> Kernel:
+        """A kernel for a stage whose notebook is `notebook`, warmed up with `warmup`, writing what it prints
+        outside its cells to `output`."""
         ...
 
     def close(self) -> None: ...
@@ -39,8 +45,8 @@ class PlainLauncher:
         self.cwd = cwd
         self.workers = Workers()
 
-    def start(self, warmup: str, notebook: Path | None) -> Kernel:
-        return Kernel(self.cwd, warmup)
+    def start(self, warmup: str, notebook: Path | None, output: Path | None) -> Kernel:
+        return Kernel(self.cwd, warmup, output=output)
 
     def close(self) -> None:
         return None
@@ -49,9 +55,10 @@ class PlainLauncher:
 class ForkedLauncher:
     """Kernels forked from a kernel server started with the first kernel; heavy calls in its workers."""
 
-    def __init__(self, cwd: Path, preload: str) -> None:
+    def __init__(self, cwd: Path, preload: str, output: Path | None = None) -> None:
         self.cwd = cwd
         self.preload = preload
+        self.output = output  # what the server and its workers write
         self._server: KernelServer | None = None
         self._failed = False
         self.workers = Workers(lambda: self.server)
@@ -61,19 +68,19 @@ class ForkedLauncher:
         """The run's kernel server, once started and while it runs."""
         return self._server if self._server is not None and self._server.usable else None
 
-    def start(self, warmup: str, notebook: Path | None) -> Kernel:
+    def start(self, warmup: str, notebook: Path | None, output: Path | None) -> Kernel:
         server = self._started_server()
         if server is None:
-            return Kernel(self.cwd, warmup)
+            return Kernel(self.cwd, warmup, output=output)
         from runner.engine.kernels.provisioner import forking  # jupyter_client: when a kernel starts
 
         imports = notebook_imports(notebook) if notebook else frozenset[str]()
-        return Kernel(self.cwd, warmup, prepare=forking(server, imports))
+        return Kernel(self.cwd, warmup, prepare=forking(server, imports, str(output or "")))
 
     def _started_server(self) -> KernelServer | None:
         if self._server is None and not self._failed:
             try:
-                self._server = KernelServer(self.cwd, self.preload)
+                self._server = KernelServer(self.cwd, self.preload, self.output)
             except (OSError, KernelServerError):
                 self._failed = True  # kernels start the usual way
         return self.server
@@ -84,13 +91,19 @@ class ForkedLauncher:
 
 
 class KernelPool:
-    """Kernels started ahead of their stages, by stage name."""
+    """Kernels started ahead of their stages, by stage name.
+
+    What the kernels, the server and the workers write outside the cells (a library's warning, MLflow's log
+    lines) goes to files in a private folder, one per stage and one for the rest, never to the terminal the
+    run draws its table in: `output(stage)` hands a stage's lines over once the stage is done."""
 
     def __init__(self, cwd: Path, *, warm: bool = True, fork: bool = False, preload: str = "") -> None:
         self.cwd = cwd
         self.warm = warm  # False: no kernel is started ahead; each stage starts its own when it runs
+        self._outputs = Path(tempfile.mkdtemp(prefix="retrain-output-"))
+        forked = fork and warm and SUPPORTED
         self.launcher: Launcher = (
-            ForkedLauncher(cwd, preload) if fork and warm and SUPPORTED else PlainLauncher(cwd)
+            ForkedLauncher(cwd, preload, self._outputs / OTHERS) if forked else PlainLauncher(cwd)
         )
         self._started: dict[str, Kernel] = {}
         self._retiring: list[threading.Thread] = []
@@ -104,7 +117,7 @@ class KernelPool:
         next: a forked kernel is forked once the server has imported what the stage's `notebook` imports,
         rather than after its whole warm-up."""
         if self.warm and stage not in self._started:
-            kernel = self.launcher.start(warmup, notebook)
+            kernel = self.launcher.start(warmup, notebook, self._output_file(stage))
             if now:
                 kernel.hurry()
             self._started[stage] = kernel
@@ -118,9 +131,23 @@ class KernelPool:
         if kernel is not None:
             kernel.shutdown()
 
-    def fresh(self, warmup: str = "") -> Kernel:
+    def fresh(self, stage: str, warmup: str = "") -> Kernel:
         """A kernel started now, the usual way: for a stage whose kernel started ahead cannot be used."""
-        return Kernel(self.cwd, warmup)
+        return Kernel(self.cwd, warmup, output=self._output_file(stage))
+
+    def _output_file(self, stage: str) -> Path:
+        return self._outputs / f"{stage}{SUFFIX}"
+
+    def output(self, stage: str | None = None) -> list[str]:
+        """The lines a stage's kernel wrote outside its cells (`None`: the server and its workers), taken
+        once: the file is removed."""
+        path = self._outputs / OTHERS if stage is None else self._output_file(stage)
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return []
+        path.unlink(missing_ok=True)
+        return [line.rstrip() for line in text.splitlines() if line.strip()]
 
     def retire(self, kernel: Kernel) -> None:
         """A stage is done with its kernel: kill it now (its memory is free for the next stage) and clean up
@@ -142,3 +169,7 @@ class KernelPool:
         for thread in self._retiring:
             thread.join()
         self.launcher.close()  # after the kernels: a server kills any it forked that is still alive
+
+    def discard_outputs(self) -> None:
+        """Remove the folder of output files (once the run has taken what it keeps)."""
+        shutil.rmtree(self._outputs, ignore_errors=True)

@@ -24,13 +24,14 @@ class ForkProvisioner(LocalProvisioner):
 
     server: KernelServer | None = None
     imports: frozenset[str] = frozenset()  # what the stage's notebook imports
+    output: str = ""  # where the kernel's own stdout and stderr go ("": the server's)
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         if self.server is None or not forkable(cmd) or not self.server.usable:
             return await super().launch_kernel(cmd, **kwargs)
         env = dict(kwargs.get("env") or os.environ)
         cwd = str(kwargs.get("cwd") or os.getcwd())
-        forked = self.server.fork(cmd[3:], env, cwd, self.imports)
+        forked = self.server.fork(cmd[3:], env, cwd, self.imports, self.output)
         self.process = forked  # type: ignore[assignment]  # Popen-like
         self.pid, self.pgid = 0, None  # the pid comes later; signals go through the process handle
         self.cwd = cwd
@@ -52,7 +53,7 @@ class ForkProvisioner(LocalProvisioner):
         )
 
 
-def forking(server: KernelServer, imports: frozenset[str]) -> Callable[[Any], None]:
+def forking(server: KernelServer, imports: frozenset[str], output: str = "") -> Callable[[Any], None]:
     """The hook that makes a kernel manager launch its kernel through `server` (for a notebook that imports
     `imports`): the manager uses this provisioner instead of creating a LocalProvisioner."""
 
@@ -61,7 +62,7 @@ def forking(server: KernelServer, imports: frozenset[str]) -> Callable[[Any], No
         provisioner = ForkProvisioner(
             kernel_id=manager.kernel_id, kernel_spec=manager.kernel_spec, parent=manager
         )
-        provisioner.server, provisioner.imports = server, imports
+        provisioner.server, provisioner.imports, provisioner.output = server, imports, output
         manager.provisioner = provisioner
 
     return prepare

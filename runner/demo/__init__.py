@@ -1,1 +1,0 @@
-"""The bundled demo's data and replay."""
