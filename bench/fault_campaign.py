@@ -219,7 +219,9 @@ class Invariants:
             if record["status"] == "running":
                 problems.append(f"run {record['run_id']} still says running")
             code = self.exited.get(record["run_id"])
-            if code is not None and EXIT_FOR.get(record["status"]) != code:
+            if code == 70:
+                problems.append(f"run {record['run_id']}: a bug in retrain (exit 70): {record.get('error')}")
+            elif code is not None and EXIT_FOR.get(record["status"]) != code:
                 problems.append(f"run {record['run_id']} exited {code} but recorded {record['status']}")
         return problems
 
@@ -291,6 +293,7 @@ def campaign(args: argparse.Namespace) -> int:
     plan += ["SIGTERM", "SIGINT"] * (args.signals // 2)
     rng.shuffle(plan)
     drop_number = 0
+    seen: set[str] = set()  # violations already counted (a record stays as it is from one check to the next)
     for trial, point in enumerate(plan, 1):
         for _attempt in range(args.retries + 1):
             drop_number += 1
@@ -325,7 +328,8 @@ def campaign(args: argparse.Namespace) -> int:
             last = green.output.strip().splitlines()[-1][:200]
             problems.append(f"the next run exited {green_code}: {last}")
         problems += no_orphans(root)
-        problems += invariants.check()
+        problems += [problem for problem in invariants.check() if problem not in seen]  # new ones only
+        seen.update(problems)
         tally.violations += [f"trial {trial} ({point}): {problem}" for problem in problems]
         timing = f" cancelled in {cancel_s:.2f} s" if cancel_s is not None else ""
         verdict = "ok" if not problems else f"{len(problems)} VIOLATIONS: {problems[:3]}"
