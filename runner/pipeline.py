@@ -274,7 +274,9 @@ def end_run(
     try:
         if interrupted:
             raise KeyboardInterrupt
-        write_pages(run.pipeline, record, run_dir, run.options, redact)
+        # a cancelled run has seconds left: its own page, not the history (the next run draws it)
+        history = record.status != "cancelled"
+        write_pages(run.pipeline, record, run_dir, run.options, redact, history=history)
         if run.options.notify:
             record.notifications = announce(run, cancelled=record.status == "cancelled")
             report.write_run_json(run_dir, record, redact=redact)
@@ -765,12 +767,18 @@ def no_model_registered(pipeline: Pipeline, record: RunRecord) -> str | None:
 
 
 def write_pages(
-    pipeline: Pipeline, record: RunRecord, run_dir: Path, options: RunOptions, redact: Redactor
+    pipeline: Pipeline,
+    record: RunRecord,
+    run_dir: Path,
+    options: RunOptions,
+    redact: Redactor,
+    history: bool = True,
 ) -> None:
     """The run's page, the history, the step summary (run.json is written before: `write_final_record`)."""
     report.render_run_index(run_dir, record, tracking_uri=tracking_uri(pipeline.root), redact=redact)
-    known = remembered_runs(pipeline)
-    report.render_history_index(run_dir.parent, known=known, key=pipeline.key_metric, redact=redact)
+    if history:
+        known = remembered_runs(pipeline)
+        report.render_history_index(run_dir.parent, known=known, key=pipeline.key_metric, redact=redact)
     if options.step_summary is not None:
         report.write_step_summary(record, options.step_summary, redact=redact)
 

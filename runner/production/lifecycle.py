@@ -21,15 +21,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from runner.engine.config import Pipeline, SmokeCheckSpec
 from runner.engine.kernels import IN_THIS_PROCESS, WorkerError, WorkerLost, Workers
 from runner.engine.notebook_json import code_cells
-from runner.errors import UsageError
+from runner.errors import RetrainError, UsageError
 from runner.interrupts import shielded
 from runner.mlflow_http import bounded_http
 from runner.production import smoke
@@ -133,8 +135,7 @@ def release(
         return result
     started = time.monotonic()
     try:
-        with shielded():  # the tag and the alias move whole: a signal waits for them, then undoes them
-            promote(registry, candidate, expected=champion, reason=f"run {record.run_id}")
+        promote(registry, candidate, expected=champion, reason=f"run {record.run_id}")
     except RegistryConflict as conflict:
         result.error = f"version {candidate.version} was not promoted: {conflict}"
         return result
@@ -165,31 +166,50 @@ def release(
     return result
 
 
+UNDO_BUDGET_S = 2.0  # a cancelled run ends in seconds: a longer rollback is left to the next run
+
+
 def _undo_interrupted(
     registry: Registry, candidate: Version, champion: Version | None, result: ModelRecord
 ) -> None:
     """Ctrl-C or SIGTERM between the alias move and the smoke check's verdict: the champion the run started
-    with goes back at once, unchecked (it was the champion a minute ago). A second signal waits for this.
-    What cannot be put back stays `pending` for the next run to check."""
+    with goes back (unchecked: it was the champion a minute ago), if that takes at most UNDO_BUDGET_S. What is
+    not put back by then stays `pending`, for the next run to check: the cancelled run does not wait for it.
+    """
     result.detail += f"; interrupted before version {candidate.version}'s smoke check ended"
-    with shielded():
-        try:
-            now = registry.by_alias(CHAMPION)
-            if now is None or now.version != candidate.version:
-                return  # the move had not happened: nothing to put back
-            why = "the run was interrupted before its smoke check ended"
-            if champion is not None:
-                roll_back(registry, champion, candidate, why)
-            else:
-                registry.move_champion(None, expected=candidate.version, previous=None)
-            registry.tag(candidate.version, {SMOKE_CHECK: f"not checked: {why}"})
-            result.rolled_back, result.champion_after = True, champion.version if champion else None
-            result.detail += f"; champion put back to {result.champion_after or 'none'}"
-        except RegistryError as error:
-            result.error = (
-                f"interrupted: version {candidate.version} may be the champion, unchecked ({error}); the"
-                " next run checks it"
-            )
+    outcome: list[str | None] = []  # the champion after the undo, or nothing when it did not finish
+
+    def undo() -> None:
+        now = registry.by_alias(CHAMPION)
+        if now is None or now.version != candidate.version:
+            outcome.append(now.version if now else None)  # the move had not happened: nothing to put back
+            return
+        why = "the run was interrupted before its smoke check ended"
+        if champion is not None:
+            roll_back(registry, champion, candidate, why)
+        else:
+            registry.move_champion(None, expected=candidate.version, previous=None)
+        registry.tag(candidate.version, {SMOKE_CHECK: f"not checked: {why}"})
+        outcome.append(champion.version if champion else None)
+
+    def guarded() -> None:
+        with suppress(RetrainError):  # not undone: the `pending` tag says what is left to do
+            undo()
+
+    worker = threading.Thread(target=guarded, name="undo-promotion", daemon=True)
+    worker.start()
+    with shielded():  # a second signal waits for the budget, no longer
+        worker.join(UNDO_BUDGET_S)
+    if outcome and outcome[0] != candidate.version:
+        result.rolled_back = result.champion_after != outcome[0]
+        result.champion_after = outcome[0]
+        said = "put back to" if result.rolled_back else "still"
+        result.detail += f"; champion {said} {outcome[0] or 'none'}"
+        return
+    result.error = (
+        f"interrupted: version {candidate.version} may be the champion, unchecked; the next run checks it"
+        " again before its stages (`retrain models` shows it pending)"
+    )
 
 
 def _register(
