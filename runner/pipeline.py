@@ -627,6 +627,11 @@ def run_stage(
     current.output = kept_output(run.kernels.output(stage.name), run.redact)
     current.timings = result.timings
     current.notebook = executed.name if executed.is_file() else None
+    if result.interrupted and result.failure is not None:  # seconds left: the notebook keeps the evidence
+        current.status, current.failure = "failed", result.failure
+        current.error = f"stage '{stage.name}' was interrupted: {result.failure.message}"
+        current.duration_s = round(time.monotonic() - started, 3)
+        return
     current.scraps = read_scraps(executed, run.kernels.workers)
     if result.failure is not None:
         current.status, current.failure = "failed", result.failure
