@@ -9,7 +9,8 @@ working tree is never touched. Scenarios:
 - retrain cold: the first `retrain run` (creates the MLflow store, registers and deploys version 1);
 - retrain rerun 1: nothing changed, but production did (version 1 is now the champion), so evaluate scores
   the champion again; retrain rerun 2: nothing changed at all (everything cached, no kernel);
-- retrain new drop: `retrain demo next-week --source F` wrote the next week into data/new, then `retrain run`;
+- retrain new drop: `python data/walmart.py --source F next-week` wrote the next week into data/new, then
+  `retrain run`;
 - retrain cold, kernels not forked: the cold run again with RETRAIN_FORK_KERNELS=0: each kernel is a new
   interpreter that runs the warm-up itself, started while the stage before it runs;
 - retrain cold, no warm kernels: the cold run again with RETRAIN_WARM_KERNELS=0: each kernel is started when
@@ -217,8 +218,8 @@ def retrain_scenarios(workdir: Path, source_csv: Path, log: Path) -> list[Measur
     for name in ("retrain cold", "retrain rerun 1", "retrain rerun 2"):
         found.append(_with_stages(measure(name, [run], root, env, log), root))
     subprocess.run(
-        [BIN / "retrain", "demo", "next-week", "--root", root, "--source", source], env=env, check=True,
-        capture_output=True,
+        [BIN / "python", PROJECT / "data" / "walmart.py", "--root", root, "--source", source, "next-week"],
+        env=env, check=True, capture_output=True,
     )  # fmt: skip
     found.append(_with_stages(measure("retrain new drop", [run], root, env, log), root))
     variants = (
@@ -388,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             source_csv = SOURCE
             print(f"data: the demo's real weekly sales ({SOURCE.relative_to(PROJECT)})")
         else:
-            print("the demo's source file is missing: run `.venv/bin/retrain demo fetch` or pass --rows N")
+            print("the demo's source file is missing: run `python data/walmart.py fetch` or pass --rows N")
             return 2
         print(f"machine: {os.cpu_count()} CPUs; work folder {workdir}\n")
         retrain = retrain_scenarios(workdir, source_csv, log)

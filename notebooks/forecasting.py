@@ -51,6 +51,16 @@ FEATURES: list[str] = list(DESCRIPTIONS)  # the model's inputs, in this order
 # Dept stays an integer column, declared categorical to LightGBM: a pandas category would not survive
 # Parquet, and the logged model then takes plain department numbers when it is served.
 CATEGORICAL: list[str] = ["Dept"]
+# The column of the sales files each derived feature is built from: the validate stage weighs a column's
+# drift by the importance of the features built from it (features named like a column are that column;
+# the calendar's features come from the date, which drift does not measure).
+SOURCES: dict[str, str] = {
+    **{f"lag_{lag}": TARGET for lag in LAGS},
+    "rolling_mean_4": TARGET,
+    "rolling_mean_13": TARGET,
+    "rolling_std_4": TARGET,
+    "is_holiday": "IsHoliday",
+}
 
 
 def sales_files(root: Path, history_glob: str, new_glob: str) -> list[str]:

@@ -37,6 +37,8 @@ from tests.conftest import (
     temp_files,
 )
 
+pytestmark = pytest.mark.e2e
+
 KILLS = 30
 SEED = 20261126
 TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp$")  # runner/files.py's mkstemp names

@@ -20,6 +20,8 @@ import pytest
 
 from runner.commands import main
 from tests.conftest import (
+    Reply,
+    Webhook,
     aliases,
     assert_reports_readable,
     eventually,
@@ -28,7 +30,8 @@ from tests.conftest import (
     spawn_run,
     temp_files,
 )
-from tests.test_notify import Reply, Webhook, webhook  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.e2e
 
 FAULTS = {
     # the train notebook's `fault` parameter -> the failure kind the stage must record
@@ -40,16 +43,14 @@ FAULTS = {
 
 
 @pytest.fixture
-def model_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
-    """The model pipeline with a champion (version 1) already in its embedded registry."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    pipeline, name = make_model_project(tmp_path)
+def model_project(champion_project: tuple[Path, str]) -> tuple[Path, str]:
+    """A copy of the toy project whose version 1 is the champion, its train stage limited to 30 s (a hanging
+    cell ends soon; the champion was trained without the limit, which a loaded machine can exceed)."""
+    pipeline, name = champion_project
     text = pipeline.read_text().replace(
         "notebook: notebooks/train.ipynb", "notebook: notebooks/train.ipynb\n    timeout: 30"
     )
     pipeline.write_text(text)
-    assert main(["run", str(pipeline)]) == 0
-    assert aliases(pipeline, name)["champion"] == "1"
     return pipeline, name
 
 
@@ -147,7 +148,7 @@ def test_slack_failing_never_changes_the_run(
     make_project,
     capsys,
     monkeypatch,
-    webhook: Webhook,  # noqa: F811 (the fixture imported above)
+    webhook: Webhook,
     reply,
     said,
 ) -> None:

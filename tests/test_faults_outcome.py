@@ -20,8 +20,8 @@ from runner.commands import main
 from runner.engine import intake
 from runner.engine.config import load_pipeline
 from runner.errors import exit_code_for_status
-from runner.pipeline import RunOptions, finish_run, new_run_record
-from runner.records import ModelRecord
+from runner.pipeline import finish_run
+from runner.records import ModelRecord, RunRecord, StageRecord
 from tests.conftest import assert_reports_readable, eventually, kernels_in, temp_files
 
 MODEL_PIPELINE = """\
@@ -41,10 +41,18 @@ model:
 """
 
 
+def run_record(pipeline, mode: str = "full") -> RunRecord:
+    """A new run's record as `new_run_record` makes it, without asking git for the commit (a unit test starts
+    no process)."""
+    stages = {name: StageRecord(name=name, source=stage.source) for name, stage in pipeline.stages.items()}
+    started = "2026-12-07T08:00:00+00:00"
+    return RunRecord("20261207T080000Z-000", pipeline.name, "manual", mode, None, started, {}, stages)
+
+
 def settled(pipeline, mode: str = "full", statuses: tuple[str, str] = ("succeeded", "succeeded"), **model):
     """A run record of `pipeline` whose stages ended so, with `model` as its ModelRecord's fields (none
     given: no model record), its status decided by finish_run."""
-    record = new_run_record(pipeline, RunOptions(mode=mode))
+    record = run_record(pipeline, mode)
     for stage, status in zip(record.stages.values(), statuses, strict=True):
         stage.status = status
     if model:
@@ -75,7 +83,7 @@ def test_the_outcome_rule(make_project) -> None:
         assert intake.accepts(record, model_declared=pipeline.model is not None) is accepted, record.model
         if status == "failed" and record.first_problem is None and not (record.model and record.model.error):
             assert record.error, "a failed run without a failed stage says why"
-    bug = new_run_record(with_model, RunOptions())
+    bug = run_record(with_model)
     bug.error = "a bug in retrain: KeyError: 'x'"
     finish_run(with_model, bug, time.monotonic())
     assert bug.status == "failed"

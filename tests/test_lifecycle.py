@@ -13,25 +13,7 @@ from pathlib import Path
 import pytest
 
 from runner.commands import main
-from tests.conftest import (
-    IN_WORKERS,
-    TOY_MODEL_PIPELINE,
-    aliases,
-    free_port,
-    make_model_project,
-    spawn_run,
-)
-
-PIPELINE = TOY_MODEL_PIPELINE  # the toy model's pipeline (tests/conftest.py)
-
-
-@pytest.fixture(params=["embedded", "embedded, from workers", "server"])
-def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "server":
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", request.getfixturevalue("mlflow_server"))
-    else:
-        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return str(request.param)
+from tests.conftest import IN_WORKERS, ON_THE_SERVER, aliases, free_port, make_model_project, spawn_run
 
 
 def run(capsys: pytest.CaptureFixture[str], pipeline: Path, *args: str) -> tuple[int, dict, str]:
@@ -47,6 +29,7 @@ def command(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     return code, captured.out + captured.err
 
 
+@pytest.mark.e2e
 def test_register_promote_dedupe_smoke_check_and_roll_back(store, tmp_path, capsys):
     pipeline, name = make_model_project(tmp_path, warmup=IN_WORKERS if "workers" in store else "")
 
@@ -115,6 +98,7 @@ def test_register_promote_dedupe_smoke_check_and_roll_back(store, tmp_path, caps
     assert aliases(pipeline, name)["champion"] == "2"
 
 
+@pytest.mark.e2e
 def test_manual_promotion_stops_after_registration(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     pipeline, name = make_model_project(tmp_path, promotion="manual")
@@ -128,6 +112,8 @@ def test_manual_promotion_stops_after_registration(tmp_path, capsys, monkeypatch
     assert code == 0 and "version 1 is now the champion" in said and "smoke check passed" in said
 
 
+@pytest.mark.e2e
+@ON_THE_SERVER
 def test_two_runs_at_once_never_both_promote(mlflow_server, tmp_path, capsys, monkeypatch):
     """Two clones of a project (two CI machines, say) on one tracking server: the project lock cannot
     serialise them (tests/test_faults.py covers two runs in one project); compare-and-set does."""
@@ -150,6 +136,7 @@ def test_two_runs_at_once_never_both_promote(mlflow_server, tmp_path, capsys, mo
     assert final["champion"] in ("2", "3") and final["previous"] == "1"
 
 
+@pytest.mark.e2e
 def test_unreachable_tracking_server_fails_before_anything_runs(tmp_path, capsys, monkeypatch):
     pipeline, _ = make_model_project(tmp_path)
     uri = f"http://127.0.0.1:{free_port()}"
@@ -159,6 +146,7 @@ def test_unreachable_tracking_server_fails_before_anything_runs(tmp_path, capsys
     assert not (pipeline.parent / "reports").exists()
 
 
+@pytest.mark.kernel
 def test_a_conflict_found_in_a_worker_reaches_the_runner_as_a_conflict(tmp_path):
     from runner.engine.kernels import Workers
     from runner.engine.kernels.forked import KernelServer

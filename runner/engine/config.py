@@ -134,6 +134,7 @@ class ModelSpec(BaseModel):
     @property
     def shown(self) -> list[MetricFormatSpec]:
         return [MetricFormatSpec(name=item) if isinstance(item, str) else item for item in self.show_metrics]
+
     promotion: Literal["auto", "manual"] = "auto"
     deploy: list[StageName] = Field(default_factory=list)  # stages run after promotion, with the new champion
     data: list[str] = Field(default_factory=list)  # globs: the files whose contents fingerprint the data

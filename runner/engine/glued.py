@@ -75,9 +75,7 @@ def _first_argument(call: ast.Call) -> str | None:
 
 def _python_only(source: str) -> str:
     """The cell without IPython's magics and shell escapes, which are not Python."""
-    return "\n".join(
-        "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
-    )
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
 
 
 def scrap_name_problems(file: str, root: Path, spec: PipelineSpec) -> list[Problem]:

@@ -22,13 +22,13 @@ a copy of it existing elsewhere first.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner.engine import drops as files_of
 from runner.engine.config import DataSpec
 from runner.files import atomic_copy, atomic_write_text
 from runner.records import DataRecord, RunRecord
@@ -47,23 +47,15 @@ class Drop:
 def waiting(data: DataSpec, root: Path, *, finish_interrupted: bool = True) -> list[Drop]:
     """The drops in `data.new`, in name order, after finishing any acceptance a crash interrupted (only
     within a run, which holds the project's lock: `finish_interrupted=False` only looks)."""
-    found = _matching(root, data.new)
-    if not found:
-        return []
-    history = root / data.history
-    in_history = {_sha256(path): path for path in history.glob("*") if path.is_file()}
-    drops = []
-    for path in found:
-        digest = _sha256(path)
-        original = _original(root / data.accepted, path.name, digest)
-        if original is not None:  # a run accepted it and was stopped before it finished: finish it
-            if finish_interrupted:
-                if digest not in in_history:
-                    in_history[digest] = _add_to_history(path, digest, history, original.parent.name)
-                path.unlink()
-            continue
-        drops.append(Drop(path, digest))
-    return drops
+    found, interrupted = files_of.waiting_files(root, data.new, data.history, data.accepted)
+    if finish_interrupted:
+        history, added = root / data.history, set()
+        for left in interrupted:
+            if not left.in_history and left.sha256 not in added:  # stopped before the copy to the history
+                _add_to_history(left.path, left.sha256, history, left.run_id)
+                added.add(left.sha256)
+            left.path.unlink()
+    return [Drop(path, digest) for path, digest in found]
 
 
 def folders(data: DataSpec | None, root: Path) -> list[Path]:
@@ -107,7 +99,7 @@ def settle(
         result.action, result.detail = "none", "no new data in this run"
         return result
     validate = record.stages.get(data.stage)
-    unchanged = [drop for drop in drops if drop.path.is_file() and _sha256(drop.path) == drop.sha256]
+    unchanged = [drop for drop in drops if drop.path.is_file() and files_of.sha256(drop.path) == drop.sha256]
     changed = [_relative(drop.path, root) for drop in drops if drop not in unchanged]
     refused = _refused(validate.scraps, unchanged, root) if validate is not None else []
     if validate is not None and validate.status == "gate_failed" and not refused:
@@ -174,7 +166,7 @@ def _add_to_history(path: Path, digest: str, history: Path, run_id: str) -> Path
     """A copy of the drop in the history, under its own name unless another file has it (never overwritten:
     then under a name with the accepting run's id)."""
     target = history / path.name
-    if target.exists() and _sha256(target) != digest:
+    if target.exists() and files_of.sha256(target) != digest:
         target = history / f"{path.stem}-{run_id}{path.suffix}"
     if not target.exists():
         _copy(path, target)
@@ -266,25 +258,6 @@ def _copy(source: Path, target: Path) -> None:
     """The user's file, byte for byte (never redacted: it is their data), whole at `target` or absent."""
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_copy(source, target)
-
-
-def _original(accepted: Path, name: str, digest: str) -> Path | None:
-    """The original of a drop with these bytes that a run kept when it accepted it, if any."""
-    found = (path for path in sorted(accepted.glob(f"*/{name}")) if path.is_file())
-    return next((path for path in found if _sha256(path) == digest), None)
-
-
-def _matching(root: Path, globs: list[str]) -> list[Path]:
-    found = {path for pattern in globs for path in root.glob(pattern) if path.is_file()}
-    return sorted(found)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _relative(path: Path, root: Path) -> str:

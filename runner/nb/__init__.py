@@ -9,12 +9,13 @@
     nb.record_predictions(frame, period="week", actual="sales", prediction="forecast", champion="champion")
     problems = nb.Problems()                   # the `problems` table a quarantine reads
     header = nb.check_file(path, name, problems)   # encoding, binary, delimiter, header, rows, last line
-    nb.drift.drift_table(reference, current, numeric=[...], categorical=[...])
+    nb.drift.drift_table(reference, current, numeric=[...], categorical=[...], weights=..., trending=[...])
+    nb.importance.champion_weighing(champion_uri, ROOT)   # the champion's feature importance, to weigh drift
 
 The names the runner reads from what notebooks record are listed in README.md ("What the runner reads").
 """
 
-from runner.nb import drift
+from runner.nb import drift, importance
 from runner.nb.figures import show
 from runner.nb.files import FILE_RULES, PROBLEM_COLUMNS, Problems, check_file, count_lines, first_non_utf8
 from runner.nb.glue import PREDICTIONS, GlueError, glue, record_predictions
@@ -31,6 +32,7 @@ __all__ = [
     "drift",
     "first_non_utf8",
     "glue",
+    "importance",
     "products",
     "record_predictions",
     "root",

@@ -34,7 +34,7 @@ from runner.engine.notebook_json import code_cells
 from runner.errors import RetrainError, UsageError
 from runner.interrupts import shielded
 from runner.mlflow_http import bounded_http
-from runner.production import smoke
+from runner.production import smoke, store
 from runner.production.registry import (
     CHAMPION,
     LINEAGE,
@@ -67,14 +67,16 @@ def check_state(version: Version) -> str | None:
 
 
 def fingerprints(pipeline: Pipeline) -> dict[str, str]:
-    """Content hashes: `data` (the model section's data files), `code` (every stage's code cells and
-    parameters, and the Python modules beside the notebooks) and `fingerprint` (both): the same code on the
-    same data gives the same fingerprint."""
-    data = hashlib.sha256()
+    """Content hashes: `data` (the contents of the model section's data files, whatever their names),
+    `code` (every stage's code cells and parameters, and the Python modules beside the notebooks) and
+    `fingerprint` (both): the same code on the same data gives the same fingerprint."""
     model = pipeline.model
-    for pattern in model.data if model else ():
-        for path in sorted(pipeline.root.glob(pattern)):
-            data.update(path.relative_to(pipeline.root).as_posix().encode() + b"\0" + path.read_bytes())
+    files = {path for pattern in (model.data if model else ()) for path in pipeline.root.glob(pattern)}
+    # contents only, in the order of their own hashes: an accepted drop moves from data/new/ to the history
+    # folder, and the same rows under another name are the same data
+    data = hashlib.sha256()
+    for digest in sorted(_file_digest(path) for path in files if path.is_file()):
+        data.update(digest.encode())
     code = hashlib.sha256()
     for stage in pipeline.stages.values():
         cells = code_cells(stage.notebook)
@@ -89,6 +91,11 @@ def fingerprints(pipeline: Pipeline) -> dict[str, str]:
         "code": code.hexdigest()[:16],
         "fingerprint": both.hexdigest()[:16],
     }
+
+
+def _file_digest(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def release(
@@ -127,6 +134,14 @@ def release(
     candidate = _register(pipeline, record, registry, uri, result)
     say(f"model: {result.detail}")
     result.detail += compared
+    rolled_back = candidate.lineage("rolled_back")
+    if rolled_back and (champion is None or candidate.version != champion.version):
+        # a person (or a smoke check) took it out of production: a rerun on the same data must not undo that
+        result.detail += (
+            f"; it was rolled back ({rolled_back}): not promoted again (`retrain promote {candidate.version}`"
+            " does it)"
+        )
+        return result
     if model.promotion == "manual" or (champion is not None and candidate.version == champion.version):
         if model.promotion == "manual":
             result.detail += (
@@ -186,7 +201,7 @@ def _undo_interrupted(
             return
         why = "the run was interrupted before its smoke check ended"
         if champion is not None:
-            roll_back(registry, champion, candidate, why)
+            roll_back(registry, champion, candidate, why, verdict=False)
         else:
             registry.move_champion(None, expected=candidate.version, previous=None)
         registry.tag(candidate.version, {SMOKE_CHECK: f"not checked: {why}"})
@@ -210,6 +225,15 @@ def _undo_interrupted(
         f"interrupted: version {candidate.version} may be the champion, unchecked; the next run checks it"
         " again before its stages (`retrain models` shows it pending)"
     )
+
+
+def as_deployed(name: str, champion: Version | None) -> ModelRecord:
+    """A run that deploys the champion as it is (`retrain deploy`, after an approval or a rollback)."""
+    number = champion.version if champion else None
+    result = ModelRecord(name=name, champion_before=number, champion_after=number, version=number)
+    result.action = "unchanged"
+    result.detail = f"deploying the champion v{number} as it is" if number else "no champion to deploy"
+    return result
 
 
 def _register(
@@ -262,13 +286,18 @@ def promote(registry: Registry, version: Version, expected: Version | None, reas
     )
 
 
-def roll_back(registry: Registry, to: Version, current: Version, reason: str) -> None:
-    """Make `to` the champion again; `previous` becomes what `to` itself had replaced."""
+def roll_back(
+    registry: Registry, to: Version, current: Version, reason: str, *, verdict: bool = True
+) -> None:
+    """Make `to` the champion again; `previous` becomes what `to` itself had replaced. A `verdict` (a person's
+    or a failed smoke check's) marks `current` rolled back, which keeps a rerun on the same data from
+    promoting it again; an interrupted promotion is no verdict on the model."""
     earlier = to.lineage("replaced") or None
     registry.move_champion(
         to.version, expected=current.version, previous=earlier if earlier != to.version else None
     )
-    registry.tag(current.version, {f"{LINEAGE}rolled_back": f"{_now()}: {reason}"})
+    if verdict:
+        registry.tag(current.version, {f"{LINEAGE}rolled_back": f"{_now()}: {reason}"})
 
 
 def _roll_back_failed(
@@ -458,6 +487,8 @@ def open_registry(pipeline: Pipeline) -> Registry:
         )
     uri = tracking_uri(pipeline.root)
     check_reachable(uri)
+    if uri == tracking_uri(pipeline.root, environ={}):  # the embedded store: its paths follow the project
+        store.rebase(pipeline.root / MLFLOW_DIR)
     return Registry(uri, pipeline.model.name, lock_dir=pipeline.root / MLFLOW_DIR)
 
 

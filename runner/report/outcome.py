@@ -329,14 +329,16 @@ def _with_words(outcome: Outcome, record: RunRecord) -> Outcome:
 
 
 def _headline(outcome: Outcome, record: RunRecord) -> str:
-    """"demand-forecast v13 retrained and deployed, WAPE 7.9% (was 8.4%)" and its kin, one per state."""
+    """ "demand-forecast v13 retrained and deployed, WAPE 7.9% (was 8.4%)" and its kin, one per state."""
     model = record.model
     who = f"{model.name} v{model.version}" if model and model.version else outcome.pipeline
     key = outcome.key
     measured = ""
     if key is not None:
-        was = f" (was {key.champion_shown})" if outcome.state.startswith("promoted") else (
-            f" (champion {key.champion_shown})"
+        was = (
+            f" (was {key.champion_shown})"
+            if outcome.state.startswith("promoted")
+            else (f" (champion {key.champion_shown})")
         )
         measured = f", {key.title} {key.shown}" + (was if key.champion_shown else "")
     state = outcome.state
@@ -375,6 +377,12 @@ def _reason(outcome: Outcome, record: RunRecord) -> str:
     model, state = record.model, outcome.state
     if outcome.decision and state in ("promoted", "promoted_worse", "held", "evaluated"):
         return outcome.decision
+    if state == "refused_data" and outcome.quarantine is not None and outcome.quarantine.problems:
+        # the broken rule and where it is, which is what someone fixing the file needs; not the gate's sum
+        quarantine = outcome.quarantine
+        more = len(quarantine.problems) - 1 + quarantine.more
+        extra = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        return f"{quarantine.problems[0].text}{extra}."
     if state in ("refused_data", "refused_model") and outcome.failed_gates:
         gate = outcome.failed_gates[0]
         more = len(outcome.failed_gates) - 1
@@ -410,6 +418,12 @@ def _reason(outcome: Outcome, record: RunRecord) -> str:
         return f"Mode {record.mode}: every gate passed; the registry is left as it is."
     if state == "unchanged" and model is not None:
         return f"Version {model.version} already holds this model: nothing was registered or deployed."
+    cached = sum(line.status == "cached" for line in outcome.stages)
+    if cached == len(outcome.stages) and cached:
+        # a rerun with nothing changed: say so, or the page reads like a fresh success
+        return f"Nothing changed: all {cached} stages reused from cache, every gate as it was."
+    if cached:
+        return f"Every stage passed its gates ({cached} reused from cache)."
     return "Every stage passed its gates."
 
 
@@ -569,7 +583,7 @@ class Fact:
 
 
 def _against(line: MetricLine) -> str:
-    """"7.9% (champion 8.4%, -0.5 pp)", or the value alone without a champion."""
+    """ "7.9% (champion 8.4%, -0.5 pp)", or the value alone without a champion."""
     if not line.champion_shown:
         return line.shown
     return f"{line.shown} (champion {line.champion_shown}, {line.change})"

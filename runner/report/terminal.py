@@ -112,12 +112,12 @@ def summary(outcome: Outcome) -> Table:
 
 
 def final_lines(outcome: Outcome, run_dir: Path, exit_code: int) -> list[Text]:
-    """After the table, each fact once: the headline, the reason, the metrics against the champion, what
-    else matters (decision, smoke check, data, what changed), what broke; the last line says where the report
-    is. A log reader greps for them: none is wrapped."""
+    """After the table, each fact once, the most important last: what the stages wrote outside their cells,
+    the facts (metrics against the champion, decision, smoke check, data, what changed, commit), what broke
+    (failed gates, the data's broken rules, the error), then the headline and the reason; the last line says
+    where the report is. A log reader greps for them: none is wrapped."""
     colour = {"green": "green", "amber": "yellow", "red": "bold red", "grey": "dim"}[outcome.colour]
     lines = output_lines(outcome)
-    lines += [Text(f"{outcome.icon} {outcome.headline}", style=colour), Text(f"  {outcome.reason}")]
     skip = {"Outcome", "Gates", "Started"}
     skip |= {"Decision"} if outcome.decision == outcome.reason else set()
     shown = [fact for fact in facts(outcome) if fact.label not in skip]
@@ -125,11 +125,15 @@ def final_lines(outcome: Outcome, run_dir: Path, exit_code: int) -> list[Text]:
     for gate in outcome.failed_gates[1:]:  # the first is the reason
         lines.append(Text(f"  gate failed in {gate.stage}: {gate.expr}  ->  {gate.detail}", style="yellow"))
     if outcome.quarantine is not None:
-        lines += [Text(f"    {problem.text}", style="yellow") for problem in outcome.quarantine.problems]
+        problems = outcome.quarantine.problems
+        if problems and outcome.reason.startswith(problems[0].text):  # the first is the reason
+            problems = problems[1:]
+        lines += [Text(f"    {problem.text}", style="yellow") for problem in problems]
         if outcome.quarantine.more:
             lines.append(Text(f"    ... and {outcome.quarantine.more} more in the report", style="yellow"))
     if outcome.failure is not None and outcome.failure.evalue:
         lines.append(Text(f"  {outcome.failure.evalue}", style="red"))
+    lines += [Text(f"{outcome.icon} {outcome.headline}", style=colour), Text(f"  {outcome.reason}")]
     lines.append(outcome_line(outcome, run_dir, exit_code))
     return lines
 
