@@ -488,7 +488,10 @@ def open_registry(pipeline: Pipeline) -> Registry:
     uri = tracking_uri(pipeline.root)
     check_reachable(uri)
     if uri == tracking_uri(pipeline.root, environ={}):  # the embedded store: its paths follow the project
-        store.rebase(pipeline.root / MLFLOW_DIR)
+        try:
+            store.rebase(pipeline.root / MLFLOW_DIR)
+        except store.StoreError as error:  # a corrupt database, say: the registry failing, not a bug
+            raise RegistryError(f"the registry at {uri} cannot be opened: {error}") from None
     return Registry(uri, pipeline.model.name, lock_dir=pipeline.root / MLFLOW_DIR)
 
 
