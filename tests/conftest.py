@@ -67,16 +67,24 @@ def load_walmart() -> ModuleType:
 TIERS = ("unit", "kernel", "e2e")
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Under `--dist loadgroup`, in a worker: every test with an xdist_group carries it in its id
+    (pytest-xdist adds it while collecting). A group is what lets tests share an expensive set-up on one
+    worker; a pytest that loses it (pytest-xdist#1386: pytest 9.2) trains the demo on every worker and splits
+    modules that share a project, which then fail in ways far from the cause."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [
+        item.nodeid
+        for item in session.items
+        if item.get_closest_marker("xdist_group") and "@" not in item.nodeid
+    ]
+    if lost:
+        raise pytest.UsageError(f"--dist loadgroup does not group {lost[0]}: see pytest-xdist#1386")
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects: every collected test is checked, whatever is run
-@pytest.hookimpl(trylast=True)  # after pytest-xdist's own, which names each item's group in its id
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if getattr(config.option, "loadgroup", False):
-        # a group is what lets tests share an expensive set-up on one worker; a pytest that ignores them
-        # (pytest-xdist#1386: pytest 9.2) trains the demo on every worker and splits modules that share state
-        grouped = [item.nodeid for item in items if item.get_closest_marker("xdist_group")]
-        lost = [nodeid for nodeid in grouped if "@" not in nodeid]
-        if lost:
-            raise pytest.UsageError(f"--dist loadgroup does not group {lost[0]}: see pytest-xdist#1386")
     wrong = []
     for item in items:
         tiers = sorted({mark.name for mark in item.iter_markers() if mark.name in TIERS})
@@ -492,9 +500,10 @@ def make_drops_project(tmp_path: Path, warmup: str = "", name: str = "") -> tupl
     pipeline, name = make_model_project(tmp_path, warmup=warmup, name=name)
     # a loaded machine takes longer than the default 30 s to load a model: a slow check is not a failed one
     text = pipeline.read_text().replace('data: ["data/*.csv"]', 'data: ["data/*.csv", "data/new/*.csv"]')
-    text = text.replace('smoke_check: {score: "notebooks.toy_scores:wape"}', (
-        'smoke_check: {score: "notebooks.toy_scores:wape", max_seconds: 600}'
-    ))
+    text = text.replace(
+        'smoke_check: {score: "notebooks.toy_scores:wape"}',
+        ('smoke_check: {score: "notebooks.toy_scores:wape", max_seconds: 600}'),
+    )
     pipeline.write_text(text + DROPS_SECTION)
     (pipeline.parent / "data" / "new").mkdir()
     return pipeline, name
