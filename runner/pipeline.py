@@ -147,10 +147,12 @@ class RunState:
     cache: StageCache
     kernels: KernelPool
     deploy: frozenset[str]  # the model's deploy stages: they run after promotion
+    refit: str | None  # the model's refit stage: it runs once the model is judged, before it is registered
     redact: Redactor  # every file this run writes goes through it
     observer: Observer
     renders: BackgroundRenders  # stage pages, rendered while the next stages execute
     stopper: Stopper  # stops the stages executing in worker threads when the run is interrupted
+    released: bool = False  # the model went through the registry (release_model runs once)
 
 
 def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) -> tuple[RunRecord, Path]:
@@ -185,8 +187,9 @@ def run_locked(
     )
     stage_cache = StageCache(pipeline.root, run_dir.parent, redact)
     renders, stopper = BackgroundRenders(redact), Stopper()
+    refit = pipeline.model.refit_stage if pipeline.model else None
     run = RunState(
-        pipeline, options, record, run_dir, production, stage_cache, kernels, deploy, redact, observer,
+        pipeline, options, record, run_dir, production, stage_cache, kernels, deploy, refit, redact, observer,
         renders, stopper,
     )  # fmt: skip
     started = time.monotonic()
@@ -204,7 +207,7 @@ def run_locked(
             on_interrupt=stopper.stop,
         )
         if production is not None:
-            release_model(pipeline, record, run_dir, production, kernels.workers)
+            release_model(run)
         renders.collect(wait_all=True)  # the run index links every page: they must all be there
     except KeyboardInterrupt:
         cancel_running_stages(record)
@@ -232,12 +235,16 @@ def run_locked(
 def start_stage(run: RunState, stage: Stage) -> schedule.Work | None:
     """Decide a stage whose needs are done: skip it, reuse it from the cache (None: it is settled), or
     return the work that executes it (in a worker thread when stages run in parallel)."""
+    if run.production is not None and stage.name == run.refit:
+        judge_model(run)  # the policy decides before the refit: a held model is not refit
     if run.production is not None and stage.name in run.deploy:
         if run.record.mode == "full" and run.record.first_problem is None and executed_any(run.record):
             run.kernels.start(stage.name, stage.warmup, notebook=stage.notebook, now=True)  # boots meanwhile
-        release_model(run.pipeline, run.record, run.run_dir, run.production, run.kernels.workers)
+        release_model(run)
     current = run.record.stages[stage.name]
     reason = skip_reason(stage, run.record, run.options, run.deploy) or already_deployed(run, stage)
+    if not reason and stage.name == run.refit:
+        reason = lifecycle.refit_reason(run.record)
     if reason:
         run.kernels.discard(stage.name)
         current.status, current.skip_reason = "skipped", reason
@@ -269,7 +276,7 @@ def reuse_cached(run: RunState, stage: Stage, current: StageRecord) -> bool:
     """Take the stage's products, scraps, gates and pages from an earlier run with the same fingerprint."""
     started = time.monotonic()
     current.fingerprint = stage_fingerprint(run, stage)
-    if forced(run.options, stage.name):
+    if forced(run.options, stage.name) or stage.name == run.refit:  # a refit is never reused
         return False
     hit = run.cache.lookup(stage.name, current.fingerprint)
     if hit is None:
@@ -380,24 +387,33 @@ def needs_champion(stage: Stage) -> bool:
     return "champion_uri" in stage.declared or any(name.startswith("champion.") for name in named)
 
 
-def release_model(
-    pipeline: Pipeline,
-    record: RunRecord,
-    run_dir: Path,
-    production: Production,
-    workers: Workers,
-) -> None:
-    """Register and promote the candidate once, when the stages that judge it succeeded. The smoke check
-    runs in one of the run's workers, when it has them."""
-    model = pipeline.model
-    assert model is not None
+def judge_model(run: RunState) -> None:
+    """Judge the candidate once, when the stages that judge it succeeded: already registered? what does the
+    promotion policy decide? (lifecycle.judge; the comparison runs in one of the run's workers)."""
+    model, record, production = run.pipeline.model, run.record, run.production
+    assert model is not None and production is not None
     judged = (record.stages[model.candidate_stage], record.stages[model.metrics])
     if record.model is not None or record.first_problem is not None:
         return
     if any(stage.status not in ("succeeded", "cached") for stage in judged):
         return  # not selected by --only: there is no candidate to judge
     registry, champion = production.registry, production.champion
-    record.model = lifecycle.release(pipeline, record, run_dir, registry, champion, workers)
+    record.model = lifecycle.judge(run.pipeline, record, registry, champion, run.kernels.workers)
+
+
+def release_model(run: RunState) -> None:
+    """Register and promote the judged candidate once (and its refit), as the policy decided. The smoke check
+    runs in one of the run's workers, when it has them."""
+    judge_model(run)
+    record, production = run.record, run.production
+    assert production is not None
+    if record.model is None or run.released or record.first_problem is not None:
+        return
+    run.released = True
+    registry, champion = production.registry, production.champion
+    record.model = lifecycle.release(
+        run.pipeline, record, run.run_dir, registry, champion, run.kernels.workers
+    )
 
 
 def settle_data(pipeline: Pipeline, record: RunRecord, drops: list[intake.Drop], redact: Redactor) -> None:
@@ -599,7 +615,10 @@ def finish_run(record: RunRecord, started: float) -> None:
         if problem is not None:
             record.status = "gate_failed" if problem.status == "gate_failed" else "failed"
         else:
-            record.status = "failed" if record.model is not None and record.model.error else "succeeded"
+            model = record.model
+            refused = model is not None and model.decision is not None and model.decision.verdict == "refuse"
+            record.status = "failed" if model is not None and model.error else "succeeded"
+            record.status = "gate_failed" if refused and record.status == "succeeded" else record.status
 
 
 def write_reports(

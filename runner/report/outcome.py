@@ -295,6 +295,8 @@ def _state(record: RunRecord, key: MetricLine | None) -> State:
     if record.status == "gate_failed" and problem is not None:
         data_stage = record.data is not None and record.data.action == "quarantined"
         return "refused_data" if data_stage else "refused_model"
+    if record.status == "gate_failed" and _refused_by_policy(record):
+        return "refused_model"
     if record.status != "succeeded" or (model is not None and model.error):
         return "failed"
     if model is None:
@@ -310,6 +312,11 @@ def _state(record: RunRecord, key: MetricLine | None) -> State:
     return "held"
 
 
+def _refused_by_policy(record: RunRecord) -> bool:
+    model = record.model
+    return model is not None and model.decision is not None and model.decision.verdict == "refuse"
+
+
 def _with_words(outcome: Outcome, record: RunRecord) -> Outcome:
     from dataclasses import replace
 
@@ -317,14 +324,16 @@ def _with_words(outcome: Outcome, record: RunRecord) -> Outcome:
 
 
 def _headline(outcome: Outcome, record: RunRecord) -> str:
-    """"demand-forecast v13 retrained and deployed, WAPE 7.9% (was 8.4%)" and its kin, one per state."""
+    """ "demand-forecast v13 retrained and deployed, WAPE 7.9% (was 8.4%)" and its kin, one per state."""
     model = record.model
     who = f"{model.name} v{model.version}" if model and model.version else outcome.pipeline
     key = outcome.key
     measured = ""
     if key is not None:
-        was = f" (was {key.champion_shown})" if outcome.state.startswith("promoted") else (
-            f" (champion {key.champion_shown})"
+        was = (
+            f" (was {key.champion_shown})"
+            if outcome.state.startswith("promoted")
+            else (f" (champion {key.champion_shown})")
         )
         measured = f", {key.title} {key.shown}" + (was if key.champion_shown else "")
     state = outcome.state
@@ -349,6 +358,8 @@ def _headline(outcome: Outcome, record: RunRecord) -> str:
     if state == "refused_model":
         gate = outcome.failed_gates[0] if outcome.failed_gates else None
         by = f" by `{gate.expr}`" if gate else ""
+        if gate is None and model is not None and model.decision is not None:
+            by = f" by the promotion policy ({model.decision.policy.replace('_', '-')})"
         return f"{outcome.pipeline}: new model refused{by}{measured}; {outcome.serving}"
     if state == "failed":
         where = f" at {outcome.failure.stage}" if outcome.failure else ""
@@ -362,6 +373,8 @@ def _reason(outcome: Outcome, record: RunRecord) -> str:
     """Why, in one sentence."""
     model, state = record.model, outcome.state
     if outcome.decision and state in ("promoted", "promoted_worse", "held", "evaluated"):
+        return outcome.decision
+    if outcome.decision and state == "refused_model" and _refused_by_policy(record):
         return outcome.decision
     if state == "refused_data" and outcome.quarantine is not None and outcome.quarantine.problems:
         # the broken rule and where it is, which is what someone fixing the file needs; not the gate's sum
@@ -561,7 +574,7 @@ class Fact:
 
 
 def _against(line: MetricLine) -> str:
-    """"7.9% (champion 8.4%, -0.5 pp)", or the value alone without a champion."""
+    """ "7.9% (champion 8.4%, -0.5 pp)", or the value alone without a champion."""
     if not line.champion_shown:
         return line.shown
     return f"{line.shown} (champion {line.champion_shown}, {line.change})"
