@@ -211,8 +211,11 @@ def release(
     result.seconds["promote"] = round(time.monotonic() - started, 3)
     result.promoted, result.champion_after = True, candidate.version
     sample = run_dir / PRODUCTS_DIR / model.smoke_check.sample
-    spec, metric = smoke_spec(pipeline, refit=candidate.lineage("refit_of") is not None)
-    result.smoke_check = smoke.check(registry, spec, sample, metric, result.metrics, pipeline.root, workers)
+    refit = candidate.lineage("refit_of") is not None
+    spec, metric = smoke_spec(pipeline, refit)
+    result.smoke_check = smoke.check(
+        registry, spec, sample, metric, result.metrics, pipeline.root, workers, refit=refit
+    )
     result.seconds["smoke_check"] = result.smoke_check.seconds
     if result.smoke_check.passed:
         result.detail += f"; promoted to champion (was {result.champion_before or 'none'})"
@@ -427,8 +430,9 @@ def promote_version(pipeline: Pipeline, registry: Registry, number: str) -> str:
     )
     if not sample.is_file():
         return f"{said}; no smoke check: the sample of run {target.lineage('run_id')} is not here ({sample})"
-    spec, metric = smoke_spec(pipeline, refit=target.lineage("refit_of") is not None)
-    check = smoke.check(registry, spec, sample, metric, target.metrics, pipeline.root)
+    refit = target.lineage("refit_of") is not None
+    spec, metric = smoke_spec(pipeline, refit)
+    check = smoke.check(registry, spec, sample, metric, target.metrics, pipeline.root, refit=refit)
     if check.passed:
         return f"{said}; smoke check passed: {check.detail}"
     why = f"smoke check failed: {check.detail}"
