@@ -33,7 +33,7 @@ def latest_run(root: Path) -> dict:
 def test_demo_pipeline_trains_a_real_forecast(demo_project: Path, capsys):
     assert main(["run", str(demo_project / "pipeline.yaml")]) == 0, capsys.readouterr().out
     record = latest_run(demo_project)
-    assert [stage["status"] for stage in record["stages"].values()] == ["succeeded"] * 5
+    assert [stage["status"] for stage in record["stages"].values()] == ["succeeded"] * 6
     validate, train, evaluate = (
         record["stages"][name]["scraps"] for name in ("validate", "train", "evaluate")
     )
@@ -46,10 +46,12 @@ def test_demo_pipeline_trains_a_real_forecast(demo_project: Path, capsys):
         page = (run_dir / f"{name}.html").read_text()
         assert "<script src=" not in page and "https://" not in page.split("<body", 1)[-1].split("<a ", 1)[0]
     assert (demo_project / "mlruns" / "mlflow.db").is_file()  # the embedded tracking store, no server
-    model = record["model"]
-    assert (model["version"], model["promoted"], model["smoke_check"]["passed"]) == ("1", True, True)
+    model = record["model"]  # version 1 was evaluated, version 2 is its refit on every week: it ships
+    assert (model["evaluated"], model["version"], model["promoted"]) == ("1", "2", True)
+    assert model["smoke_check"]["passed"] and "of the refit within" in model["smoke_check"]["detail"]
+    assert record["stages"]["refit"]["scraps"]["data_until"] == "2012-03-30"  # the newest week of the history
     deploy = record["stages"]["deploy"]["scraps"]
-    assert deploy["deployed_version"] == "1" and deploy["bundle_loads"] is True
+    assert deploy["deployed_version"] == "2" and deploy["bundle_loads"] is True
     bundle = demo_project / deploy["serving_path"]
     assert (bundle / "model" / "MLmodel").is_file() and (bundle / "metadata.json").is_file()
     assert len((bundle / "forecast.csv").read_text().splitlines()) == 1 + 4 * 7
