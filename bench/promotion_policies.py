@@ -53,7 +53,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from runner.nb.compare import backtest_origins  # noqa: E402
-from runner.production.promotion import Policy, compare, decide  # noqa: E402
+from runner.paired import Policy, compare  # noqa: E402
+from runner.production.promotion import decide  # noqa: E402
 from runner.records import KeyMetric  # noqa: E402
 
 SOURCE = "data/source/walmart_sales_weekly.csv"

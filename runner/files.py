@@ -16,6 +16,7 @@ OSError too, so callers for whom a write is optional (the stage cache) keep trea
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -40,6 +41,38 @@ def atomic_write_bytes(path: Path, data: bytes, *, redact: Redactor) -> None:
 def atomic_write_text(path: Path, text: str, *, redact: Redactor) -> None:
     """`atomic_write_bytes` for UTF-8 text (newlines written as given, on every platform)."""
     _replace_with(path, lambda handle: handle.write(redact.redact(text).encode("utf-8")))
+
+
+def create_new_bytes(path: Path, data: bytes, *, redact: Redactor) -> None:
+    """Write `data`, redacted, to `path`, which must not exist: a file already there (even one that appears
+    meanwhile) is never replaced, and raises FileExistsError. The bytes go to a temporary file first, then
+    take the name with a hard link, which fails if the name is taken: never a part of a file either."""
+    tmp_name = ""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(redact.redact_bytes(data))
+        os.chmod(tmp_name, 0o644)
+        try:
+            os.link(tmp_name, path)
+        except OSError as error:
+            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            _create_exclusive(path, Path(tmp_name).read_bytes())  # no hard links on this file system
+    except FileExistsError:
+        raise
+    except OSError as error:
+        raise WriteError.about(path, error) from error
+    finally:
+        if tmp_name:
+            Path(tmp_name).unlink(missing_ok=True)
+
+
+def _create_exclusive(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
 
 
 def atomic_copy(source: Path, target: Path) -> None:

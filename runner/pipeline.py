@@ -38,6 +38,7 @@ from runner.errors import WriteError
 from runner.files import remove_stale_temporaries
 from runner.production import lifecycle
 from runner.production.registry import CHAMPION, Registry, RegistryError, Version, check_reachable
+from runner.production.store import RUN_LOG
 from runner.project import MLFLOW_DIR, PRODUCTS_DIR, REPORTS_DIR, git_commit, tracking_uri
 from runner.records import ModelRecord, RunContext, RunRecord, StageFailure, StageRecord
 from runner.report import history, notify
@@ -55,6 +56,7 @@ class RunOptions:
     selected: frozenset[str] | None = None  # resolved from `only` by the caller; None = all
     force: bool = False  # execute every stage, whatever the cache holds
     force_stages: frozenset[str] = frozenset()  # execute these (a --force STAGE and what needs it)
+    deploy_only: bool = False  # `retrain deploy`: only the model's deploy stages, with the champion as it is
     warm_kernels: bool = True  # start a stage's kernel while the stage before it runs
     fork_kernels: bool = True  # ... forked from a kernel server that did the pipeline's warm-up once
     max_parallel: int | None = None  # stages executed at once, at most; None: the pipeline's `max_parallel`
@@ -396,7 +398,9 @@ def judge_model(run: RunState) -> None:
     if record.model is not None or record.first_problem is not None:
         return
     if any(stage.status not in ("succeeded", "cached") for stage in judged):
-        return  # not selected by --only: there is no candidate to judge
+        if record.options.get("deploy_only"):  # `retrain deploy`: the champion as it is, nothing judged
+            record.model = lifecycle.as_deployed(model.name, production.champion)
+        return  # otherwise not selected by --only: there is no candidate to judge
     registry, champion = production.registry, production.champion
     record.model = lifecycle.judge(run.pipeline, record, registry, champion, run.kernels.workers)
 
@@ -408,6 +412,8 @@ def release_model(run: RunState) -> None:
     record, production = run.record, run.production
     assert production is not None
     if record.model is None or run.released or record.first_problem is not None:
+        return
+    if record.options.get("deploy_only"):  # the champion as it is: nothing to register
         return
     run.released = True
     registry, champion = production.registry, production.champion
@@ -457,6 +463,7 @@ def new_run_record(pipeline: Pipeline, options: RunOptions) -> RunRecord:
             "only": list(options.only),
             "force": options.force,
             "force_stages": sorted(options.force_stages),
+            **({"deploy_only": True} if options.deploy_only else {}),
         },
     )
 
@@ -586,9 +593,10 @@ def remembered_runs(pipeline: Pipeline) -> history.Remembered:
     if pipeline.model is None:
         return history.Remembered()
     uri = tracking_uri(pipeline.root)
+    log = pipeline.root / MLFLOW_DIR / RUN_LOG  # the state branch keeps it: runs whose folders are gone
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        return history.Remembered()  # no store yet: nothing to remember, and no reason to create one
-    return history.remembered(Registry(uri, pipeline.model.name, lock_dir=pipeline.root / MLFLOW_DIR))
+        return history.Remembered(logged=history.remembered(None, log).logged)  # no store: none created
+    return history.remembered(Registry(uri, pipeline.model.name, lock_dir=pipeline.root / MLFLOW_DIR), log)
 
 
 def cancel_running_stages(record: RunRecord) -> None:

@@ -11,12 +11,12 @@ of each drop as it goes, and the command draws the table.
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from runner import files
 from runner.engine.config import Pipeline, load_pipeline
 from runner.errors import UsageError, exit_code_for_status
 from runner.pipeline import Observer, RunOptions, run_pipeline
@@ -89,7 +89,7 @@ def replay(
         if target.exists():
             raise UsageError(f"{target} already exists: the drop {drop.name} would replace it")
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(drop, target)
+        files.atomic_copy(drop, target)  # whole or not at all: a run never reads half a drop
         on_drop(index, name, None)
         record, _ = run_pipeline(pipeline, RunOptions(trigger=trigger), observer or Quiet())
         row = _row(name, record, pipeline.key_metric)

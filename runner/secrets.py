@@ -22,11 +22,12 @@ import html
 import json
 import urllib.parse
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from runner import yamltext
+from runner.scrub import MachinePaths
 
 MIN_LENGTH = 4
 # Secret wherever they are set, whatever pipeline.yaml says: the default Slack webhook, the registry's
@@ -45,6 +46,7 @@ class Redactor:
 
     names: tuple[str, ...] = ()
     _forms: tuple[tuple[str, str], ...] = ()  # (form, marker), longest form first
+    paths: MachinePaths | None = None  # what is published also loses the machine's paths (runner/scrub.py)
 
     @classmethod
     def from_environ(cls, names: Iterable[str], environ: Mapping[str, str]) -> Redactor:
@@ -64,15 +66,19 @@ class Redactor:
     def __repr__(self) -> str:  # never the values, wherever a record or an error shows this object
         return f"Redactor(names={list(self.names)})"
 
+    def scrubbing(self, paths: MachinePaths) -> Redactor:
+        """This redactor, that also replaces the machine's paths: for pages people read and publish."""
+        return replace(self, paths=paths)
+
     def redact(self, text: str) -> str:
         for form, replacement in self._forms:
             if form in text:
                 text = text.replace(form, replacement)
-        return text
+        return text if self.paths is None else self.paths.scrub(text)
 
     def redact_bytes(self, data: bytes) -> bytes:
         """`redact` for bytes; bytes that are not UTF-8 (an image, say) pass through unchanged around it."""
-        if not self._forms:
+        if not self._forms and self.paths is None:
             return data
         return self.redact(data.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
 

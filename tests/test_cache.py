@@ -17,8 +17,7 @@ import nbformat
 import pytest
 
 from runner.commands import main
-from tests.conftest import ASSETS, kernels_alive
-from tests.test_lifecycle import aliases
+from tests.conftest import ASSETS, aliases, kernels_alive
 
 PIPELINE = """\
 version: 1
@@ -54,13 +53,31 @@ def statuses(record: dict) -> dict[str, str]:
     return {name: stage["status"] for name, stage in record["stages"].items()}
 
 
-@pytest.fixture
-def project(make_project) -> Path:
-    pipeline = make_project(PIPELINE)
+@pytest.fixture(scope="module")
+def _ran_once(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """The project after a first run (every stage executed): run once, copied per test."""
+    root = tmp_path_factory.mktemp("cache") / "project"
+    shutil.copytree(ASSETS / "notebooks", root / "notebooks")
+    (root / "pipeline.yaml").write_text(PIPELINE)
     for folder, name, text in (("data", "in.csv", "a,b\n1,2\n"), ("other", "note.txt", "one\n")):
-        (pipeline.parent / folder).mkdir(exist_ok=True)
-        (pipeline.parent / folder / name).write_text(text)
-    return pipeline
+        (root / folder).mkdir()
+        (root / folder / name).write_text(text)
+    assert main(["run", str(root / "pipeline.yaml"), "--no-notify"]) == 0
+    assert not kernels_alive(), "a kernel outlived the run"
+    return root, json.loads(next((root / "reports").glob("*/run.json")).read_text())
+
+
+@pytest.fixture
+def project(_ran_once: tuple[Path, dict], tmp_path: Path) -> Path:
+    """A copy of the project after its first run, for this test alone."""
+    shutil.copytree(_ran_once[0], tmp_path / "project")
+    return tmp_path / "project" / "pipeline.yaml"
+
+
+@pytest.fixture
+def first(_ran_once: tuple[Path, dict]) -> dict:
+    """The run record of the project's first run."""
+    return _ran_once[1]
 
 
 def edit_code(notebook: Path, source: str) -> None:
@@ -69,8 +86,8 @@ def edit_code(notebook: Path, source: str) -> None:
     nbformat.write(nb, notebook)
 
 
-def test_a_rerun_with_nothing_changed_reuses_every_stage_and_starts_no_kernel(project, capsys):
-    _, first = run(capsys, project)
+@pytest.mark.e2e
+def test_a_rerun_with_nothing_changed_reuses_every_stage_and_starts_no_kernel(project, first):
     assert statuses(first) == {"first": "succeeded", "second": "succeeded", "apart": "succeeded"}
     assert all(stage["fingerprint"] for stage in first["stages"].values())
     # in a fresh process: a cached run imports neither papermill nor jupyter_client, so it starts no kernel
@@ -96,11 +113,11 @@ def test_a_rerun_with_nothing_changed_reuses_every_stage_and_starts_no_kernel(pr
     assert (run_dir / "products" / "ok.txt").read_text() == f"{first['run_id']} full"  # copied, not re-run
     for name in again["stages"]:
         assert (run_dir / f"{name}.ipynb").is_file() and (run_dir / f"{name}.html").is_file()
-    assert "3 reused from cache" in (run_dir / "index.html").read_text()
+    assert "all 3 stages reused from cache" in (run_dir / "index.html").read_text()
 
 
+@pytest.mark.e2e
 def test_changing_a_notebook_reruns_it_and_what_needs_it_only(project, capsys):
-    run(capsys, project)
     edit_code(project.parent / "notebooks" / "downstream.ipynb", "z2 = 1")
     _, record = run(capsys, project)
     assert statuses(record) == {"first": "cached", "second": "succeeded", "apart": "cached"}
@@ -111,8 +128,8 @@ def test_changing_a_notebook_reruns_it_and_what_needs_it_only(project, capsys):
     assert set(statuses(record).values()) == {"cached"}
 
 
+@pytest.mark.e2e
 def test_outputs_and_metadata_of_a_notebook_do_not_change_its_fingerprint(project, capsys):
-    run(capsys, project)
     notebook = project.parent / "notebooks" / "ok.ipynb"
     nb = nbformat.read(notebook, as_version=4)
     nb.metadata["authors"] = [{"name": "someone"}]
@@ -122,8 +139,8 @@ def test_outputs_and_metadata_of_a_notebook_do_not_change_its_fingerprint(projec
     assert set(statuses(record).values()) == {"cached"}
 
 
+@pytest.mark.e2e
 def test_changing_an_input_file_or_a_parameter_reruns(project, capsys):
-    run(capsys, project)
     (project.parent / "data" / "in.csv").write_text("a,b\n1,3\n")
     _, record = run(capsys, project)
     assert statuses(record) == {"first": "succeeded", "second": "succeeded", "apart": "cached"}
@@ -137,6 +154,7 @@ def test_changing_an_input_file_or_a_parameter_reruns(project, capsys):
     assert set(statuses(record).values()) == {"cached"}
 
 
+@pytest.mark.e2e
 def test_a_parameter_read_only_by_a_gate_is_part_of_the_fingerprint(make_project, capsys):
     pipeline = make_project(
         PIPELINE.replace('gates: ["y == 42"]', 'gates: ["y >= params.low"]').replace(
@@ -150,8 +168,8 @@ def test_a_parameter_read_only_by_a_gate_is_part_of_the_fingerprint(make_project
     assert code == 3 and record["stages"]["first"]["status"] == "gate_failed"  # judged again, not reused
 
 
-def test_a_missing_or_altered_output_or_notebook_forces_a_rerun(project, capsys):
-    _, first = run(capsys, project)
+@pytest.mark.e2e
+def test_a_missing_or_altered_output_or_notebook_forces_a_rerun(project, first, capsys):
     output = project.parent / "reports" / first["run_id"] / "products" / "ok.txt"
     output.unlink()
     _, record = run(capsys, project)
@@ -163,6 +181,7 @@ def test_a_missing_or_altered_output_or_notebook_forces_a_rerun(project, capsys)
     assert statuses(record) == {"first": "succeeded", "second": "succeeded", "apart": "cached"}
 
 
+@pytest.mark.e2e
 def test_a_stage_without_inputs_is_never_cached_nor_is_what_needs_it(make_project, capsys):
     pipeline = make_project(PIPELINE.replace('    inputs: ["data/*.csv"]\n', ""))
     (pipeline.parent / "other").mkdir()
@@ -172,8 +191,8 @@ def test_a_stage_without_inputs_is_never_cached_nor_is_what_needs_it(make_projec
     assert record["stages"]["first"]["fingerprint"] is None
 
 
+@pytest.mark.e2e
 def test_force_reruns_everything_and_force_stage_that_stage_and_what_needs_it(project, capsys):
-    run(capsys, project)
     _, record = run(capsys, project, "--force")
     assert set(statuses(record).values()) == {"succeeded"}
     assert record["options"]["force"] is True
@@ -189,6 +208,7 @@ def test_force_reruns_everything_and_force_stage_that_stage_and_what_needs_it(pr
     assert "did you mean 'second'?" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_warm_kernels_are_used_and_never_outlive_the_run(make_project, capsys):
     pipeline = make_project(PIPELINE.replace("params: {x: 21}", 'params: {x: 21}\nwarmup: "import json"'))
     (pipeline.parent / "data").mkdir()
@@ -202,6 +222,7 @@ def test_warm_kernels_are_used_and_never_outlive_the_run(make_project, capsys):
     assert code == 3 and record["stages"]["second"]["status"] == "skipped"
 
 
+@pytest.mark.e2e
 def test_a_failing_warmup_or_a_stage_that_raises_leaves_no_kernel(make_project, capsys):
     pipeline = make_project("""\
         version: 1
@@ -228,6 +249,7 @@ def test_a_failing_warmup_or_a_stage_that_raises_leaves_no_kernel(make_project, 
     assert statuses(record) == expected
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
@@ -276,6 +298,7 @@ model:
 """
 
 
+@pytest.mark.e2e
 def test_cached_training_keeps_the_model_lifecycle_right(tmp_path, capsys, monkeypatch):
     """Cached train and evaluate hand over the same model URI: the registry says it already holds it, and
     with production unchanged the deployment is not repeated, without importing MLflow at all."""

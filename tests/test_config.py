@@ -11,6 +11,8 @@ from runner.engine.config import load_pipeline
 from runner.engine.params import parse_overrides
 from runner.errors import ConfigError
 
+pytestmark = pytest.mark.unit
+
 GOOD = """\
 version: 1
 name: toy

@@ -28,9 +28,16 @@ import nbformat
 import pytest
 
 from runner.commands import main
-from tests.conftest import assert_reports_readable, kernels_in, spawn_run, temp_files
-from tests.test_faults import eventually
-from tests.test_lifecycle import make_model_project
+from tests.conftest import (
+    assert_reports_readable,
+    eventually,
+    kernels_in,
+    make_model_project,
+    spawn_run,
+    temp_files,
+)
+
+pytestmark = pytest.mark.e2e
 
 KILLS = 30
 SEED = 20261126

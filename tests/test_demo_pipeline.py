@@ -1,4 +1,8 @@
-"""The demo end to end on the bundled real data, as `make demo` runs it; nbval over the stage notebooks."""
+"""The demo end to end on the bundled real data, as `make demo` runs it; nbval over the stage notebooks.
+
+The demo's first run is made once for the session (`demo_first_run` in tests/conftest.py, in a process of its
+own that also reports what it imported); tests/test_data_intake.py starts from a copy of it too.
+"""
 
 from __future__ import annotations
 
@@ -11,18 +15,17 @@ from pathlib import Path
 import pytest
 
 from runner.commands import main
-from tests.conftest import PROJECT_ROOT, load_walmart
+from runner.github.pages import build_site
+from runner.report.history import Remembered
+from runner.scrub import MachinePaths
+from runner.secrets import NO_SECRETS
+from tests.conftest import ON_THE_DEMO, PROJECT_ROOT, copy_project, demo_copy, load_walmart
 
 
 @pytest.fixture(scope="module")
-def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the project's pipeline, notebooks and data, so runs never touch the working tree."""
-    root = tmp_path_factory.mktemp("demo")
-    shutil.copy(PROJECT_ROOT / "pipeline.yaml", root)
-    shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks")
-    shutil.copytree(PROJECT_ROOT / "data" / "history", root / "data" / "history")
-    (root / "data" / "new").mkdir()
-    return root
+def demo_project(demo_first_run: tuple[Path, dict], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the demo after its first run, for this module's runs."""
+    return copy_project(demo_first_run[0], tmp_path_factory.mktemp("demo") / "project")
 
 
 def latest_run(root: Path) -> dict:
@@ -30,8 +33,11 @@ def latest_run(root: Path) -> dict:
     return json.loads((run_dir / "run.json").read_text())
 
 
-def test_demo_pipeline_trains_a_real_forecast(demo_project: Path, capsys):
-    assert main(["run", str(demo_project / "pipeline.yaml")]) == 0, capsys.readouterr().out
+@pytest.mark.e2e
+@ON_THE_DEMO
+def test_demo_pipeline_trains_a_real_forecast(demo_first_run: tuple[Path, dict]):
+    demo_project, result = demo_first_run
+    assert result["code"] == 0, result["output"][-3000:]
     record = latest_run(demo_project)
     assert [stage["status"] for stage in record["stages"].values()] == ["succeeded"] * 6
     validate, train, evaluate = (
@@ -57,36 +63,21 @@ def test_demo_pipeline_trains_a_real_forecast(demo_project: Path, capsys):
     assert len((bundle / "forecast.csv").read_text().splitlines()) == 1 + 4 * 7
 
 
-HEAVY = ("mlflow", "sqlalchemy", "pandas", "numpy", "pyarrow", "scrapbook")
-RUN_AND_LIST_IMPORTS = f"""
-import json, sys
-from runner.commands import main
-code = main(["run", sys.argv[1], "--no-notify"])
-heavy = {{name.split(".")[0] for name in sys.modules}} & set({HEAVY!r})
-print(json.dumps({{"code": code, "heavy": sorted(heavy)}}))
-"""
-
-
-def test_the_runner_process_leaves_mlflow_and_pandas_to_workers(tmp_path: Path):
+@pytest.mark.e2e
+@ON_THE_DEMO
+def test_the_runner_process_leaves_mlflow_and_pandas_to_workers(demo_first_run: tuple[Path, dict]):
     """A first run (a new store, a release, a smoke check): MLflow's calls, the scraps (tables decoded with
     pandas) and the smoke check run in workers forked from the kernel server, where they are imported
     already; the runner process imports none of them (about 180 MB less at the run's peak)."""
-    root = tmp_path / "demo"
-    shutil.copytree(PROJECT_ROOT / "notebooks", root / "notebooks")
-    shutil.copytree(PROJECT_ROOT / "data" / "history", root / "data" / "history")
-    shutil.copy(PROJECT_ROOT / "pipeline.yaml", root)
-    found = subprocess.run(
-        [sys.executable, "-c", RUN_AND_LIST_IMPORTS, str(root / "pipeline.yaml")],
-        cwd=root, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    result = json.loads(found.stdout.strip().splitlines()[-1])
-    assert result["code"] == 0, found.stdout[-3000:]
+    root, result = demo_first_run
+    assert result["code"] == 0, result["output"][-3000:]
     assert result["heavy"] == [], f"the runner imported {result['heavy']}"
     record = latest_run(root)
     assert (record["model"]["promoted"], record["model"]["smoke_check"]["passed"]) == (True, True)
     assert record["stages"]["validate"]["scraps"]["n_errors"] == 0  # read by a worker
 
 
+@pytest.mark.e2e
 def test_papermill_comes_without_pyarrow_which_can_still_be_imported_after():
     check = (
         "import sys; from runner.engine import imports; imports.papermill(); "
@@ -97,6 +88,8 @@ def test_papermill_comes_without_pyarrow_which_can_still_be_imported_after():
     assert found.returncode == 0 and found.stdout.strip() == "LocalFileSystem", found.stderr[-2000:]
 
 
+@pytest.mark.e2e
+@ON_THE_DEMO
 def test_demo_gate_failing_on_purpose_exits_3(demo_project: Path, capsys):
     code = main(["run", str(demo_project / "pipeline.yaml"), "-p", "wape_threshold=0.0001"])
     out = capsys.readouterr().out
@@ -111,6 +104,53 @@ def test_demo_gate_failing_on_purpose_exits_3(demo_project: Path, capsys):
     assert "Gate `wape &lt;= params.wape_threshold` in stage evaluate" in index
 
 
+@pytest.mark.e2e
+@ON_THE_DEMO
+def test_drift_is_weighed_by_the_champion_and_published_pages_hold_no_machine_path(
+    demo_project: Path, tmp_path: Path
+):
+    """The two runs above: the first had no champion, the second was judged against version 2 (the first's
+    refit, the champion). Drift is weighed equally, then by version 2's importance; every page in reports/
+    and every file `retrain github pages` would publish is free of the machine's paths."""
+    runs = [json.loads(path.read_text()) for path in sorted((demo_project / "reports").glob("*/run.json"))]
+    assert len(runs) >= 2, "runs after test_demo_gate_failing_on_purpose_exits_3, on the same module's copy"
+    first, second = (record["stages"]["validate"]["scraps"] for record in runs[:2])
+    assert first["drift_weighing"].startswith("Features weighed equally: there is no champion yet")
+    assert "by the champion's feature importance (version 2," in second["drift_weighing"]
+    logged = runs[0]["stages"]["refit"]["scraps"]["feature_importance"]  # what version 2's refit logged
+    assert sum(logged.values()) == pytest.approx(1.0)
+    rows = [dict(zip(second["drift"]["columns"], row, strict=True)) for row in second["drift"]["rows"]]
+    by_feature = {row["feature"]: row for row in rows}
+    trending = {"CPI", "Unemployment", "Fuel_Price"}  # pipeline.yaml's validate parameter
+    assert {name for name, row in by_feature.items() if row["trending"]} == trending
+    assert all(by_feature[name]["verdict"] in {"ok", "trend"} for name in trending)
+    # a column weighs what the model's features built from it weigh: sales through its lags and rolling means
+    from_sales = sum(share for name, share in logged.items() if name.startswith(("lag_", "rolling_")))
+    assert by_feature["Weekly_Sales"]["weight"] == pytest.approx(from_sales)
+    assert by_feature["Dept"]["weight"] == pytest.approx(logged["Dept"])
+    assert by_feature["IsHoliday"]["weight"] == pytest.approx(logged["is_holiday"])
+    assert all(row["pvalue"] == row["pvalue"] for row in rows)  # no NaN: categories have a chi-square test
+
+    site = tmp_path / "site"
+    build_site(demo_project / "reports", site, 10, Remembered(), NO_SECRETS)
+    published = [path for path in site.rglob("*") if path.is_file()]
+    pages = [*published, *(demo_project / "reports").glob("**/*.html")]
+    assert {path.suffix for path in published} == {".json", ".html", ".ipynb"}
+    root, machine = str(demo_project), MachinePaths.of(demo_project)
+    leaks = {}
+    for path in pages:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        held = [*machine.found_in(text), *([root] if root in text else [])]
+        if held:
+            leaks[str(path)] = held
+    assert leaks == {}
+    notebook = json.loads(next(site.glob("*/validate.ipynb")).read_text())
+    assert notebook["metadata"]["papermill"]["input_path"] == "<project>/notebooks/01_validate.ipynb"
+    kept = next((demo_project / "reports").glob("*/validate.ipynb")).read_text()
+    assert root in kept  # the executed notebook the runner reads back keeps its paths
+
+
+@pytest.mark.e2e
 def test_replay_registers_a_version_a_week_and_compares_with_the_champion(tmp_path: Path, capsys):
     """Two real weeks replayed: the first run creates the champion, the next weeks are judged against it."""
     root = tmp_path / "replay"
@@ -155,10 +195,10 @@ def test_replay_registers_a_version_a_week_and_compares_with_the_champion(tmp_pa
     assert not waiting & {f"data/new/{Path(name).name}" for name in in_history}
 
 
-def test_stage_notebooks_run_standalone_under_nbval(demo_project: Path):
+@pytest.mark.kernel
+def test_stage_notebooks_run_standalone_under_nbval(tmp_path: Path):
     """Each notebook also runs on its own defaults, as a data scientist opens it in Jupyter."""
-    copy = demo_project.parent / "nbval"
-    shutil.copytree(demo_project, copy, ignore=shutil.ignore_patterns("reports", "mlruns"))
+    copy = demo_copy(tmp_path / "nbval")
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", "notebooks"],
         cwd=copy,

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,9 +21,21 @@ from pathlib import Path
 import pytest
 
 from runner.commands import main
-from tests.conftest import assert_reports_readable, kernels_in, spawn_run, temp_files
-from tests.test_lifecycle import aliases, free_port, make_model_project
-from tests.test_notify import Reply, Webhook, webhook  # noqa: F401 (fixture)
+from tests.conftest import (
+    MLFLOW_SERVER_ENV,
+    Reply,
+    Webhook,
+    aliases,
+    assert_reports_readable,
+    eventually,
+    free_port,
+    kernels_in,
+    make_model_project,
+    spawn_run,
+    temp_files,
+)
+
+pytestmark = pytest.mark.e2e
 
 FAULTS = {
     # the train notebook's `fault` parameter -> the failure kind the stage must record
@@ -36,16 +47,14 @@ FAULTS = {
 
 
 @pytest.fixture
-def model_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str]:
-    """The model pipeline with a champion (version 1) already in its embedded registry."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    pipeline, name = make_model_project(tmp_path)
+def model_project(champion_project: tuple[Path, str]) -> tuple[Path, str]:
+    """A copy of the toy project whose version 1 is the champion, its train stage limited to 30 s (a hanging
+    cell ends soon; the champion was trained without the limit, which a loaded machine can exceed)."""
+    pipeline, name = champion_project
     text = pipeline.read_text().replace(
         "notebook: notebooks/train.ipynb", "notebook: notebooks/train.ipynb\n    timeout: 30"
     )
     pipeline.write_text(text)
-    assert main(["run", str(pipeline)]) == 0
-    assert aliases(pipeline, name)["champion"] == "1"
     return pipeline, name
 
 
@@ -60,16 +69,6 @@ def assert_clean_end(pipeline: Path) -> list[dict]:
     assert eventually(lambda: not kernels_in(pipeline.parent)), "a kernel outlived the run"
     assert temp_files(reports) == []
     return assert_reports_readable(reports)
-
-
-def eventually(condition, limit_s: float = 60) -> bool:
-    """Poll `condition` until it holds (True), or give up after `limit_s` (False): a bound, not a timing."""
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 # --- faults in the training stage ---------------------------------------------------------------------------
@@ -132,7 +131,9 @@ def own_mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Callable[[], subpro
             "--artifacts-destination", str(folder / "artifacts"),
         ]  # fmt: skip
         log = (folder / "server.log").open("a")
-        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=MLFLOW_SERVER_ENV
+        )
         servers.append(server)
 
         def healthy() -> bool:
@@ -191,7 +192,7 @@ def test_slack_failing_never_changes_the_run(
     make_project,
     capsys,
     monkeypatch,
-    webhook: Webhook,  # noqa: F811 (the fixture imported above)
+    webhook: Webhook,
     reply,
     said,
 ) -> None:

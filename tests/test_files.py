@@ -10,6 +10,8 @@ from runner.errors import RetrainError, WriteError
 from runner.files import append_text, atomic_copy, atomic_write_text, remove_stale_temporaries
 from runner.secrets import NO_SECRETS, Redactor
 
+pytestmark = pytest.mark.unit
+
 
 def test_a_write_that_fails_names_the_file_and_leaves_nothing(tmp_path: Path) -> None:
     blocker = tmp_path / "reports"

@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 from runner.commands import main
 from tests.conftest import ASSETS
 
+pytestmark = pytest.mark.unit
+
 NOTEBOOKS = [f"notebooks/{path.name}" for path in sorted((ASSETS / "notebooks").glob("*.ipynb"))]
 NAMES = [
     "x",

@@ -19,6 +19,8 @@ from runner.engine.gates import (
 )
 from runner.records import GateResult
 
+pytestmark = pytest.mark.unit
+
 SCRAPS: dict[str, dict[str, Any]] = {
     "validate": {"n_errors": 0, "n_rows": 1200},
     "train": {"rmse": 812.34},

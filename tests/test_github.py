@@ -7,13 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
-import threading
 import urllib.parse
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +21,9 @@ from runner.records import GateResult, KeyMetric, ModelRecord, RunRecord, StageR
 from runner.report.markdown import pr_comment, step_summary
 from runner.report.outcome import outcome_of
 from runner.report.pages import cost_markdown
-from tests.conftest import ASSETS
+from tests.conftest import ASSETS, GIT, REPOSITORY, TOKEN, FakeGitHub, clone, git
 
 EVENTS = ASSETS / "events"
-TOKEN = "ghs_dummy0123456789token"
-REPOSITORY = "acme/demand-forecast"
-GIT = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "init.defaultBranch=main"]
 
 
 def event(name: str) -> dict[str, Any]:
@@ -92,6 +84,7 @@ MAIN = {"repository": {"default_branch": "main"}}
     ],
     ids=lambda value: value if isinstance(value, str) and value and "/" not in value else None,
 )
+@pytest.mark.unit
 def test_plan_per_event(
     event_name: str, payload: dict[str, Any], ref: str, expected: tuple[Any, ...]
 ) -> None:
@@ -101,6 +94,7 @@ def test_plan_per_event(
     assert chosen.reason
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("event_name", "payload", "fragment"),
     [
@@ -133,6 +127,7 @@ def test_plan_refuses_what_it_cannot_use(event_name: str, payload: dict[str, Any
     assert fragment in str(raised.value)
 
 
+@pytest.mark.unit
 def test_plan_reports_every_problem_at_once() -> None:
     with pytest.raises(ConfigError) as raised:
         github.plan(
@@ -141,6 +136,7 @@ def test_plan_reports_every_problem_at_once() -> None:
     assert len(raised.value.problems) == 3
 
 
+@pytest.mark.e2e
 def test_plan_args_survive_the_shell_unchanged_and_run_nothing(tmp_path: Path) -> None:
     """The workflow does `eval "set -- $PLAN_ARGS"`: quoting must give back the words, never run them."""
     hostile = {"a": "$(touch pwned)", "b": "`touch pwned`; touch pwned", "c": 'it\'s "quoted" * ?', "d": " "}
@@ -157,6 +153,7 @@ def test_plan_args_survive_the_shell_unchanged_and_run_nothing(tmp_path: Path) -
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.unit
 def test_plan_command_writes_the_step_outputs(tmp_path: Path, monkeypatch, capsys) -> None:
     outputs = tmp_path / "outputs"
     monkeypatch.setenv("GITHUB_EVENT_NAME", "repository_dispatch")
@@ -174,6 +171,7 @@ def test_plan_command_writes_the_step_outputs(tmp_path: Path, monkeypatch, capsy
     assert "retrain run --mode full --trigger monitoring -p factor=2.6" in capsys.readouterr().out
 
 
+@pytest.mark.unit
 def test_plan_command_refuses_a_bad_payload_with_exit_2(tmp_path: Path, monkeypatch, capsys) -> None:
     payload = tmp_path / "event.json"
     payload.write_text(json.dumps({"client_payload": {"params": {"bad key": 1}}}))
@@ -186,118 +184,11 @@ def test_plan_command_refuses_a_bad_payload_with_exit_2(tmp_path: Path, monkeypa
     assert not (tmp_path / "outputs").exists()
 
 
-# --- the pull request's comment: a GitHub API on 127.0.0.1 --------------------------------------------------
-@dataclass
-class FakeGitHub:
-    """The issue-comments endpoints of one repository. Every request must carry the token and GitHub's
-    headers; lists come in pages of `page_size` linked by a Link header, whatever `per_page` asks."""
-
-    token: str = TOKEN
-    page_size: int = 2
-    comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
-    requests: list[tuple[str, str, Any]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    url: str = ""
-    link_base: str = ""  # the host the Link header names (default: this server)
-
-    def handle(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, Any, dict[str, str]]:
-        data = json.loads(body) if body else None
-        self.requests.append((method, path, data))
-        expected = {
-            "Authorization": f"Bearer {self.token}",
-            "Accept": "application/vnd.github+json",
-            "X-GitHub-Api-Version": "2022-11-28",
-        }
-        if headers.get("Authorization") != expected["Authorization"]:
-            return 401, {"message": "Bad credentials"}, {}
-        wrong = [name for name, value in expected.items() if headers.get(name) != value]
-        if data is not None and (set(data) != {"body"} or headers.get("Content-Type") != "application/json"):
-            wrong.append("body")
-        if wrong:
-            self.problems.append(f"{method} {path}: {wrong}")
-            return 400, {"message": f"unexpected {wrong}"}, {}
-        parsed = urllib.parse.urlsplit(path)
-        listing = re.fullmatch(rf"/repos/{REPOSITORY}/issues/(\d+)/comments", parsed.path)
-        edit = re.fullmatch(rf"/repos/{REPOSITORY}/issues/comments/(\d+)", parsed.path)
-        if method == "GET" and listing:
-            return self._page(int(listing.group(1)), parsed)
-        if method == "POST" and listing:
-            number = int(listing.group(1))
-            ids = [c["id"] for thread in self.comments.values() for c in thread]
-            created = self._comment(max(ids, default=1000) + 1, number, data["body"])
-            self.comments.setdefault(number, []).append(created)
-            return 201, created, {}
-        if method == "PATCH" and edit:
-            for thread in self.comments.values():
-                for comment in thread:
-                    if comment["id"] == int(edit.group(1)):
-                        comment["body"] = data["body"]
-                        return 200, comment, {}
-        return 404, {"message": "Not Found"}, {}
-
-    def _page(self, number: int, parsed: urllib.parse.SplitResult) -> tuple[int, Any, dict[str, str]]:
-        page = int(urllib.parse.parse_qs(parsed.query).get("page", ["1"])[0])
-        thread = self.comments.get(number, [])
-        start = (page - 1) * self.page_size
-        headers = {}
-        if start + self.page_size < len(thread):
-            base = self.link_base or self.url
-            headers["Link"] = f'<{base}{parsed.path}?per_page=100&page={page + 1}>; rel="next"'
-        return 200, thread[start : start + self.page_size], headers
-
-    def _comment(self, comment_id: int, number: int, body: str) -> dict[str, Any]:
-        html = f"https://github.com/{REPOSITORY}/pull/{number}#issuecomment-{comment_id}"
-        return {"id": comment_id, "body": body, "html_url": html, "user": {"login": "github-actions[bot]"}}
-
-    def seed(self, number: int, *bodies: str) -> None:
-        for body in bodies:
-            ids = [c["id"] for thread in self.comments.values() for c in thread]
-            self.comments.setdefault(number, []).append(
-                self._comment(max(ids, default=1000) + 1, number, body)
-            )
-
-
-@pytest.fixture
-def fake_github() -> Iterator[FakeGitHub]:
-    yield from serve_fake_github()
-
-
-def serve_fake_github() -> Iterator[FakeGitHub]:
-    """A FakeGitHub served on 127.0.0.1 by a thread; stopped when the generator is closed."""
-    api = FakeGitHub()
-
-    class Handler(BaseHTTPRequestHandler):
-        def _serve(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            status, data, headers = api.handle(self.command, self.path, self.headers, body)
-            payload = json.dumps(data).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
-
-        do_GET = do_POST = do_PATCH = _serve
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    api.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield api
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
+# --- the pull request's comment: a GitHub API on 127.0.0.1 (tests/conftest.py) ----------------------------
 MARKER = github.comment_marker("demand-forecast")
 
 
+@pytest.mark.unit
 def test_first_push_posts_the_comment_and_the_next_edits_it_in_place(fake_github: FakeGitHub) -> None:
     url = github.upsert_pr_comment(fake_github.url, REPOSITORY, 7, TOKEN, MARKER + "\nfirst", MARKER)
     assert url.endswith("#issuecomment-1001")
@@ -318,6 +209,7 @@ def test_first_push_posts_the_comment_and_the_next_edits_it_in_place(fake_github
     assert not fake_github.problems
 
 
+@pytest.mark.unit
 def test_the_marker_is_found_on_a_later_page(fake_github: FakeGitHub) -> None:
     quoted = "> " + MARKER + "\n> an earlier comment, quoted by a person"
     fake_github.seed(7, "LGTM", quoted, "one more thing", MARKER + "\nold", "thanks")
@@ -335,6 +227,7 @@ def test_the_marker_is_found_on_a_later_page(fake_github: FakeGitHub) -> None:
     ]
 
 
+@pytest.mark.unit
 def test_a_refused_token_is_explained_without_the_token(fake_github: FakeGitHub) -> None:
     with pytest.raises(github.GitHubApiError) as raised:
         github.upsert_pr_comment(fake_github.url, REPOSITORY, 7, "ghs_wrongwrongwrong", "body", MARKER)
@@ -343,6 +236,7 @@ def test_a_refused_token_is_explained_without_the_token(fake_github: FakeGitHub)
     assert "ghs_" not in message and fake_github.url.split(":")[1] in message
 
 
+@pytest.mark.unit
 def test_a_next_page_on_another_host_is_not_followed(fake_github: FakeGitHub) -> None:
     fake_github.seed(7, "a", "b", "c")
     fake_github.link_base = "http://attacker.example"  # the token must not follow it there
@@ -353,12 +247,14 @@ def test_a_next_page_on_another_host_is_not_followed(fake_github: FakeGitHub) ->
     assert len(fake_github.requests) == 1
 
 
+@pytest.mark.unit
 def test_an_unreachable_api_is_an_error_naming_the_endpoint() -> None:
     with pytest.raises(github.GitHubApiError) as raised:
         github.upsert_pr_comment("http://127.0.0.1:9", REPOSITORY, 7, TOKEN, "body", MARKER, timeout_s=2)
     assert f"GitHub API GET http://127.0.0.1:9/repos/{REPOSITORY}/issues/7/comments" in str(raised.value)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("repository", "number"), [("acme/x/../y", 7), ("acme", 7), (REPOSITORY, 0)])
 def test_a_bad_repository_or_number_is_refused_before_any_request(repository: str, number: int) -> None:
     with pytest.raises(github.UsageError):
@@ -398,13 +294,14 @@ def evaluated_run(champion: bool = True) -> RunRecord:
     )
 
 
+@pytest.mark.unit
 def test_comment_body_compares_the_challenger_with_the_champion() -> None:
     outcome = outcome_of(evaluated_run())
     body = pr_comment(outcome, MARKER, run_url="https://run", artifact_url="https://artifact")
     lines = body.splitlines()
     assert lines[0] == MARKER
     assert lines[1] == "### 🔎 demand-forecast: Evaluated"
-    assert "| metric | this run | champion v3 | change |" in lines
+    assert "| metric | challenger | champion v3 | change |" in lines
     assert "| WAPE | 7.9% | 8.4% | \u22120.5 pp (\u22126.0%) ✅ |" in lines
     assert not any(line.startswith("| mae") for line in lines)  # only the metrics pipeline.yaml shows
     assert "**Gates: 2 of 2 passed**" in lines
@@ -415,12 +312,14 @@ def test_comment_body_compares_the_challenger_with_the_champion() -> None:
     )
 
 
+@pytest.mark.unit
 def test_comment_body_without_a_champion_says_so() -> None:
     body = pr_comment(outcome_of(evaluated_run(champion=False)), MARKER)
-    assert "| metric | this run | champion | change |" in body
+    assert "| metric | challenger | champion | change |" in body
     assert "| WAPE | 7.9% | \u2013 | \u2013 |" in body
 
 
+@pytest.mark.unit
 def test_the_comparison_falls_back_to_what_a_stage_measured_for_the_champion() -> None:
     record = evaluated_run()
     record.model = None
@@ -439,6 +338,7 @@ def test_the_comparison_falls_back_to_what_a_stage_measured_for_the_champion() -
     )
 
 
+@pytest.mark.unit
 def test_step_summary_shows_the_change_against_the_champion() -> None:
     lines = step_summary(outcome_of(evaluated_run())).splitlines()
     assert "| metric | this run | champion v3 | change |" in lines
@@ -448,6 +348,7 @@ def test_step_summary_shows_the_change_against_the_champion() -> None:
     )
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("job_s", "price", "run_s", "fragments"),
     [
@@ -473,6 +374,7 @@ def test_cost_markdown(job_s: float, price: float, run_s: float | None, fragment
     assert ("covers" in text) == (price > 0)
 
 
+@pytest.mark.unit
 def test_summary_cost_command_appends_to_the_step_summary(tmp_path: Path, monkeypatch, capsys) -> None:
     (tmp_path / "pipeline.yaml").write_text("version: 1\n")
     summary = tmp_path / "summary.md"
@@ -489,10 +391,6 @@ def test_summary_cost_command_appends_to_the_step_summary(tmp_path: Path, monkey
 
 
 # --- the registry's state on a branch of a bare origin ------------------------------------------------------
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run([*GIT, *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-
-
 @pytest.fixture
 def origin(tmp_path: Path) -> Path:
     """A bare repository with one commit on main, as `origin` of the clones the tests make."""
@@ -509,12 +407,6 @@ def origin(tmp_path: Path) -> Path:
     return bare
 
 
-def clone(origin: Path, name: str) -> Path:
-    target = origin.parent / name
-    subprocess.run([*GIT, "clone", "--quiet", str(origin), str(target)], check=True)
-    return target
-
-
 def write_store(root: Path, **files: str) -> Path:
     store = root / "mlruns"
     for name, text in files.items():
@@ -527,6 +419,7 @@ def write_store(root: Path, **files: str) -> Path:
 ENV = github.git_environment({"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")})
 
 
+@pytest.mark.e2e
 def test_pull_before_the_branch_exists_starts_empty(origin: Path) -> None:
     work = clone(origin, "work")
     said = github.pull_state(work, work / "mlruns", ENV)
@@ -534,6 +427,7 @@ def test_pull_before_the_branch_exists_starts_empty(origin: Path) -> None:
     assert not (work / "mlruns").exists()
 
 
+@pytest.mark.e2e
 def test_push_creates_an_orphan_branch_that_a_fresh_clone_restores(origin: Path) -> None:
     first = clone(origin, "first")
     github.pull_state(first, first / "mlruns", ENV)
@@ -560,6 +454,7 @@ def test_push_creates_an_orphan_branch_that_a_fresh_clone_restores(origin: Path)
     assert git(second, "status", "--porcelain") == ""
 
 
+@pytest.mark.e2e
 def test_push_without_a_change_pushes_nothing_and_a_change_adds_a_commit(origin: Path) -> None:
     work = clone(origin, "work")
     github.pull_state(work, work / "mlruns", ENV)
@@ -571,17 +466,24 @@ def test_push_without_a_change_pushes_nothing_and_a_change_adds_a_commit(origin:
     assert git(origin, "log", "--format=%s", "retrain-state").split() == ["three", "one"]
 
 
-def test_a_push_that_lost_the_race_is_retried_on_top_and_says_so(origin: Path) -> None:
+@pytest.mark.e2e
+def test_a_push_that_lost_the_race_replaces_nothing_and_merges_when_it_can(origin: Path) -> None:
     first, second = clone(origin, "first"), clone(origin, "second")
     github.pull_state(first, first / "mlruns", ENV)
     github.pull_state(second, second / "mlruns", ENV)  # both start from no state
-    github.push_state(second, write_store(second, **{"mlflow.db": "second's"}), ENV, "second")
-    said = github.push_state(first, write_store(first, **{"mlflow.db": "first's"}), ENV, "first")
-    assert "had moved to" in said and "since no state was restored: replaced" in said
+    github.push_state(second, write_store(second, **{"log.jsonl": "a\nb\n"}), ENV, "second")
+    with pytest.raises(github.StateError, match="another run saved meanwhile, and this state was not pushed"):
+        github.push_state(first, write_store(first, **{"log.jsonl": "a\nc\n", "x.txt": "x"}), ENV, "first")
+    assert git(origin, "log", "--format=%s", "retrain-state").split() == ["second"]
+    said = github.push_state(first, first / "mlruns", ENV, "first", merge=github.merge_files)
+    assert "merged with what another run saved meanwhile" in said and "1 file(s) added, 1 extended" in said
     assert git(origin, "log", "--format=%s", "retrain-state").split() == ["first", "second"]
-    assert git(origin, "show", "retrain-state:mlflow.db") == "first's"
+    assert git(origin, "show", "retrain-state:log.jsonl").split() == ["a", "b", "c"]
+    assert (first / "mlruns" / "log.jsonl").read_text() == "a\nb\nc\n"  # the store is the merged state
+    assert not list(first.glob(".mlruns-merge-*"))
 
 
+@pytest.mark.e2e
 def test_pull_refuses_to_overwrite_a_store(origin: Path) -> None:
     work = clone(origin, "work")
     write_store(work, **{"mlflow.db": "local"})
@@ -589,6 +491,7 @@ def test_pull_refuses_to_overwrite_a_store(origin: Path) -> None:
         github.pull_state(work, work / "mlruns", ENV)
 
 
+@pytest.mark.e2e
 def test_a_token_reaches_git_only_through_the_environment(origin: Path) -> None:
     env = github.git_environment({**ENV, "GITHUB_TOKEN": TOKEN, "GITHUB_SERVER_URL": "https://github.com"})
     assert env["GIT_CONFIG_KEY_0"] == "http.https://github.com/.extraheader"
@@ -602,6 +505,7 @@ def test_a_token_reaches_git_only_through_the_environment(origin: Path) -> None:
     assert TOKEN not in (work / ".git" / "config").read_text()
 
 
+@pytest.mark.e2e
 def test_a_remote_that_cannot_be_read_is_a_state_error(tmp_path: Path) -> None:
     work = tmp_path / "work"
     work.mkdir()
@@ -611,22 +515,7 @@ def test_a_remote_that_cannot_be_read_is_a_state_error(tmp_path: Path) -> None:
         github.pull_state(work, work / "mlruns", ENV)
 
 
-@pytest.mark.parametrize(
-    ("model", "changed"),
-    [
-        (None, False),
-        (ModelRecord("m", action="registered", version="2", champion_before="1", champion_after="1"), True),
-        (ModelRecord("m", action="unchanged", version="1", champion_before="1", champion_after="1"), False),
-        (ModelRecord("m", action="unchanged", version="2", champion_before="1", champion_after="2"), True),
-        (ModelRecord("m", action="not_registered", champion_before="1", champion_after="1"), False),
-    ],
-)
-def test_registry_changed(model: ModelRecord | None, changed: bool) -> None:
-    record = evaluated_run()
-    record.model = model
-    assert github.registry_changed(record) is changed
-
-
+@pytest.mark.unit
 def test_state_command_leaves_a_tracking_server_alone(tmp_path: Path, monkeypatch, capsys) -> None:
     (tmp_path / "pipeline.yaml").write_text("version: 1\n")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
@@ -634,6 +523,7 @@ def test_state_command_leaves_a_tracking_server_alone(tmp_path: Path, monkeypatc
     assert "MLFLOW_TRACKING_URI is set" in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_state_command_saves_nothing_after_an_evaluate_run(origin: Path, monkeypatch, capsys) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     work = clone(origin, "work")
@@ -643,7 +533,7 @@ def test_state_command_saves_nothing_after_an_evaluate_run(origin: Path, monkeyp
     (run_dir / "run.json").write_text(json.dumps(record.to_json()))
     write_store(work, **{"mlflow.db": "db"})
     assert main(["github", "state", "push", "--run-id", record.run_id, str(work / "pipeline.yaml")]) == 0
-    assert f"run {record.run_id} did not change the registry (mode evaluate" in capsys.readouterr().out
+    assert f"run {record.run_id} ran in mode evaluate: it wrote nothing to keep" in capsys.readouterr().out
     assert git(origin, "branch", "--list", "retrain-state") == ""
 
 
@@ -654,6 +544,7 @@ def clone_main(origin: Path, name: str) -> Path:
     return work
 
 
+@pytest.mark.e2e
 def test_data_moves_are_committed_and_pushed_on_top_of_a_branch_that_moved(origin: Path) -> None:
     seed = clone_main(origin, "with-drop")
     (seed / "data" / "new").mkdir(parents=True)

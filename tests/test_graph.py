@@ -2,6 +2,8 @@ import pytest
 
 from runner.engine.graph import StageCycleError, downstream_of, stage_order, upstream_of, with_upstream
 
+pytestmark = pytest.mark.unit
+
 DIAMOND = {
     "validate": [],
     "features": ["validate"],

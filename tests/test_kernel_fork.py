@@ -18,8 +18,7 @@ import pytest
 
 from runner.commands import main
 from runner.engine.kernels.forked import KernelServer, KernelServerError, WorkerError
-from tests.conftest import is_stage_kernel, kernels_alive, kernels_in, spawn_run
-from tests.test_faults import eventually
+from tests.conftest import eventually, is_stage_kernel, kernels_alive, kernels_in, spawn_run
 
 PIPELINE = """\
 version: 1
@@ -45,6 +44,7 @@ def scraps_of(pipeline: Path) -> tuple[dict, dict[str, dict]]:
     return record, {name: stage["scraps"] for name, stage in record["stages"].items()}
 
 
+@pytest.mark.e2e
 def test_forked_kernels_start_with_the_warmup_done_and_a_fresh_namespace(make_project, capsys, monkeypatch):
     monkeypatch.setenv("RETRAIN_TEST_VALUE", "from the runner's environment")
     pipeline = make_project(PIPELINE)
@@ -64,6 +64,7 @@ def test_forked_kernels_start_with_the_warmup_done_and_a_fresh_namespace(make_pr
     assert len({found["random"] for found in scraps.values()}) == 2, "forked kernels share a random state"
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("warmup", "imported"),
     [
@@ -91,6 +92,7 @@ def test_a_kernel_its_stage_waits_for_is_forked_once_its_notebooks_imports_are_d
     assert {name: scraps["first"][name] for name in imported} == imported
 
 
+@pytest.mark.e2e
 def test_without_the_kernel_server_kernels_start_the_usual_way(make_project, capsys, monkeypatch):
     monkeypatch.setenv("RETRAIN_FORK_KERNELS", "0")
     pipeline = make_project(PIPELINE)
@@ -103,6 +105,7 @@ def test_without_the_kernel_server_kernels_start_the_usual_way(make_project, cap
     assert not kernels_alive()
 
 
+@pytest.mark.e2e
 def test_a_warmup_that_fails_in_the_server_falls_back_to_usual_kernels(make_project, capsys):
     pipeline = make_project(PIPELINE.replace("import colorsys, numpy", "import colorsys, not_a_module"))
     assert main(["run", str(pipeline), "--no-notify"]) == 0, capsys.readouterr().out
@@ -113,6 +116,7 @@ def test_a_warmup_that_fails_in_the_server_falls_back_to_usual_kernels(make_proj
     assert not kernels_alive()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("signum", [signal.SIGKILL])
 def test_the_kernel_server_and_its_kernels_die_with_the_runner(make_project, signum):
     pipeline = make_project("""\
@@ -141,6 +145,7 @@ def test_the_kernel_server_and_its_kernels_die_with_the_runner(make_project, sig
     )
 
 
+@pytest.mark.kernel
 def test_a_worker_forked_from_the_server_answers_raises_dies_or_times_out(tmp_path):
     server = KernelServer(tmp_path, "import json")
     try:

@@ -7,129 +7,27 @@ model that predicts zeros while the evaluate stage measured the good one: a corr
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from runner.commands import main
-from tests.conftest import ASSETS, spawn_run
-
-PIPELINE = """\
-version: 1
-name: toy
-{warmup}
-stages:
-  train:
-    notebook: notebooks/train.ipynb
-  evaluate:
-    notebook: notebooks/evaluate.ipynb
-    needs: [train]
-    gates:
-      - "wape <= 0.5"
-      - "wape <= champion.wape * 1.5"
-  deploy:
-    notebook: notebooks/deploy.ipynb
-    needs: [evaluate]
-model:
-  name: {name}
-  candidate: train.model_uri
-  metrics: evaluate
-  key_metric: {{name: wape, better: lower, format: percent}}
-  smoke_check: {{score: "notebooks.toy_scores:wape"}}
-  promotion: {promotion}
-  deploy: [deploy]
-  data: ["data/*.csv"]
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real MLflow tracking server on 127.0.0.1, started for the test session and stopped after it."""
-    folder = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    command = [
-        str(Path(sys.executable).with_name("mlflow")),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{folder / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(folder / "artifacts"),
-    ]
-    log = (folder / "server.log").open("w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2):
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    "mlflow server did not start: " + (folder / "server.log").read_text()
-                ) from None
-            time.sleep(0.5)
-    yield url
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:  # a loaded machine: its workers take longer to stop than we wait
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=30)
-    log.close()
-
-
-# With MLflow in the warm-up, the registry's calls and the scraps run in workers forked from the kernel server
-IN_WORKERS = 'warmup: "import mlflow, scrapbook"'
-
-
-@pytest.fixture(params=["embedded", "embedded, from workers", "server"])
-def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "server":
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", request.getfixturevalue("mlflow_server"))
-    else:
-        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return str(request.param)
+from tests.conftest import (
+    IN_WORKERS,
+    ON_THE_SERVER,
+    TOY_MODEL_PIPELINE,
+    aliases,
+    free_port,
+    make_model_project,
+    spawn_run,
+)
 
 
 def points(weeks: int) -> str:
-    """The toy's data: 8 points a week, y = 2x give or take 0.5."""
+    """The toy's data with a week column: 8 points a week, y = 2x give or take 0.5."""
     rows = [f"{x},{2 * x + (1 if x % 2 else -1) * 0.5},{(x - 1) // 8 + 1}" for x in range(1, 8 * weeks + 1)]
     return "x,y,week\n" + "\n".join(rows) + "\n"
-
-
-def make_model_project(
-    tmp_path: Path, promotion: str = "auto", warmup: str = "", text: str = PIPELINE
-) -> tuple[Path, str]:
-    root = tmp_path / "project"
-    shutil.copytree(ASSETS / "model", root / "notebooks")
-    (root / "data").mkdir()
-    (root / "data" / "points.csv").write_text(points(5))
-    name = f"toy-{secrets.token_hex(3)}"  # the server is shared by the session's tests
-    (root / "pipeline.yaml").write_text(text.format(name=name, promotion=promotion, warmup=warmup))
-    return root / "pipeline.yaml", name
 
 
 def run(capsys: pytest.CaptureFixture[str], pipeline: Path, *args: str) -> tuple[int, dict, str]:
@@ -145,14 +43,7 @@ def command(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     return code, captured.out + captured.err
 
 
-def aliases(pipeline: Path, name: str) -> dict[str, str]:
-    from runner.production.registry import Registry
-    from runner.project import tracking_uri
-
-    registry = Registry(tracking_uri(pipeline.parent), name, lock_dir=pipeline.parent / "mlruns")
-    return {alias: version.version for version in registry.versions() for alias in version.aliases}
-
-
+@pytest.mark.e2e
 def test_register_promote_dedupe_smoke_check_and_roll_back(store, tmp_path, capsys):
     pipeline, name = make_model_project(tmp_path, warmup=IN_WORKERS if "workers" in store else "")
 
@@ -224,7 +115,7 @@ def test_register_promote_dedupe_smoke_check_and_roll_back(store, tmp_path, caps
 # The toy with a promotion policy and a refit: the evaluate stage records paired rows (each week an origin),
 # the refit stage trains the same factor on every week; deploy comes after the refit.
 WITH_POLICY = (
-    PIPELINE.replace(
+    TOY_MODEL_PIPELINE.replace(
         "  deploy:\n    notebook: notebooks/deploy.ipynb\n    needs: [evaluate]\n",
         "  refit:\n    notebook: notebooks/refit.ipynb\n    needs: [evaluate]\n"
         "  deploy:\n    notebook: notebooks/deploy.ipynb\n    needs: [refit]\n",
@@ -240,9 +131,12 @@ WITH_POLICY = (
 )
 
 
+@pytest.mark.e2e
 def test_the_policy_ships_a_refit_that_saw_the_latest_week_and_refuses_worse(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    pipeline, name = make_model_project(tmp_path, text=WITH_POLICY)
+    pipeline, name = make_model_project(tmp_path)
+    pipeline.write_text(WITH_POLICY.format(name=name, promotion="auto", warmup=""))
+    (pipeline.parent / "data" / "points.csv").write_text(points(5))  # 5 weeks: each an origin of a backtest
 
     code, first, out = run(capsys, pipeline)
     assert code == 0, out
@@ -282,6 +176,7 @@ def test_the_policy_ships_a_refit_that_saw_the_latest_week_and_refuses_worse(tmp
     assert aliases(pipeline, name) == {"champion": "4", "previous": "2", "challenger": "4"}
 
 
+@pytest.mark.e2e
 def test_manual_promotion_stops_after_registration(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     pipeline, name = make_model_project(tmp_path, promotion="manual")
@@ -295,6 +190,8 @@ def test_manual_promotion_stops_after_registration(tmp_path, capsys, monkeypatch
     assert code == 0 and "version 1 is now the champion" in said and "smoke check passed" in said
 
 
+@pytest.mark.e2e
+@ON_THE_SERVER
 def test_two_runs_at_once_never_both_promote(mlflow_server, tmp_path, capsys, monkeypatch):
     """Two clones of a project (two CI machines, say) on one tracking server: the project lock cannot
     serialise them (tests/test_faults.py covers two runs in one project); compare-and-set does."""
@@ -317,6 +214,7 @@ def test_two_runs_at_once_never_both_promote(mlflow_server, tmp_path, capsys, mo
     assert final["champion"] in ("2", "3") and final["previous"] == "1"
 
 
+@pytest.mark.e2e
 def test_unreachable_tracking_server_fails_before_anything_runs(tmp_path, capsys, monkeypatch):
     pipeline, _ = make_model_project(tmp_path)
     uri = f"http://127.0.0.1:{free_port()}"
@@ -326,6 +224,7 @@ def test_unreachable_tracking_server_fails_before_anything_runs(tmp_path, capsys
     assert not (pipeline.parent / "reports").exists()
 
 
+@pytest.mark.kernel
 def test_a_conflict_found_in_a_worker_reaches_the_runner_as_a_conflict(tmp_path):
     from runner.engine.kernels import Workers
     from runner.engine.kernels.forked import KernelServer

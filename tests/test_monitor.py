@@ -17,8 +17,7 @@ import pytest
 
 from runner.commands import main
 from runner.secrets import NO_SECRETS
-from tests.conftest import ASSETS, PROJECT_ROOT, load_walmart
-from tests.test_lifecycle import IN_WORKERS, PIPELINE, mlflow_server, store  # noqa: F401  (fixtures)
+from tests.conftest import ASSETS, IN_WORKERS, PROJECT_ROOT, TOY_MODEL_PIPELINE, clone, git, load_walmart
 
 MONITOR = """
 monitor:
@@ -39,7 +38,7 @@ def toy_project(
     (root / "data").mkdir(parents=True)
     rows = "\n".join(f"{x},{2 * x + (1 if x % 2 else -1) * 0.5}" for x in range(1, 41))
     (root / "data" / "points.csv").write_text("x,y\n" + rows + "\n")
-    text = PIPELINE.format(name=name, promotion="auto", warmup=warmup) + MONITOR.format(
+    text = TOY_MODEL_PIPELINE.format(name=name, promotion="auto", warmup=warmup) + MONITOR.format(
         max_decay=max_decay, min_weeks=min_weeks
     )
     (root / "pipeline.yaml").write_text(text)
@@ -69,7 +68,8 @@ def outputs(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines())
 
 
-def test_no_champion_no_data_healthy_then_decayed(store, tmp_path, capsys, monkeypatch):  # noqa: F811
+@pytest.mark.e2e
+def test_no_champion_no_data_healthy_then_decayed(store, tmp_path, capsys, monkeypatch):
     name = f"toy-{secrets.token_hex(3)}"  # the server is shared by the session's tests
     pipeline = toy_project(tmp_path / "project", name=name, warmup=IN_WORKERS if "workers" in store else "")
     github_output, summary = tmp_path / "output.txt", tmp_path / "summary.md"
@@ -82,7 +82,7 @@ def test_no_champion_no_data_healthy_then_decayed(store, tmp_path, capsys, monke
     assert main(["run", str(pipeline)]) == 0, capsys.readouterr().out
     capsys.readouterr()
     code, out = monitor(capsys, pipeline)
-    assert code == 0 and out.splitlines()[-1].startswith("no_data: no labeled week"), out
+    assert code == 0 and out.splitlines()[-1].startswith("no_data: no labeled period"), out
 
     live_week(tmp_path / "project", "2026-01-02", factor=2.0)  # the same law as the training data
     github_output.write_text("")
@@ -118,12 +118,11 @@ def test_no_champion_no_data_healthy_then_decayed(store, tmp_path, capsys, monke
     assert not (pipeline.parent / "reports" / decayed["check_id"]).exists()  # not listed among the runs
 
 
-@pytest.fixture(scope="module")
-def champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A toy project whose champion is registered (embedded store), for the tests that only monitor."""
-    root = tmp_path_factory.mktemp("champion") / "project"
-    pipeline = toy_project(root)
-    assert main(["run", str(pipeline)]) == 0
+@pytest.fixture
+def champion(champion_project: tuple[Path, str]) -> Path:
+    """A copy of the toy project whose version 1 is the champion (embedded store), with a monitor section."""
+    pipeline, _ = champion_project
+    pipeline.write_text(pipeline.read_text() + MONITOR.format(max_decay=0.5, min_weeks=1))
     return pipeline
 
 
@@ -142,6 +141,7 @@ def with_monitor(pipeline: Path, **settings: object) -> Path:
     return variant
 
 
+@pytest.mark.e2e
 def test_too_few_weeks_are_measured_but_not_judged(champion, capsys):
     shutil.rmtree(champion.parent / "data" / "live", ignore_errors=True)
     live_week(champion.parent, "2026-02-06", factor=6.0)
@@ -149,9 +149,10 @@ def test_too_few_weeks_are_measured_but_not_judged(champion, capsys):
     assert code == 0, out
     check = log_lines(champion)[-1]
     assert check["status"] == "too_few_periods" and check["live"] == pytest.approx(2 / 3)
-    assert "not judged before 3 new weeks" in check["detail"]
+    assert "not judged before 3 new periods" in check["detail"]
 
 
+@pytest.mark.e2e
 def test_a_failing_monitor_notebook_exits_1_and_is_logged(champion, capsys):
     shutil.rmtree(champion.parent / "data" / "live", ignore_errors=True)
     (champion.parent / "data" / "live").mkdir()
@@ -163,6 +164,7 @@ def test_a_failing_monitor_notebook_exits_1_and_is_logged(champion, capsys):
     assert (champion.parent / check["report_dir"] / "monitor.html").is_file()  # the evidence
 
 
+@pytest.mark.e2e
 def test_a_metric_the_champion_was_not_registered_with_fails(champion, capsys):
     shutil.rmtree(champion.parent / "data" / "live", ignore_errors=True)
     live_week(champion.parent, "2026-02-20", factor=2.0)
@@ -171,6 +173,7 @@ def test_a_metric_the_champion_was_not_registered_with_fails(champion, capsys):
     assert "version 1 has no registered accuracy (tag metric.accuracy)" in log_lines(champion)[-1]["detail"]
 
 
+@pytest.mark.e2e
 def test_the_section_settings_reach_the_notebook(champion, capsys):
     live_week(champion.parent, "2026-02-27", factor=2.0)
     assert monitor(capsys, with_monitor(champion, max_decay=0.75))[0] == 0
@@ -178,6 +181,7 @@ def test_the_section_settings_reach_the_notebook(champion, capsys):
     assert "max_decay = 0.75" in executed.read_text()
 
 
+@pytest.mark.unit
 def test_appending_keeps_every_line_whole(tmp_path):
     from runner.production.monitor import append_line
 
@@ -198,7 +202,7 @@ BAD_SECTIONS = [
         "monitor.notebook: notebook not found: notebooks/monitr.ipynb"
         " (did you mean 'notebooks/monitor.ipynb'?)",
     ),
-    ("  notebook: notebooks/monitor.ipynb\n", "monitor.max_decay: required key is missing"),
+    ("  notebook: notebooks/monitor.ipynb\n", "monitor: no rule to judge decay by (max_decay"),
     (
         "  notebook: notebooks/monitor.ipynb\n  max_decay: 0\n",
         "monitor.max_decay: Input should be greater than 0",
@@ -222,6 +226,7 @@ BAD_SECTIONS = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("section", "expected"), BAD_SECTIONS)
 def test_a_bad_monitor_section_is_a_configuration_error(tmp_path, capsys, section, expected):
     pipeline = toy_project(tmp_path / "project")
@@ -233,6 +238,7 @@ def test_a_bad_monitor_section_is_a_configuration_error(tmp_path, capsys, sectio
     assert not (tmp_path / "project" / "monitoring").exists()  # nothing ran, nothing logged
 
 
+@pytest.mark.unit
 def test_monitoring_needs_a_model_section_and_a_monitor_section(tmp_path, capsys):
     pipeline = toy_project(tmp_path / "project")
     text = pipeline.read_text()
@@ -266,6 +272,8 @@ def demo_champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "pipeline.yaml"
 
 
+@pytest.mark.e2e
+@pytest.mark.xdist_group("demo_champion")  # one worker builds the module's fixture
 def test_the_demo_champion_on_two_real_weeks_it_never_saw(demo_champion, capsys):
     code, out = monitor(capsys, demo_champion)
     check = log_lines(demo_champion)[-1]
@@ -278,6 +286,8 @@ def test_the_demo_champion_on_two_real_weeks_it_never_saw(demo_champion, capsys)
     assert check["decay"] == pytest.approx(check["live"] / check["registered"] - 1)
 
 
+@pytest.mark.e2e
+@pytest.mark.xdist_group("demo_champion")  # one worker builds the module's fixture
 def test_the_demo_champion_on_sales_that_tripled_has_decayed(demo_champion, capsys):
     drop = demo_champion.parent / "data" / "new" / "sales-2012-03-30.csv"
     sales = pd.read_csv(drop)
@@ -295,9 +305,9 @@ def demo_registered(pipeline: Path) -> float:
     return float(json.loads((run_dir / "run.json").read_text())["stages"]["evaluate"]["scraps"]["wape"])
 
 
+@pytest.mark.e2e
 def test_the_log_travels_on_its_own_branch(tmp_path, capsys, monkeypatch):
     from runner.production.monitor import append_line
-    from tests.test_github import clone, git
 
     bare = tmp_path / "origin.git"
     seed = tmp_path / "seed"

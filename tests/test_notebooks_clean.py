@@ -20,10 +20,12 @@ def committed_notebooks() -> list[str]:
     return [path for path in listed.stdout.split() if not path.startswith("tests/assets/")]
 
 
+@pytest.mark.e2e  # asks git
 def test_stage_notebooks_are_committed():
     assert {"notebooks/01_validate.ipynb", "notebooks/04_evaluate.ipynb"} <= set(committed_notebooks())
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("path", committed_notebooks())
 def test_committed_notebook_has_no_outputs(path: str):
     notebook = json.loads((PROJECT_ROOT / path).read_text(encoding="utf-8"))
@@ -35,6 +37,7 @@ def test_committed_notebook_has_no_outputs(path: str):
     assert not dirty, f"{path}: cells {dirty} hold outputs; strip them (nbstripout {path})"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("path", committed_notebooks())
 def test_stage_notebook_has_a_tagged_parameters_cell(path: str):
     notebook = json.loads(Path(PROJECT_ROOT / path).read_text(encoding="utf-8"))

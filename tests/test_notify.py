@@ -6,19 +6,10 @@ is mocked; only the sleep between retries is injected, so that no test waits for
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email import message_from_bytes, policy
-from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, cast
+from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from runner.report.mail import email_message
 from runner.report.notify import NO_WEBHOOK, Delivery, EmailSettings, Links, post_json, send_email, send_slack
@@ -26,8 +17,8 @@ from runner.report.outcome import Outcome, outcome_of
 from runner.report.slack import slack_payload
 from runner.report.text import text_message
 from tests import outcome_records
+from tests.conftest import SECRET_PATH, Mailbox, Reply, Webhook, free_port, no_proxy_for_localhost
 
-SECRET_PATH = "/services/T0SECRET/B0SECRET/xoxsecretsecretsecret"
 RUN_URL = "https://github.com/acme/demand-forecast/actions/runs/9876543210"
 ARTIFACT_URL = "https://github.com/acme/demand-forecast/actions/runs/9876543210/artifacts/1234567"
 LINKS = Links(RUN_URL, ARTIFACT_URL, "reports/20261126T074012Z-3fa9c1/index.html")
@@ -45,91 +36,10 @@ def stage_failure_record() -> Outcome:
     return outcome_of(outcome_records.failed())
 
 
-# --- a webhook on 127.0.0.1 ---------------------------------------------------------------------------------
-@dataclass
-class Reply:
-    status: int = 200
-    body: str = "ok"
-    headers: dict[str, str] = field(default_factory=dict)
-    hang_s: float = 0.0  # wait this long before answering, as a stuck webhook does
-
-
-@dataclass
-class Request:
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-@dataclass
-class Webhook:
-    """The n-th request gets script[n]; the last reply repeats. Every request is recorded."""
-
-    url: str = ""
-    script: list[Reply] = field(default_factory=lambda: [Reply()])
-    requests: list[Request] = field(default_factory=list)
-    done: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def take(self, request: Request) -> Reply:
-        with self.lock:
-            self.requests.append(request)
-            return self.script[min(len(self.requests), len(self.script)) - 1]
-
-
-class _WebhookServer(ThreadingHTTPServer):
-    daemon_threads = True
-    webhook: Webhook
-
-
-class _WebhookHandler(BaseHTTPRequestHandler):
-    server: _WebhookServer
-
-    def do_POST(self) -> None:
-        raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        reply = self.server.webhook.take(Request(self.path, dict(self.headers.items()), json.loads(raw)))
-        if reply.hang_s and self.server.webhook.done.wait(reply.hang_s):
-            return  # the test is over: never answer
-        body = reply.body.encode()
-        try:
-            self.send_response(reply.status)
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:
-            pass  # the client gave up waiting
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
+# --- a webhook on 127.0.0.1 (tests/conftest.py) ------------------------------------------------------------
 @pytest.fixture(autouse=True)
 def _no_proxy_for_localhost(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A proxy from the environment must not stand between the tests and 127.0.0.1."""
-    for name in ("NO_PROXY", "no_proxy"):
-        monkeypatch.setenv(name, "127.0.0.1,localhost")
-
-
-@pytest.fixture
-def webhook() -> Iterator[Webhook]:
-    server = _WebhookServer(("127.0.0.1", 0), _WebhookHandler)
-    server.webhook = Webhook(url=f"http://127.0.0.1:{server.server_address[1]}{SECRET_PATH}")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server.webhook
-    server.webhook.done.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
-
-
-def _free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (taken from the OS, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    no_proxy_for_localhost(monkeypatch)
 
 
 def _assert_no_secret(delivery: Delivery, url: str) -> None:
@@ -138,6 +48,7 @@ def _assert_no_secret(delivery: Delivery, url: str) -> None:
 
 
 # --- Slack delivery -----------------------------------------------------------------------------------------
+@pytest.mark.unit
 def test_send_slack_posts_the_payload_as_json(webhook: Webhook) -> None:
     record, sleeps = success_record(), list[float]()
     delivery = send_slack(record, LINKS, webhook_url=webhook.url, sleep=sleeps.append)
@@ -155,6 +66,7 @@ def test_send_slack_posts_the_payload_as_json(webhook: Webhook) -> None:
     _assert_no_secret(delivery, webhook.url)
 
 
+@pytest.mark.unit
 def test_retry_after_is_honoured_on_429(webhook: Webhook) -> None:
     webhook.script = [Reply(429, "rate_limited", {"Retry-After": "2"}), Reply()]
     sleeps: list[float] = []
@@ -166,6 +78,7 @@ def test_retry_after_is_honoured_on_429(webhook: Webhook) -> None:
     assert len(webhook.requests) == 2 and webhook.requests[0].body == webhook.requests[1].body
 
 
+@pytest.mark.unit
 def test_retry_after_is_capped_by_the_max_wait(webhook: Webhook) -> None:
     webhook.script = [Reply(429, "rate_limited", {"Retry-After": "3600"}), Reply()]
     sleeps: list[float] = []
@@ -175,6 +88,7 @@ def test_retry_after_is_capped_by_the_max_wait(webhook: Webhook) -> None:
     assert delivery.delivered and sleeps == [5]
 
 
+@pytest.mark.unit
 def test_a_retry_after_date_falls_back_to_the_backoff(webhook: Webhook) -> None:
     webhook.script = [Reply(503, "busy", {"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}), Reply()]
     sleeps: list[float] = []
@@ -184,6 +98,7 @@ def test_a_retry_after_date_falls_back_to_the_backoff(webhook: Webhook) -> None:
     assert delivery.delivered and sleeps == [1.0]
 
 
+@pytest.mark.unit
 def test_server_errors_are_retried_with_exponential_backoff(webhook: Webhook) -> None:
     webhook.script = [Reply(500, "oops"), Reply(502, "bad gateway"), Reply(503, "busy"), Reply()]
     sleeps: list[float] = []
@@ -195,6 +110,7 @@ def test_server_errors_are_retried_with_exponential_backoff(webhook: Webhook) ->
     _assert_no_secret(delivery, webhook.url)
 
 
+@pytest.mark.unit
 def test_a_webhook_that_always_fails_is_reported_not_raised(webhook: Webhook) -> None:
     webhook.script = [Reply(500, "internal_error")]
     sleeps: list[float] = []
@@ -210,6 +126,7 @@ def test_a_webhook_that_always_fails_is_reported_not_raised(webhook: Webhook) ->
     assert sleeps == [1.0, 2.0, 4.0] and len(webhook.requests) == 4
 
 
+@pytest.mark.unit
 def test_a_client_error_is_not_retried(webhook: Webhook) -> None:
     webhook.script = [Reply(400, "invalid_blocks")]
 
@@ -219,6 +136,7 @@ def test_a_client_error_is_not_retried(webhook: Webhook) -> None:
     assert delivery.detail.endswith("after 1 attempt: HTTP 400 invalid_blocks")
 
 
+@pytest.mark.unit
 def test_a_hung_webhook_ends_within_the_timeouts(webhook: Webhook) -> None:
     webhook.script = [Reply(hang_s=30)]
     sleeps: list[float] = []
@@ -236,8 +154,9 @@ def test_a_hung_webhook_ends_within_the_timeouts(webhook: Webhook) -> None:
     _assert_no_secret(delivery, webhook.url)
 
 
+@pytest.mark.unit
 def test_a_refused_connection_is_retried_then_reported() -> None:
-    url = f"http://127.0.0.1:{_free_port()}{SECRET_PATH}"
+    url = f"http://127.0.0.1:{free_port()}{SECRET_PATH}"
     sleeps: list[float] = []
 
     delivery = send_slack(success_record(), LINKS, webhook_url=url, retries=2, sleep=sleeps.append)
@@ -247,6 +166,7 @@ def test_a_refused_connection_is_retried_then_reported() -> None:
     _assert_no_secret(delivery, url)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "url",
     [
@@ -262,6 +182,7 @@ def test_a_malformed_webhook_url_is_reported_without_revealing_it(url: str) -> N
     _assert_no_secret(delivery, url)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("url", [None, "", "   "])
 def test_without_a_webhook_nothing_is_sent(url: str | None) -> None:
     delivery = send_slack(success_record(), LINKS, webhook_url=url)
@@ -272,42 +193,7 @@ def test_without_a_webhook_nothing_is_sent(url: str | None) -> None:
     assert delivery.detail == NO_WEBHOOK
 
 
-# --- email through a real SMTP server -----------------------------------------------------------------------
-@dataclass
-class Mailbox:
-    messages: list[EmailMessage] = field(default_factory=list)
-    raw: list[bytes] = field(default_factory=list)  # each message's bytes as they arrived
-    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
-    logins: list[tuple[str, str]] = field(default_factory=list)
-    port: int = 0
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        content = cast(bytes, envelope.original_content)
-        self.raw.append(content)
-        self.messages.append(message_from_bytes(content, policy=policy.default))
-        self.envelopes.append((str(envelope.mail_from), [str(rcpt) for rcpt in envelope.rcpt_tos]))
-        return "250 Message accepted for delivery"
-
-    def authenticate(
-        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
-    ) -> AuthResult:
-        assert isinstance(data, LoginPassword)
-        self.logins.append((data.login.decode(), data.password.decode()))
-        return AuthResult(success=data.password == b"s3cret", handled=False)  # False: the server answers 535
-
-
-@pytest.fixture
-def mailbox() -> Iterator[Mailbox]:
-    box = Mailbox(port=_free_port())
-    # Login without TLS is allowed here only because the server is a test on 127.0.0.1.
-    controller = Controller(
-        box, hostname="127.0.0.1", port=box.port, authenticator=box.authenticate, auth_require_tls=False
-    )
-    controller.start()
-    yield box
-    controller.stop()
-
-
+# --- email through a real SMTP server (tests/conftest.py) ---------------------------------------------------
 def _settings(port: int, **fields: Any) -> EmailSettings:
     defaults: dict[str, Any] = dict(
         sender="retrain@example.org", recipients=("ml-team@example.org", "oncall@example.org"), starttls=False
@@ -315,6 +201,7 @@ def _settings(port: int, **fields: Any) -> EmailSettings:
     return EmailSettings("127.0.0.1", port, **{**defaults, **fields}, timeout_s=5)
 
 
+@pytest.mark.unit
 def test_the_email_arrives_with_the_headline_stages_and_failed_gate(mailbox: Mailbox) -> None:
     record = gate_failure_record()
 
@@ -337,6 +224,7 @@ def test_the_email_arrives_with_the_headline_stages_and_failed_gate(mailbox: Mai
     assert "c-red" not in html_part.get_content() and "#cf222e" in html_part.get_content()
 
 
+@pytest.mark.unit
 def test_the_password_comes_from_the_named_environment_variable(mailbox: Mailbox) -> None:
     settings = _settings(mailbox.port, username="retrain-bot", password_env="SMTP_PASSWORD")
 
@@ -348,6 +236,7 @@ def test_the_password_comes_from_the_named_environment_variable(mailbox: Mailbox
     assert mailbox.messages[0]["Subject"] == subject
 
 
+@pytest.mark.unit
 def test_a_refused_login_is_reported_without_the_password(mailbox: Mailbox) -> None:
     settings = _settings(mailbox.port, username="retrain-bot", password_env="SMTP_PASSWORD")
 
@@ -358,6 +247,7 @@ def test_a_refused_login_is_reported_without_the_password(mailbox: Mailbox) -> N
     assert mailbox.messages == []
 
 
+@pytest.mark.unit
 def test_an_unset_password_variable_sends_nothing(mailbox: Mailbox) -> None:
     settings = _settings(mailbox.port, username="retrain-bot", password_env="SMTP_PASSWORD")
 
@@ -367,6 +257,7 @@ def test_an_unset_password_variable_sends_nothing(mailbox: Mailbox) -> None:
     assert mailbox.logins == [] and mailbox.messages == []
 
 
+@pytest.mark.unit
 def test_starttls_that_the_server_does_not_offer_is_reported(mailbox: Mailbox) -> None:
     delivery = send_email(success_record(), LINKS, _settings(mailbox.port, starttls=True), environ={})
 
@@ -375,8 +266,9 @@ def test_starttls_that_the_server_does_not_offer_is_reported(mailbox: Mailbox) -
     assert mailbox.messages == []
 
 
+@pytest.mark.unit
 def test_a_wrong_port_is_reported_not_raised() -> None:
-    port = _free_port()
+    port = free_port()
 
     started = time.monotonic()
     delivery = send_email(success_record(), LINKS, _settings(port), environ={})
@@ -388,12 +280,14 @@ def test_a_wrong_port_is_reported_not_raised() -> None:
     )
 
 
+@pytest.mark.unit
 def test_missing_settings_send_nothing() -> None:
     delivery = send_email(success_record(), LINKS, EmailSettings(host=""), environ={})
 
     assert delivery == Delivery("email", False, "email not sent: no host, sender, recipients configured")
 
 
+@pytest.mark.unit
 def test_email_message_has_a_plain_text_and_an_html_body() -> None:
     message = email_message(success_record(), sender="retrain@example.org", recipients=("a@example.org",))
 
@@ -402,6 +296,7 @@ def test_email_message_has_a_plain_text_and_an_html_body() -> None:
     assert message["Date"]
 
 
+@pytest.mark.e2e
 def test_a_run_announces_itself_and_records_the_delivery(
     webhook: Webhook, make_project: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

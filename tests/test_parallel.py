@@ -15,8 +15,8 @@ import pytest
 from runner.engine.execute import ExecutionResult, execute_notebook
 from runner.engine.scraps import read_scraps
 from runner.secrets import Redactor
+from tests.conftest import checked_run as run
 from tests.conftest import is_stage_kernel, kernels_alive, spawn_run, temp_files
-from tests.test_pipeline import run
 
 BRANCHES = """\
     version: 1
@@ -64,6 +64,7 @@ def overlap(first: tuple[float, float], second: tuple[float, float]) -> bool:
     return first[0] < second[1] and second[0] < first[1]
 
 
+@pytest.mark.e2e
 def test_independent_branches_overlap_and_the_join_runs_after_both(make_project, capsys):
     code, record, out = run(capsys, branches(make_project, max_parallel=2))
     assert code == 0, out
@@ -78,6 +79,7 @@ def test_independent_branches_overlap_and_the_join_runs_after_both(make_project,
         assert stage["timings"]["render_s"] > 0  # rendered in the background, recorded all the same
 
 
+@pytest.mark.e2e
 def test_max_parallel_one_runs_the_branches_one_after_the_other(make_project, capsys):
     code, record, out = run(capsys, branches(make_project, max_parallel=1, left_seconds=1, right_seconds=1))
     assert code == 0, out
@@ -85,6 +87,7 @@ def test_max_parallel_one_runs_the_branches_one_after_the_other(make_project, ca
     assert not overlap(left, right) and left[1] <= right[0], (left, right)
 
 
+@pytest.mark.e2e
 def test_the_command_line_overrides_max_parallel(make_project, capsys):
     pipeline = branches(make_project, max_parallel=2, left_seconds=1, right_seconds=1)
     code, record, out = run(capsys, pipeline, "--max-parallel", "1")
@@ -98,6 +101,7 @@ def test_the_command_line_overrides_max_parallel(make_project, capsys):
     assert "must be 1 or more" in capsys.readouterr().err
 
 
+@pytest.mark.unit
 def test_max_parallel_must_be_at_least_one(make_project, capsys):
     from runner.commands import main
 
@@ -106,6 +110,7 @@ def test_max_parallel_must_be_at_least_one(make_project, capsys):
     assert "max_parallel" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_a_failing_branch_skips_the_join_and_lets_the_other_branch_finish(make_project, capsys):
     pipeline = branches(make_project, max_parallel=2, left_seconds=0.5, right_seconds=3, left_fails=True)
     code, record, out = run(capsys, pipeline)
@@ -119,6 +124,7 @@ def test_a_failing_branch_skips_the_join_and_lets_the_other_branch_finish(make_p
     assert stages["join"]["skip_reason"] == "not run: stage 'left' failed"
 
 
+@pytest.mark.e2e
 def test_the_cache_serves_the_unchanged_branch(make_project, capsys):
     pipeline = branches(make_project, max_parallel=2, left_seconds=0.2, right_seconds=0.2)
     code, first, out = run(capsys, pipeline)
@@ -133,6 +139,7 @@ def test_the_cache_serves_the_unchanged_branch(make_project, capsys):
     assert (run_dir / "right.html").is_file() and (run_dir / "left.html").is_file()
 
 
+@pytest.mark.kernel
 def test_execute_notebook_runs_in_several_threads_at_once(make_project, monkeypatch, tmp_path):
     """Each thread its own kernel and event loop; each save through its own redacting handler."""
     root = branches(make_project).parent
@@ -145,7 +152,7 @@ def test_execute_notebook_runs_in_several_threads_at_once(make_project, monkeypa
         results[name] = execute_notebook(
             root / "notebooks" / "timed.ipynb",
             output,
-            {"seconds": 2},
+            {"seconds": 4},  # long enough to overlap while the other threads' kernels start
             cwd=root,
             timeout_s=120,
             redact=redact,
@@ -168,6 +175,7 @@ def test_execute_notebook_runs_in_several_threads_at_once(make_project, monkeypa
     assert not kernels_alive()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("signum", [signal.SIGTERM])
 def test_interrupt_mid_parallel_cancels_both_branches(make_project, signum):
     pipeline = branches(make_project, max_parallel=2, left_seconds=60, right_seconds=60)
@@ -177,9 +185,7 @@ def test_interrupt_mid_parallel_cancels_both_branches(make_project, signum):
     while len(kernels) < 2 and time.monotonic() < deadline:  # wait until both branches have a kernel
         time.sleep(0.2)
         kernels = [
-            child
-            for child in psutil.Process(process.pid).children(recursive=True)
-            if is_stage_kernel(child)
+            child for child in psutil.Process(process.pid).children(recursive=True) if is_stage_kernel(child)
         ]
     assert len(kernels) >= 2, "the two branches never ran at the same time"
     time.sleep(3)  # into their cells

@@ -15,20 +15,12 @@ import psutil
 import pytest
 
 from runner.commands import main
-from tests.conftest import assert_reports_readable, kernels_alive, spawn_run, temp_files
+from tests.conftest import assert_reports_readable, checked_run, spawn_run, temp_files
+
+pytestmark = pytest.mark.e2e
 
 
-def run(capsys, pipeline: Path, *args: str) -> tuple[int, dict, str]:
-    code = main(["run", str(pipeline), *args])
-    out = capsys.readouterr().out
-    reports = pipeline.parent / "reports"
-    run_dir = max(path for path in reports.iterdir() if path.is_dir())
-    record = json.loads((run_dir / "run.json").read_text())
-    assert record["run_id"] == run_dir.name
-    assert (run_dir / "index.html").is_file() and (reports / "index.html").is_file()
-    assert not kernels_alive(), "a kernel outlived the run"
-    assert temp_files(reports) == [] and assert_reports_readable(reports)  # whatever the run's outcome
-    return code, record, out
+run = checked_run
 
 
 def one_stage(make_project, notebook: str, extra: str = "") -> Path:

@@ -11,17 +11,9 @@ import pytest
 from runner.engine.config import load_pipeline
 from runner.errors import ConfigError
 from runner.nb.compare import backtest_origins, paired_table
+from runner.paired import Comparison, PairedError, Policy, block_labels, compare, paired_bootstrap
 from runner.production import scores
-from runner.production.promotion import (
-    Comparison,
-    PairedError,
-    Policy,
-    block_labels,
-    compare,
-    decide,
-    paired_bootstrap,
-    verdict,
-)
+from runner.production.promotion import decide, verdict
 from runner.records import KeyMetric
 
 pytestmark = pytest.mark.unit

@@ -6,6 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from runner.github import PAGES_BRANCH
 from runner.github.actions import git_environment
 from runner.github.pages import publish
@@ -13,7 +15,9 @@ from runner.records import RunRecord
 from runner.report.history import Remembered
 from runner.report.pages import render_run_index, write_run_json
 from runner.secrets import NO_SECRETS
-from tests.test_report import failed_run, gate_failed_run, succeeded_run
+from tests.conftest import failed_run, gate_failed_run, succeeded_run
+
+pytestmark = pytest.mark.e2e  # a real git remote
 
 GIT = ["git", "-c", "init.defaultBranch=main"]
 

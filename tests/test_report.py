@@ -7,15 +7,12 @@ import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
 
-import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell
 
-from runner.engine.execute import execute_notebook
 from runner.files import atomic_write_text
-from runner.records import GateResult, KeyMetric, RunRecord, StageFailure, StageRecord, StageTimings
+from runner.records import RunRecord
 from runner.report.markdown import step_summary
 from runner.report.outcome import outcome_of
 from runner.report.pages import (
@@ -26,99 +23,12 @@ from runner.report.pages import (
     write_step_summary,
 )
 from runner.secrets import NO_SECRETS
+from tests.conftest import PLOT, STAGES, execute_cells, failed_run, gate_failed_run, succeeded_run
 
-STAGES = ["validate", "features", "train", "evaluate"]
 LOADING_TAGS = {"script", "link", "img", "iframe", "source", "video", "audio", "embed", "object", "input"}
 
 
-# --- records built by hand ----------------------------------------------------------------------------------
-
-
-def _stage(name: str, status: str = "succeeded", **fields: Any) -> StageRecord:
-    defaults: dict[str, Any] = {
-        "source": f"notebooks/{name}.ipynb",
-        "duration_s": 2.5,
-        "notebook": f"{name}.ipynb",
-        "html": f"{name}.html",
-        "timings": StageTimings(kernel_start_s=0.7, execute_s=1.6, render_s=0.2),
-    }
-    defaults.update(fields)
-    return StageRecord(name=name, status=status, **defaults)  # type: ignore[arg-type]
-
-
-def _record(run_id: str, status: str, stages: list[StageRecord]) -> RunRecord:
-    return RunRecord(
-        run_id=run_id,
-        pipeline="demand-forecast",
-        trigger="schedule",
-        mode="full",
-        git_sha="0123456789abcdef0123456789abcdef01234567",
-        started_at="2026-11-26T07:40:12+00:00",
-        finished_at="2026-11-26T07:41:05+00:00",
-        duration_s=53.2,
-        params={"horizon_weeks": 8, "wape_threshold": 0.0001},
-        stages={stage.name: stage for stage in stages},
-        status=status,  # type: ignore[arg-type]
-        options={"force": False},
-        key_metric=KeyMetric("wape", "number", 4, better="lower"),
-    )
-
-
-def succeeded_run(run_id: str = "20261126T074012Z-a1b2c3", wape: float = 0.0793) -> RunRecord:
-    stages = [_stage(name) for name in STAGES]
-    stages[0].gates = [GateResult("n_errors == 0", True, "n_errors = 0 == 0", {"n_errors": 0})]
-    stages[0].scraps = {"n_errors": 0, "n_rows": 1001, "columns": ["a", "b", "c", "d", "e", "f", "g"]}
-    stages[3].scraps = {
-        "wape": wape,
-        "beats_champion": True,
-        "model": "lightgbm",
-        "errors_by_week": {"type": "table", "columns": ["week", "wape"], "rows": [[1, 0.1]], "n_rows": 3},
-        "errors_split": {"columns": ["week", "wape"], "data": [[1, 0.1], [2, 0.2]]},
-        "errors_list": {"week": [1, 2, 3, 4], "wape": [0.1, 0.2, 0.3, 0.4]},
-        "settings": {"lr": 0.1, "leaves": 31, "objective": "l1"},
-    }
-    stages[3].gates = [GateResult("wape <= 0.15", True, f"wape = {wape} <= 0.15", {"wape": wape})]
-    return _record(run_id, "succeeded", stages)
-
-
-def gate_failed_run(run_id: str = "20261127T074012Z-d4e5f6") -> RunRecord:
-    record = succeeded_run(run_id, wape=0.079)
-    record.status = "gate_failed"
-    evaluate = record.stages["evaluate"]
-    evaluate.status = "gate_failed"
-    evaluate.gates = [
-        GateResult(
-            "wape <= params.wape_threshold",
-            False,
-            "wape = 0.079 > 0.0001",
-            {"wape": 0.079, "params.wape_threshold": 0.0001},
-        )
-    ]
-    record.stages["register"] = _stage("register", "skipped", notebook=None, html=None, duration_s=0.0)
-    record.stages["register"].skip_reason = "upstream stage evaluate did not pass its gates"
-    return record
-
-
-def failed_run(run_id: str = "20261125T074012Z-0f0f0f") -> RunRecord:
-    stages = [_stage("validate"), _stage("features")]
-    stages.append(
-        _stage(
-            "train",
-            "failed",
-            error="train: ZeroDivisionError in cell 5 (see train.html)",
-            failure=StageFailure(
-                "error",
-                "ZeroDivisionError: division by zero (in cell [4])",
-                cell_index=5,
-                ename="ZeroDivisionError",
-                evalue="division by zero",
-            ),
-        )
-    )
-    stages.append(
-        _stage("evaluate", "skipped", notebook=None, html=None, skip_reason="upstream train failed")
-    )
-    return _record(run_id, "failed", stages)
+# --- records built by hand: tests/conftest.py ---------------------------------------------------------------
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
@@ -163,6 +73,7 @@ def text_of(html: str) -> str:
 # --- run.json and atomic writes -----------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_run_json_round_trips(tmp_path: Path) -> None:
     for record in (succeeded_run(), gate_failed_run(), failed_run()):
         path = write_run_json(tmp_path, record, redact=NO_SECRETS)
@@ -172,6 +83,7 @@ def test_run_json_round_trips(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary file left behind
 
 
+@pytest.mark.unit
 def test_atomic_write_leaves_no_temp_file_when_replace_fails(tmp_path: Path) -> None:
     target = tmp_path / "index.html"
     target.mkdir()  # os.replace cannot put a file over a directory
@@ -183,6 +95,7 @@ def test_atomic_write_leaves_no_temp_file_when_replace_fails(tmp_path: Path) -> 
 # --- the run's index ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_succeeded_run_index(tmp_path: Path) -> None:
     html = render_run_index(tmp_path, succeeded_run(), redact=NO_SECRETS).read_text(encoding="utf-8")
     text = text_of(html)
@@ -198,6 +111,7 @@ def test_succeeded_run_index(tmp_path: Path) -> None:
     assert_offline(html)
 
 
+@pytest.mark.unit
 def test_gate_failed_run_index_names_the_gate_and_its_values(tmp_path: Path) -> None:
     record = gate_failed_run()
     html = render_run_index(tmp_path, record, redact=NO_SECRETS).read_text(encoding="utf-8")
@@ -215,6 +129,7 @@ def test_gate_failed_run_index_names_the_gate_and_its_values(tmp_path: Path) -> 
     assert_offline(html)
 
 
+@pytest.mark.unit
 def test_failed_run_index_shows_the_error(tmp_path: Path) -> None:
     html = render_run_index(tmp_path, failed_run(), redact=NO_SECRETS).read_text(encoding="utf-8")
     text = text_of(html)
@@ -227,6 +142,7 @@ def test_failed_run_index_shows_the_error(tmp_path: Path) -> None:
     assert_offline(html)
 
 
+@pytest.mark.unit
 def test_run_index_escapes_what_notebooks_glued(tmp_path: Path) -> None:
     record = succeeded_run()
     record.stages["train"].scraps = {"note": "<script>alert(1)</script>"}
@@ -234,6 +150,7 @@ def test_run_index_escapes_what_notebooks_glued(tmp_path: Path) -> None:
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("status", "expected"),
     [
@@ -249,6 +166,7 @@ def test_the_reason_of_unfinished_runs(status: str, expected: str) -> None:
     assert outcome_of(record).reason == expected
 
 
+@pytest.mark.unit
 def test_a_cached_stage_reads_as_reused() -> None:
     record = succeeded_run()
     record.stages["validate"].status = "cached"
@@ -258,6 +176,7 @@ def test_a_cached_stage_reads_as_reused() -> None:
 # --- the history of runs ------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_history_lists_runs_newest_first_and_survives_broken_run_json(tmp_path: Path) -> None:
     runs = [failed_run(), succeeded_run(), gate_failed_run()]  # 25th, 26th, 27th of November
     for record in runs:
@@ -285,6 +204,7 @@ def test_history_lists_runs_newest_first_and_survives_broken_run_json(tmp_path: 
     assert_offline(html)
 
 
+@pytest.mark.unit
 def test_history_of_an_empty_reports_folder(tmp_path: Path) -> None:
     html = render_history_index(tmp_path, redact=NO_SECRETS).read_text(encoding="utf-8")
     assert "No run has written a run.json yet, and the MLflow store knows of none." in html
@@ -293,6 +213,7 @@ def test_history_of_an_empty_reports_folder(tmp_path: Path) -> None:
 # --- step summary -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_summary_markdown_of_a_gate_failure() -> None:
     record = gate_failed_run()
     record.stages["evaluate"].gates[0].expr = "a | b"  # a pipe must not break the table
@@ -305,6 +226,7 @@ def test_summary_markdown_of_a_gate_failure() -> None:
     assert "- evaluate: `a | b`: wape = 0.079 > 0.0001" in lines
 
 
+@pytest.mark.unit
 def test_step_summary_appends(tmp_path: Path) -> None:
     path = tmp_path / "summary.md"
     path.write_text("earlier step\n", encoding="utf-8")
@@ -317,23 +239,6 @@ def test_step_summary_appends(tmp_path: Path) -> None:
 
 
 # --- stage pages: real notebooks, executed as the runner does ------------------------------------------
-
-PLOT = """fig, ax = plt.subplots(figsize=(8, 3.5), dpi=90)
-x = np.linspace(0, 10, n_points)
-ax.plot(x, np.sin(x * {k}), label="forecast")
-ax.plot(x, np.cos(x * {k}) * 0.5, label="actual")
-ax.set_title("week {k}")
-ax.legend()
-plt.show()"""
-
-
-def _execute(tmp_path: Path, name: str, cells: list[Any], parameters: dict[str, Any]) -> Path:
-    source, executed = tmp_path / f"{name}.src.ipynb", tmp_path / f"{name}.ipynb"
-    kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(new_notebook(cells=cells, metadata={"kernelspec": kernelspec}), source)
-    # the failing fixture raises: the executed notebook is saved, flagged, with its banner
-    execute_notebook(source, executed, parameters, cwd=tmp_path, timeout_s=300, redact=NO_SECRETS)
-    return executed
 
 
 @pytest.fixture(scope="module")
@@ -353,7 +258,7 @@ def plots_notebook(tmp_path_factory: pytest.TempPathFactory) -> Path:
         new_code_cell("pd.DataFrame({'week': [1, 2], 'wape': [0.1, 0.2]})", metadata={"tags": ["show-code"]}),
         new_code_cell("secret_token = 'do-not-show'", metadata={"tags": ["remove-cell"]}),
     ]
-    return _execute(tmp_path_factory.mktemp("plots"), "evaluate", cells, {"n_points": 200})
+    return execute_cells(tmp_path_factory.mktemp("plots"), "evaluate", cells, {"n_points": 200})
 
 
 @pytest.fixture(scope="module")
@@ -363,9 +268,10 @@ def failing_notebook(tmp_path_factory: pytest.TempPathFactory) -> Path:
         new_code_cell("print('\\x1b[31mcoloured\\x1b[0m output')"),
         new_code_cell("def train(d):\n    return 1 / d\n\ntrain(divisor)"),
     ]
-    return _execute(tmp_path_factory.mktemp("failing"), "train", cells, {"divisor": 0})
+    return execute_cells(tmp_path_factory.mktemp("failing"), "train", cells, {"divisor": 0})
 
 
+@pytest.mark.kernel
 def test_stage_page_with_four_plots_is_small_self_contained_and_hides_code(plots_notebook: Path) -> None:
     html_path = plots_notebook.with_suffix(".html")
     render_stage_html(plots_notebook, html_path, title="demand-forecast · evaluate", redact=NO_SECRETS)
@@ -388,6 +294,7 @@ def test_stage_page_with_four_plots_is_small_self_contained_and_hides_code(plots
     assert len(re.findall(r"^\.highlight \.", html, re.M)) < 20  # only the pygments rules in use
 
 
+@pytest.mark.kernel
 def test_stage_page_show_code_opens_every_cell(plots_notebook: Path, tmp_path: Path) -> None:
     html_path = tmp_path / "evaluate.html"
     render_stage_html(plots_notebook, html_path, title="evaluate", show_code=True, redact=NO_SECRETS)
@@ -395,6 +302,7 @@ def test_stage_page_show_code_opens_every_cell(plots_notebook: Path, tmp_path: P
     assert details and all("open" in d for d in details)
 
 
+@pytest.mark.kernel
 def test_stage_page_of_a_failed_notebook_shows_a_readable_traceback(failing_notebook: Path) -> None:
     html_path = failing_notebook.with_suffix(".html")
     render_stage_html(failing_notebook, html_path, title="demand-forecast · train", redact=NO_SECRETS)
@@ -414,6 +322,7 @@ def test_stage_page_of_a_failed_notebook_shows_a_readable_traceback(failing_note
     assert_offline(html)
 
 
+@pytest.mark.unit
 def test_a_cached_stage_names_the_run_it_comes_from(tmp_path: Path) -> None:
     record = succeeded_run()
     stage = next(iter(record.stages.values()))

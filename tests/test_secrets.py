@@ -22,10 +22,9 @@ import pytest
 
 from runner.commands import main
 from runner.secrets import MIN_LENGTH, RedactingStream, Redactor, names_in_file
-from tests.test_notify import Mailbox, Webhook, mailbox, webhook  # noqa: F401 (fixtures)
+from tests.conftest import SMTP_PASSWORD, Mailbox, Webhook
 
 TOKEN = "tok-9f8e7d6c/5b4a+3210=Zq"  # /, + and = make its URL-encoded and base64 forms differ from it
-SMTP_PASSWORD = "s3cret"  # what the test SMTP server accepts
 RUNNER = Path(__file__).resolve().parents[1] / "runner"
 
 
@@ -52,6 +51,7 @@ def hits(blobs: dict[str, bytes], secret: str) -> list[str]:
 
 
 # --- the redactor -------------------------------------------------------------------------------------------
+@pytest.mark.unit
 def test_every_form_of_a_secret_is_replaced_by_its_name() -> None:
     redactor = Redactor.from_environ(["API_TOKEN"], {"API_TOKEN": TOKEN})
     text = " | ".join(seen.decode() for seen in forms(TOKEN).values())
@@ -62,6 +62,7 @@ def test_every_form_of_a_secret_is_replaced_by_its_name() -> None:
     assert TOKEN not in repr(redactor)
 
 
+@pytest.mark.unit
 def test_short_values_are_not_redacted_and_the_longest_secret_wins() -> None:
     short = "x" * (MIN_LENGTH - 1)
     environ = {"SHORT": short, "OUTER": "abcd-efgh-ijkl", "INNER": "efgh"}
@@ -69,6 +70,7 @@ def test_short_values_are_not_redacted_and_the_longest_secret_wins() -> None:
     assert redactor.redact(f"{short} abcd-efgh-ijkl efgh") == f"{short} ***OUTER*** ***INNER***"
 
 
+@pytest.mark.unit
 def test_a_secret_written_in_two_pieces_on_one_line_is_caught() -> None:
     class Sink:
         def __init__(self) -> None:
@@ -89,6 +91,7 @@ def test_a_secret_written_in_two_pieces_on_one_line_is_caught() -> None:
     assert sink.text == "token ***T*** end\nnext "
 
 
+@pytest.mark.unit
 def test_secret_names_come_from_the_file_notify_and_the_runner(tmp_path: Path) -> None:
     pipeline = tmp_path / "pipeline.yaml"
     pipeline.write_text(
@@ -114,6 +117,7 @@ stages:
 """
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("how", "where"),
     [
@@ -147,7 +151,7 @@ WRITING_CALLS = {"write_text", "write_bytes", "mkstemp", "NamedTemporaryFile", "
 # modules that write without runner/files.py, and why that is safe
 ALLOWED = {
     "files.py": "the writer itself",
-    "demo/walmart.py": "the demo's data files: public sales figures, written atomically by its own helper",
+    "github/precheck.py": "runs before the install (no runner.files): appends its answer to GITHUB_OUTPUT",
     "engine/cache.py": "opens its lock file (a+) to hold an flock; writes nothing into it",
     "production/registry.py": "writes its own pid into the registry's lock file",
     "engine/lock.py": "writes who holds the run lock (pid, host, time, redacted command line)",
@@ -155,6 +159,7 @@ ALLOWED = {
 }
 
 
+@pytest.mark.unit
 def test_no_module_writes_a_file_except_through_runner_files() -> None:
     found = []
     for path in sorted(RUNNER.rglob("*.py")):
@@ -181,10 +186,11 @@ def _is_nbformat(node: ast.Call) -> bool:
 
 
 # --- the leak test ------------------------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_a_secret_printed_by_a_notebook_and_raised_in_an_error_appears_nowhere(
     make_project,
-    webhook: Webhook,  # noqa: F811 (the fixture imported above)
-    mailbox: Mailbox,  # noqa: F811
+    webhook: Webhook,
+    mailbox: Mailbox,
     tmp_path: Path,
 ) -> None:
     pipeline = make_project(f"""\

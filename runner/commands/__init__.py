@@ -1,8 +1,9 @@
 """The `retrain` command: the only place that prints and chooses exit codes.
 
-Each command family has its module here (run, models, monitor, replay, github): it declares its arguments and
-calls the library. `main` reads the environment once (settings.py), routes the command line to a handler,
-and turns what escapes into an exit code, from the exception tree in runner/errors.py:
+Each command family has its module here (run, models, registry, monitor, replay, github, init): it
+declares its arguments and calls the library. `main` reads the environment once (settings.py), routes the
+command line to a handler, and turns what escapes into an exit code, from the exception tree in
+runner/errors.py:
 
     0 success · 1 a stage failed · 2 configuration or usage error · 3 a gate failed · 4 the champion decayed
     (`retrain monitor`) · 70 a bug in retrain (its traceback is printed) · 75 another run holds the project
@@ -27,13 +28,13 @@ from rich.console import Console
 from rich.text import Text
 
 from runner import __version__
-from runner.commands import github, models, monitor, replay, run
+from runner.commands import github, init, models, monitor, registry, replay, run
 from runner.commands.settings import Settings, tidy_environment
 from runner.commands.shared import Context
 from runner.errors import EXIT_BUG, EXIT_INTERRUPTED, RetrainError
 from runner.secrets import RedactingStream, Redactor, names_in_file
 
-FAMILIES = (run, models, monitor, replay, github)
+FAMILIES = (run, models, registry, monitor, replay, github, init)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,8 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Exception:  # a bug: its traceback, printed here so that it is redacted too
             traceback.print_exc()
             errors.print(
-                Text(f"error: this is a bug in retrain {__version__} (exit {EXIT_BUG}); the traceback above"
-                     " says where", style="bold red"),
+                Text(
+                    f"error: this is a bug in retrain {__version__} (exit {EXIT_BUG}); the traceback above"
+                    " says where",
+                    style="bold red",
+                ),
                 soft_wrap=True,
             )
             return EXIT_BUG

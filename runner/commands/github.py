@@ -29,7 +29,9 @@ def add_parsers(commands: Any, settings: Settings) -> None:
     directions = state.add_subparsers(dest="action", required=True, metavar="pull|push")
     pull = directions.add_parser("pull", help="restore mlruns/ from the state branch, when it exists")
     push = directions.add_parser("push", help="commit mlruns/ to the state branch and push it")
-    push.add_argument("--run-id", default="", help="save only when this full run changed the registry")
+    push.add_argument(
+        "--run-id", default="", help="the run to keep in the store's run log (an evaluate run saves nothing)"
+    )
     for sub in (pull, push):
         sub.add_argument("--remote", default="origin", help="the git remote (default: origin)")
         sub.add_argument(
@@ -52,6 +54,22 @@ def add_parsers(commands: Any, settings: Settings) -> None:
     data_push.add_argument("--remote", default="origin", help="the git remote (default: origin)")
     data_push.add_argument("--branch", default=None, help="the branch (default: $GITHUB_REF_NAME)")
     data_push.set_defaults(handler=command_data)
+    stages = actions.add_parser(
+        "stage-cache", help="carry the stage cache between jobs (GitHub's cache holds the folder)"
+    )
+    stage_directions = stages.add_subparsers(dest="action", required=True, metavar="pack|unpack")
+    pack = stage_directions.add_parser(
+        "pack", help="copy the cache index and the runs it names into --dir; step output `key`"
+    )
+    unpack = stage_directions.add_parser("unpack", help="put what --dir holds into reports/")
+    for sub in (pack, unpack):
+        sub.add_argument("--dir", type=Path, default=Path(".retrain-cache"), help="default: .retrain-cache")
+        sub.set_defaults(handler=command_stage_cache)
+    awaiting = actions.add_parser(
+        "awaiting", help="step output `version`: the version a run registered and left for approval"
+    )
+    awaiting.add_argument("--run-id", required=True, help="the run, a folder of reports/")
+    awaiting.set_defaults(handler=command_awaiting)
     cost = actions.add_parser("summary-cost", help="add the job's minutes and their cost to the step summary")
     cost.add_argument("--started", type=float, required=True, help="when the job started, in epoch seconds")
     cost.add_argument("--run-id", default="", help="the run whose pipeline minutes to show")
@@ -63,7 +81,7 @@ def add_parsers(commands: Any, settings: Settings) -> None:
     pages.add_argument("--site", type=Path, default=Path("_site"), help="the folder to build (default _site)")
     pages.add_argument("--remote", default="origin", help="the git remote (default: origin)")
     pages.set_defaults(handler=command_pages)
-    for sub in (comment, pull, push, data_push, cost, pages):
+    for sub in (comment, pull, push, data_push, pack, unpack, awaiting, cost, pages):
         pipeline_argument(sub, settings)
 
 
@@ -108,6 +126,7 @@ def command_comment(args: argparse.Namespace, ctx: Context) -> int:
 
 def command_state(args: argparse.Namespace, ctx: Context) -> int:
     from runner.github import actions
+    from runner.production import store
 
     root = project_root(args.pipeline)
     if args.monitoring:
@@ -116,24 +135,34 @@ def command_state(args: argparse.Namespace, ctx: Context) -> int:
     if ctx.settings.tracking_uri:
         ctx.say("state: MLFLOW_TRACKING_URI is set: the registry lives on that server; nothing to do")
         return EXIT_OK
-    env, store = actions.git_environment(ctx.settings.environ), root / MLFLOW_DIR
+    env, folder = actions.git_environment(ctx.settings.environ), root / MLFLOW_DIR
     if args.action == "pull":
-        ctx.say(f"state: {actions.pull_state(root, store, env, args.remote, args.branch)}")
+        said = actions.pull_state(root, folder, env, args.remote, args.branch)
+        moved = store.rebase(folder)  # restored under another folder than it was saved from
+        ctx.say(f"state: {said}" + (f"; {moved}" if moved else ""))
         return EXIT_OK
     message = "registry state"
     if getattr(args, "run_id", ""):
-        record, _ = run_record(root, args.run_id)
-        if record.mode != "full" or not actions.registry_changed(record):
-            why = record.model.detail if record.model else "no model was registered"
-            ctx.say(f"state: run {record.run_id} did not change the registry ({why})")
+        record, run_dir = run_record(root, args.run_id)
+        if record.mode != "full":
+            ctx.say(f"state: run {record.run_id} ran in mode {record.mode}: it wrote nothing to keep")
             return EXIT_OK
-        assert record.model is not None
-        message = f"registry after run {record.run_id} ({record.trigger}, {record.git_sha or 'no sha'})\n\n"
-        message += record.model.detail
-    detail = actions.push_state(root, store, env, message, args.remote, args.branch)
-    ctx.say(f"state: {detail}")
-    if "had moved" in detail and ctx.settings.github.actions:  # another run saved meanwhile
-        ctx.annotate("Registry state replaced", detail, "warning")
+        store.log_run(folder, run_dir / "run.json", record.run_id)  # refused runs too: the history shows them
+        detail = record.model.detail if record.model else "no model was registered"
+        message = f"{record.status} run {record.run_id} ({record.trigger}, {record.git_sha or 'no sha'})"
+        message += f"\n\n{detail}"
+    store.rebase(folder)  # store.json says where the saved paths point
+    merger = store.RegistryMerge()
+    said = actions.push_state(root, folder, env, message, args.remote, args.branch, merge=merger)
+    ctx.say(f"state: {said}")
+    conflict = merger.champion_conflict
+    if conflict is not None:
+        text = (
+            f"both runs' versions are saved, but this run's promotion lost: {conflict}; the champion is the"
+            " one the other run promoted, and this run's version is tagged retrain.not_promoted"
+        )
+        ctx.annotate("Promotion lost to another run", text)
+        raise actions.StateConflict(text)
     return EXIT_OK
 
 
@@ -153,7 +182,7 @@ def _monitoring_state(args: argparse.Namespace, root: Path, ctx: Context) -> int
         said = actions.pull_state(root, folder, env, args.remote, branch, what="the log")
     else:
         message = f"monitoring log: {monitor.log_source}"
-        said = actions.push_state(root, folder, env, message, args.remote, branch)
+        said = actions.push_state(root, folder, env, message, args.remote, branch, merge=actions.merge_files)
     ctx.say(f"monitoring log: {said}")
     return EXIT_OK
 
@@ -175,7 +204,51 @@ def command_data(args: argparse.Namespace, ctx: Context) -> int:
     paths = sorted(folders | {data.history, data.accepted, data.quarantine})
     message = f"data {record.data.action} by run {record.run_id} ({record.trigger})\n\n{record.data.detail}"
     env = actions.git_environment(ctx.settings.environ)
-    ctx.say(f"data: {actions.push_data(pipeline.root, paths, env, message, branch, args.remote)}")
+    fallback = f"retrain/data-{record.run_id}"
+    try:
+        said = actions.push_data(pipeline.root, paths, env, message, branch, args.remote, fallback=fallback)
+    except actions.BranchProtected as protected:  # the run itself succeeded: a person merges the moves
+        ctx.say(f"data: {protected}")
+        ctx.annotate("Data moves on a branch", str(protected), "warning")
+        return EXIT_OK
+    ctx.say(f"data: {said}")
+    return EXIT_OK
+
+
+def command_stage_cache(args: argparse.Namespace, ctx: Context) -> int:
+    from runner.github import stage_cache
+
+    root = project_root(args.pipeline)
+    folder = args.dir if args.dir.is_absolute() else root / args.dir
+    reports = root / REPORTS_DIR
+    if args.action == "unpack":
+        added = stage_cache.unpack(folder, reports, ctx.redact)
+        said = f"{len(added)} run(s) restored" if added else "nothing restored (no saved cache here)"
+        ctx.say(f"stage cache: {said}")
+        return EXIT_OK
+    if folder.exists():
+        raise UsageError(f"{folder} exists: the stage cache is packed into a new folder")
+    key, runs = stage_cache.pack(reports, folder)
+    ctx.outputs({"key": key, "runs": str(len(runs))})
+    ctx.say(f"stage cache: {len(runs)} run(s) packed as {key}" if key else "stage cache: no index to keep")
+    return EXIT_OK
+
+
+def command_awaiting(args: argparse.Namespace, ctx: Context) -> int:
+    """The version a run registered without promoting it (--hold-promotion): what the approval job takes."""
+    record, _ = run_record(project_root(args.pipeline), args.run_id)
+    model = record.model
+    waiting = model is not None and model.action == "registered" and not model.promoted and not model.error
+    version = model.version if waiting and model is not None and model.version else ""
+    ctx.outputs({"version": version})
+    if version:
+        ctx.say(f"version {version} awaits approval: the `production` environment's reviewers decide")
+        ctx.step_summary(
+            f"\n#### Awaiting approval\n\nVersion {version} is registered; the promote job waits for the"
+            " `production` environment's reviewers.\n"
+        )
+    else:
+        ctx.say(f"run {record.run_id} registered no new version: nothing awaits approval")
     return EXIT_OK
 
 

@@ -7,6 +7,7 @@ import argparse
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from runner.commands.shared import (
     run_context,
     run_record,
 )
-from runner.errors import EXIT_OK, exit_code_for_status
+from runner.errors import EXIT_OK, UsageError, exit_code_for_status
 from runner.project import PIPELINE_FILE
 
 if TYPE_CHECKING:
@@ -64,6 +65,12 @@ def add_parsers(commands: Subparsers, settings: Settings) -> None:
         default=settings.trigger,
         help="what started this run, recorded in run.json (default: $RETRAIN_TRIGGER or manual)",
     )
+    run.add_argument(
+        "--hold-promotion",
+        action="store_true",
+        help="register the model but leave the promotion to `retrain promote` (promotion: manual for this"
+        " run; the workflow's approval job)",
+    )
     run.add_argument("--show-code", action="store_true", help="show code cells expanded in the stage pages")
     run.add_argument(
         "--max-parallel",
@@ -86,6 +93,27 @@ def add_parsers(commands: Subparsers, settings: Settings) -> None:
         help="send no message now (a later `retrain notify RUN_ID` sends it)",
     )
     run.set_defaults(handler=command_run)
+
+    deploy = commands.add_parser(
+        "deploy",
+        help="run the model's deploy stages with the champion as it is (after `retrain promote` or"
+        " `retrain rollback`); nothing else runs and the registry is not written",
+    )
+    pipeline_argument(deploy, settings)
+    deploy.add_argument("--trigger", default=settings.trigger, help="recorded in run.json (default: manual)")
+    deploy.add_argument("--no-notify", action="store_true", help="send no message now")
+    deploy.set_defaults(
+        handler=command_run,
+        deploy_only=True,
+        params=[],
+        params_file=None,
+        only=[],
+        force=[],
+        mode="full",
+        show_code=False,
+        max_parallel=None,
+        wait=settings.lock_wait_s,
+    )
 
     check = commands.add_parser("check", help="validate the pipeline and parameters; run nothing")
     pipeline_argument(check, settings)
@@ -141,19 +169,27 @@ def command_run(args: argparse.Namespace, ctx: Context) -> int:
 
     force_all, force_named = _force_arguments(args)
     pipeline = load(args, ctx)
+    if getattr(args, "hold_promotion", False) and pipeline.model is not None:
+        pipeline = replace(pipeline, model=pipeline.model.model_copy(update={"promotion": "manual"}))
     check_stage_names("--only", args.only, list(pipeline.stages))
+    deploy_only = bool(getattr(args, "deploy_only", False))
+    if deploy_only and (pipeline.model is None or not pipeline.model.deploy):
+        raise UsageError(f"{args.pipeline} has no `model.deploy` stages: there is nothing to deploy")
     idle = intake.nothing_new(pipeline.data, pipeline.root, args.trigger, force_all or bool(force_named))
-    if idle is not None:
+    if idle is not None and not deploy_only:
         ctx.say(idle)
         return EXIT_OK
     settings = ctx.settings
+    deploying = frozenset(pipeline.model.deploy) if deploy_only and pipeline.model else frozenset()
+    selected = frozenset(graph.with_upstream(args.only, pipeline.needs)) if args.only else None
     options = RunOptions(
         trigger=args.trigger,
         mode=args.mode,
-        only=tuple(args.only),
-        selected=frozenset(graph.with_upstream(args.only, pipeline.needs)) if args.only else None,
+        only=tuple(sorted(deploying)) or tuple(args.only),
+        selected=deploying or selected,
         force=force_all,
-        force_stages=_forced_stages(force_named, pipeline),
+        force_stages=deploying or _forced_stages(force_named, pipeline),
+        deploy_only=deploy_only,
         warm_kernels=settings.warm_kernels,
         fork_kernels=settings.fork_kernels,
         max_parallel=args.max_parallel,

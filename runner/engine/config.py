@@ -34,7 +34,7 @@ from runner.engine.params import (
     resolve,
 )
 from runner.errors import ConfigError, Problem, did_you_mean
-from runner.production.promotion import Policy
+from runner.paired import Policy
 from runner.project import REPORTS_DIR
 from runner.records import KeyMetric, MetricFormat
 from runner.secrets import Redactor, secret_names
@@ -125,7 +125,7 @@ class SmokeCheckSpec(BaseModel):
 
 class PromotionPolicySpec(BaseModel):
     """`model.promotion_policy`: when the challenger may replace the champion, judged on paired rows of
-    backtests with a bootstrap interval (runner/production/promotion.py)."""
+    backtests with a bootstrap interval (runner/paired.py; the decision: runner/production/promotion.py)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 from runner.engine.gates import GateSyntaxError, parse_gate
 from runner.engine.notebook_json import code_cells
 from runner.errors import Problem, did_you_mean
+from runner.paired import PAIRED  # the scrap `runner.nb.record_paired` glues, the decision reads
 
 if TYPE_CHECKING:
     from runner.engine.config import PipelineSpec
 
 PREDICTIONS = "predictions"  # the scrap `runner.nb.record_predictions` glues
-PAIRED = "paired"  # the scrap `runner.nb.record_paired` glues (runner/production/promotion.py reads it)
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,7 @@ def _first_argument(call: ast.Call) -> str | None:
 
 def _python_only(source: str) -> str:
     """The cell without IPython's magics and shell escapes, which are not Python."""
-    return "\n".join(
-        "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
-    )
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
 
 
 def scrap_name_problems(file: str, root: Path, spec: PipelineSpec) -> list[Problem]:

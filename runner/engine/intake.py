@@ -19,13 +19,13 @@ Nothing here deletes a byte a user committed without a copy of it existing elsew
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner.engine import drops as files_of
 from runner.engine.config import DataSpec
 from runner.files import atomic_copy, atomic_write_text
 from runner.records import DataRecord, RunRecord
@@ -44,20 +44,11 @@ class Drop:
 def waiting(data: DataSpec, root: Path, *, finish_interrupted: bool = True) -> list[Drop]:
     """The drops in `data.new`, in name order, after finishing any acceptance a crash interrupted (only
     within a run, which holds the project's lock: `finish_interrupted=False` only looks)."""
-    found = _matching(root, data.new)
-    if not found:
-        return []
-    history = root / data.history
-    accepted = {_sha256(path): path for path in history.glob("*") if path.is_file()}
-    drops = []
-    for path in found:
-        digest = _sha256(path)
-        if digest in accepted and _has_original(root / data.accepted, path.name, digest):
-            if finish_interrupted:
-                path.unlink()  # already in the history and kept in data/accepted: the move was interrupted
-            continue
-        drops.append(Drop(path, digest))
-    return drops
+    found, interrupted = files_of.waiting_files(root, data.new, data.history, data.accepted)
+    if finish_interrupted:
+        for path in interrupted:
+            path.unlink()  # already in the history and kept in data/accepted: the move was interrupted
+    return [Drop(path, digest) for path, digest in found]
 
 
 def nothing_new(data: DataSpec | None, root: Path, trigger: str, force: bool) -> str | None:
@@ -85,7 +76,7 @@ def settle(data: DataSpec, record: RunRecord, drops: list[Drop], root: Path, red
         result.action, result.detail = "none", "no new data in this run"
         return result
     validate = record.stages.get(data.stage)
-    unchanged = [drop for drop in drops if drop.path.is_file() and _sha256(drop.path) == drop.sha256]
+    unchanged = [drop for drop in drops if drop.path.is_file() and files_of.sha256(drop.path) == drop.sha256]
     changed = [_relative(drop.path, root) for drop in drops if drop not in unchanged]
     refused = _refused(validate.scraps, unchanged, root) if validate is not None else []
     if validate is not None and validate.status == "gate_failed" and not refused:
@@ -136,7 +127,7 @@ def _accept(drop: Drop, accepted: Path, history: Path) -> Path:
     """Keep the original under `accepted`, add a copy to `history`, then remove it from `data/new/`."""
     _copy(drop.path, accepted / drop.path.name)
     target = history / drop.path.name
-    if target.exists() and _sha256(target) != drop.sha256:
+    if target.exists() and files_of.sha256(target) != drop.sha256:
         target = history / f"{drop.path.stem}-{accepted.name}{drop.path.suffix}"  # never overwrite history
     if not target.exists():
         _copy(drop.path, target)
@@ -229,23 +220,6 @@ def _copy(source: Path, target: Path) -> None:
     """The user's file, byte for byte (never redacted: it is their data), whole at `target` or absent."""
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_copy(source, target)
-
-
-def _has_original(accepted: Path, name: str, digest: str) -> bool:
-    return any(_sha256(path) == digest for path in accepted.glob(f"*/{name}") if path.is_file())
-
-
-def _matching(root: Path, globs: list[str]) -> list[Path]:
-    found = {path for pattern in globs for path in root.glob(pattern) if path.is_file()}
-    return sorted(found)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _relative(path: Path, root: Path) -> str:

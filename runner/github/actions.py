@@ -6,9 +6,13 @@ state between runs.
 - `upsert_pr_comment`: one comment per pull request (its words: runner/report/markdown.py), found again by a
   hidden marker and edited in place (REST API through urllib).
 - `pull_state` / `push_state`: the embedded MLflow store (`mlruns/`) kept on an orphan branch, restored before
-  a run and committed after a full run that changed the registry (git through subprocess). The monitoring
-  log's folder goes the same way on a branch of its own (`retrain monitor` only reads the registry: saving the
-  registry's folder after a check could put back a state that a retrain saved meanwhile).
+  a run and committed after every full run (git through subprocess). Saving is a compare-and-set against the
+  commit the checkout restored; a branch that moved meanwhile is merged with (`Merge`: the registry's in
+  runner/production/store.py), never replaced. The monitoring log's folder goes the same way on a branch of
+  its own (`retrain monitor` only reads the registry: saving the registry's folder after a check could put
+  back a state that a retrain saved meanwhile).
+- `push_data`: the drops a run accepted or quarantined, committed back to the branch (or, when the branch is
+  protected, to a branch of their own for a pull request).
 
 Nothing here prints: the CLI does, and picks the exit codes.
 """
@@ -24,14 +28,15 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner import files
 from runner.errors import ConfigError, Problem, RetrainError, UsageError
 from runner.github import STATE_BRANCH
-from runner.records import RunRecord
+from runner.secrets import NO_SECRETS
 
 RESTORED_REF = "refs/retrain/restored"  # the state commit this checkout restored: a later push checks it
 EVENTS = ("push", "schedule", "workflow_dispatch", "repository_dispatch", "pull_request")
@@ -39,7 +44,11 @@ _PARAM_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _TRIGGER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
 _REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+\Z")
 _BOT = ("github-actions[bot]", "41898282+github-actions[bot]@users.noreply.github.com")
-_NOT_STATE = (":(exclude)registry.lock", ":(exclude,glob)**/*.db-journal", ":(exclude,glob)**/*.db-wal")
+_NOT_STATE = (
+    ":(exclude)registry.lock",
+    ":(exclude,glob)**/*.db-journal",
+    ":(exclude,glob)**/*.db-wal",
+)
 _MAX_COMMENT = 60_000  # GitHub refuses a comment over 65,536 characters
 _HINTS = {401: "GITHUB_TOKEN was refused", 404: "no such pull request, or the token cannot see it"}
 _HINTS[403] = (
@@ -57,6 +66,10 @@ class GitHubApiError(RetrainError):
 
 class StateError(RetrainError):
     """git could not restore or save the registry's state (exit 1)."""
+
+
+class StateConflict(StateError):
+    """The state was saved merged with another run's, but that run had moved the champion first (exit 1)."""
 
 
 # --- what to run --------------------------------------------------------------------------------------------
@@ -241,14 +254,6 @@ def _call(method: str, url: str, token: str, body: str | None, timeout_s: float)
 
 
 # --- the registry's state between runs ----------------------------------------------------------------------
-def registry_changed(record: RunRecord) -> bool:
-    """Whether the run registered, promoted or rolled back a version: what is worth saving."""
-    model = record.model
-    if model is None:
-        return False
-    return model.action == "registered" or model.rolled_back or model.champion_after != model.champion_before
-
-
 def git_environment(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment for git: never prompt, commit as the Actions bot unless told otherwise, and with
     GITHUB_TOKEN authenticate to GITHUB_SERVER_URL only (through an environment config entry: the token is
@@ -289,12 +294,14 @@ def pull_state(
         named = what or ("the registry" if branch == STATE_BRANCH else store.name)
         return f"{remote} has no branch {branch} yet: {named} starts empty"
     _git(repo, ["update-ref", restored_ref(branch), tip], env)
-    store.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as scratch:  # a private index: the checkout's own stays untouched
-        indexed = {**env, "GIT_INDEX_FILE": str(Path(scratch, "index"))}
-        _git(repo, ["read-tree", tip], indexed)
-        _git(repo, ["checkout-index", "--all", "--force", f"--prefix={store.resolve()}/"], indexed)
+    _checkout_tree(repo, tip, store, env)
     return f"restored {store.name}/ from {branch} at {tip[:7]}"
+
+
+Merge = Callable[[Path | None, Path, Path], str]
+"""Merges what a run added to its store (`ours`, the third argument) into the state another run saved
+meanwhile (`theirs`, the second, a folder the merge changes in place), given the state both started from
+(`base`, the first; None: both started without one). Returns what it did, in a few words."""
 
 
 def push_state(
@@ -304,29 +311,103 @@ def push_state(
     message: str,
     remote: str = "origin",
     branch: str = STATE_BRANCH,
-    attempts: int = 3,
+    attempts: int = 5,
+    merge: Merge | None = None,
 ) -> str:
-    """Commit `store` as the state branch's next commit and push it. A push that is not a fast-forward
-    (another run pushed first) is retried on top of the new tip: the newest state wins, both stay in the
-    history, and the result says that the branch had moved since this checkout restored it."""
+    """Commit `store` as the state branch's next commit and push it: a compare-and-set against the commit
+    this checkout restored (the new commit's parent), so a push can only fast-forward what this run started
+    from. When another run saved first, its state is fetched, `merge` adds ours to it, the store becomes
+    the merged state, and the push is tried again on top of it. Without `merge`, a moved branch is a
+    StateError: a state is never silently replaced."""
     if not store.is_dir() or not any(store.iterdir()):
         return f"nothing to save: {store} is empty"
-    tree = _snapshot(repo, store, env)
-    restored = _run_git(repo, ["rev-parse", "--verify", "--quiet", restored_ref(branch)], env).stdout.strip()
+    expected = _run_git(repo, ["rev-parse", "--verify", "--quiet", restored_ref(branch)], env).stdout.strip()
+    merged: list[str] = []
     for _ in range(attempts):
-        tip = _fetch_tip(repo, env, remote, branch) or ""
-        if tip and _git(repo, ["rev-parse", f"{tip}^{{tree}}"], env) == tree:
-            return f"{branch} already holds this state ({tip[:7]}): nothing pushed"
-        commit = _git(repo, ["commit-tree", tree, *(["-p", tip] if tip else []), "-m", message], env)
+        tree = _snapshot(repo, store, env)
+        if expected and _git(repo, ["rev-parse", f"{expected}^{{tree}}"], env) == tree:
+            return f"{branch} already holds this state ({expected[:7]}): nothing pushed"
+        parent = ["-p", expected] if expected else []
+        commit = _git(repo, ["commit-tree", tree, *parent, "-m", message], env)
         pushed = _run_git(repo, ["push", "--porcelain", remote, f"{commit}:refs/heads/{branch}"], env)
         if pushed.returncode == 0:
-            moved = (
-                f"; {branch} had moved to {tip[:7]} since {restored[:7] or 'no state'} was restored: replaced"
-            )
-            return f"saved {store.name}/ to {branch} at {commit[:7]}{moved if tip != restored else ''}"
+            _git(repo, ["update-ref", restored_ref(branch), commit], env)  # a later push starts from here
+            after = f"; merged with what another run saved meanwhile: {'; then '.join(merged)}" * bool(merged)
+            return f"saved {store.name}/ to {branch} at {commit[:7]}{after}"
         if "rejected" not in pushed.stdout + pushed.stderr:
             raise StateError(f"git push to {remote} {branch} failed: {_last_line(pushed.stderr)}")
+        tip = _fetch_tip(repo, env, remote, branch) or ""
+        if merge is None:
+            raise StateError(
+                f"{branch} moved to {tip[:7] or 'nothing'} on {remote} since {expected[:7] or 'no state'}"
+                " was restored: another run saved meanwhile, and this state was not pushed (nothing replaced)"
+            )
+        merged.append(f"{tip[:7]}: {_merge_into(repo, store, env, expected, tip, merge)}")
+        expected = tip
     raise StateError(f"{branch} kept moving on {remote}: not saved after {attempts} attempts")
+
+
+def _merge_into(repo: Path, store: Path, env: Mapping[str, str], base: str, tip: str, merge: Merge) -> str:
+    """Make `store` the merge of the state at `tip` with what this run added to the state at `base`. The
+    run's own store is kept aside until the merged one is in its place."""
+    with tempfile.TemporaryDirectory(dir=store.parent, prefix=f".{store.name}-merge-") as scratch:
+        theirs, ours = Path(scratch, "theirs"), Path(scratch, "ours")
+        _checkout_tree(repo, tip, theirs, env) if tip else theirs.mkdir()
+        before = None
+        if base:
+            before = Path(scratch, "base")
+            _checkout_tree(repo, base, before, env)
+        said = merge(before, theirs, store)
+        store.rename(ours)
+        try:
+            theirs.rename(store)
+        except OSError:
+            ours.rename(store)  # the run's store goes back where it was: nothing is lost
+            raise
+    return said
+
+
+def _checkout_tree(repo: Path, commit: str, folder: Path, env: Mapping[str, str]) -> None:
+    """The files of `commit` into `folder`, through a private index (the checkout's own stays untouched)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        indexed = {**env, "GIT_INDEX_FILE": str(Path(scratch, "index"))}
+        _git(repo, ["read-tree", commit], indexed)
+        _git(repo, ["checkout-index", "--all", "--force", f"--prefix={folder.resolve()}/"], indexed)
+
+
+def merge_files(base: Path | None, theirs: Path, ours: Path) -> str:
+    """A Merge for folders of append-only text (the monitoring log): a file only ours has is added; a file
+    both have gets our lines that theirs lacks, after theirs."""
+    added = extended = 0
+    for path in sorted(p for p in ours.rglob("*") if p.is_file()):
+        target = theirs / path.relative_to(ours)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            files.atomic_copy(path, target)
+            added += 1
+            continue
+        mine, known = path.read_text(encoding="utf-8"), target.read_text(encoding="utf-8")
+        seen = set(known.splitlines())
+        new = [line for line in mine.splitlines() if line not in seen]
+        if new:
+            ending = "" if not known or known.endswith("\n") else "\n"
+            # both sides were written through the redactor by their runs: nothing new to redact
+            files.atomic_write_text(target, known + ending + "\n".join(new) + "\n", redact=NO_SECRETS)
+            extended += 1
+    return f"{added} file(s) added, {extended} extended"
+
+
+def keep_ours(base: Path | None, theirs: Path, ours: Path) -> str:
+    """A Merge for a folder rebuilt whole by each run (the Pages site): ours' files win, theirs' others
+    stay."""
+    copied = 0
+    for path in (p for p in ours.rglob("*") if p.is_file()):
+        target = theirs / path.relative_to(ours)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        files.atomic_copy(path, target)
+        copied += 1
+    return f"{copied} file(s) of this run over theirs"
 
 
 def push_data(
@@ -337,10 +418,13 @@ def push_data(
     branch: str,
     remote: str = "origin",
     attempts: int = 3,
+    fallback: str = "",
 ) -> str:
     """Commit what a run moved under `paths` (drops accepted into the history or quarantined) and push it to
     `branch`, so that the next run's checkout starts from it. When the branch moved meanwhile (a new drop was
-    pushed), the commit is replayed on top of it; a conflict leaves the branch alone and says so."""
+    pushed), the commit is replayed on top of it; a conflict leaves the branch alone and says so. When the
+    remote refuses the branch itself (a protected branch), the commit goes to `fallback`, for a pull request
+    (BranchProtected)."""
     present = [path for path in paths if (repo / path).exists() or _tracked(repo, path, env)]
     if not present:
         return "no data folder to save"
@@ -352,6 +436,8 @@ def push_data(
         pushed = _run_git(repo, ["push", "--porcelain", remote, f"HEAD:refs/heads/{branch}"], env)
         if pushed.returncode == 0:
             return f"pushed the data moves to {branch} at {_git(repo, ['rev-parse', '--short', 'HEAD'], env)}"
+        if _refused_by_remote(pushed):
+            _push_elsewhere(repo, env, remote, branch, fallback, pushed)
         if "rejected" not in pushed.stdout + pushed.stderr:
             raise StateError(f"git push to {remote} {branch} failed: {_last_line(pushed.stderr)}")
         _git(repo, ["fetch", "--quiet", "--no-tags", "--depth=1", remote, f"refs/heads/{branch}"], env)
@@ -365,6 +451,49 @@ def push_data(
                 f"({_last_line(replayed.stderr)}); the run's report says what moved"
             )
     raise StateError(f"{branch} kept moving on {remote}: data moves not pushed after {attempts} attempts")
+
+
+def _refused_by_remote(pushed: subprocess.CompletedProcess[str]) -> bool:
+    """The remote refused the update itself (a protected branch, a ruleset, a hook), which no retry changes:
+    not a `[rejected]` push that lost a race."""
+    said = pushed.stdout + pushed.stderr
+    return any(sign in said for sign in ("[remote rejected]", "GH006", "GH013")) or "protected branch" in said
+
+
+def _push_elsewhere(
+    repo: Path,
+    env: Mapping[str, str],
+    remote: str,
+    branch: str,
+    fallback: str,
+    refused: subprocess.CompletedProcess[str],
+) -> None:
+    remote_said = [line.removeprefix("remote:").strip() for line in refused.stderr.splitlines()]
+    why = next((line for line in remote_said if "GH0" in line or "protected" in line.lower()), "")
+    why = why or _last_line(refused.stderr + refused.stdout)
+    if not fallback:
+        raise StateError(f"{remote} refuses pushes to {branch} ({why}): the data moves were not pushed")
+    pushed = _run_git(repo, ["push", "--porcelain", remote, f"HEAD:refs/heads/{fallback}"], env)
+    if pushed.returncode != 0:
+        raise StateError(
+            f"{remote} refuses pushes to {branch} ({why}), and to {fallback} too "
+            f"({_last_line(pushed.stderr)}): the data moves were not pushed"
+        )
+    raise BranchProtected(
+        f"{branch} is protected on {remote} ({why}): the data moves were pushed to branch {fallback} instead;"
+        f" merge it into {branch} with a pull request (or let GitHub Actions bypass the rule). Until then the"
+        " drops stay in the new-data folder on the branch, and the next run finds the same data: it registers"
+        " nothing new (the data fingerprint is the same)",
+        fallback,
+    )
+
+
+class BranchProtected(StateError):
+    """The branch refused the data moves; they were pushed to another branch for a pull request."""
+
+    def __init__(self, message: str, pushed_to: str) -> None:
+        super().__init__(message)
+        self.pushed_to = pushed_to
 
 
 def _tracked(repo: Path, path: str, env: Mapping[str, str]) -> bool:

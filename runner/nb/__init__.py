@@ -9,7 +9,8 @@
     nb.record_predictions(frame, period="week", actual="sales", prediction="forecast", champion="champion")
     problems = nb.Problems()                   # the `problems` table a quarantine reads
     header = nb.check_file(path, name, problems)   # encoding, binary, delimiter, header, rows, last line
-    nb.drift.drift_table(reference, current, numeric=[...], categorical=[...])
+    nb.drift.drift_table(reference, current, numeric=[...], categorical=[...], weights=..., trending=[...])
+    nb.importance.champion_weighing(champion_uri, ROOT)   # the champion's feature importance, to weigh drift
     nb.backtest_origins(weeks, horizon=8, count=4)   # rolling origins, newest first
     nb.recorded_params(champion_uri)           # the settings the champion was trained with (its MLflow run)
     nb.record_paired(rows, origin=..., period=..., actual=..., prediction=..., champion=...)
@@ -18,7 +19,7 @@
 The names the runner reads from what notebooks record are listed in README.md ("What the runner reads").
 """
 
-from runner.nb import drift
+from runner.nb import drift, importance
 from runner.nb.compare import (
     backtest_origins,
     compare,
@@ -45,6 +46,7 @@ __all__ = [
     "drift",
     "first_non_utf8",
     "glue",
+    "importance",
     "paired_table",
     "products",
     "promotion_policy",

@@ -9,7 +9,8 @@
 
 The decision itself (the policy in pipeline.yaml: superior, non_inferior, threshold) is taken by the runner
 when it registers the model, from the `paired` scrap, with runner/production/promotion.py; `compare` here
-uses the same code with the same policy, so that the notebook's page can say what the runner will decide.
+uses the same numbers (runner/paired.py) with the same policy, so that the notebook's page can say what the
+runner will decide.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from runner.nb.glue import glue
-from runner.production.promotion import PAIRED, PAIRED_COLUMNS, Comparison, Policy, Score
-from runner.production.promotion import compare as compare_paired
+from runner.paired import PAIRED, PAIRED_COLUMNS, Comparison, Policy, Score
+from runner.paired import compare as compare_paired
 
 
 def backtest_origins(periods: Any, *, horizon: int, count: int) -> list[tuple[Any, Any]]:

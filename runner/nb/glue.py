@@ -81,5 +81,3 @@ def _check(name: str, value: Any, where: str) -> None:
         raise GlueError(f"glue({name!r}): {where} is a tuple; record a list")
     kind = f"{type(value).__module__}.{type(value).__name__}"
     raise GlueError(f"glue({name!r}): {where} is a {kind}, which cannot be recorded; record str(...) of it")
-
-

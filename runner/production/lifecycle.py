@@ -28,7 +28,7 @@ from runner.engine.config import Pipeline, SmokeCheckSpec
 from runner.engine.kernels import IN_THIS_PROCESS, WorkerError, WorkerLost, Workers
 from runner.engine.notebook_json import code_cells
 from runner.errors import UsageError
-from runner.production import promotion, smoke
+from runner.production import promotion, smoke, store
 from runner.production.registry import (
     CHAMPION,
     LINEAGE,
@@ -45,14 +45,16 @@ from runner.records import Decision, ModelRecord, RunRecord
 
 
 def fingerprints(pipeline: Pipeline) -> dict[str, str]:
-    """Content hashes: `data` (the model section's data files), `code` (every stage's code cells and
-    parameters, and the Python modules beside the notebooks) and `fingerprint` (both): the same code on the
-    same data gives the same fingerprint."""
-    data = hashlib.sha256()
+    """Content hashes: `data` (the contents of the model section's data files, whatever their names),
+    `code` (every stage's code cells and parameters, and the Python modules beside the notebooks) and
+    `fingerprint` (both): the same code on the same data gives the same fingerprint."""
     model = pipeline.model
-    for pattern in model.data if model else ():
-        for path in sorted(pipeline.root.glob(pattern)):
-            data.update(path.relative_to(pipeline.root).as_posix().encode() + b"\0" + path.read_bytes())
+    files = {path for pattern in (model.data if model else ()) for path in pipeline.root.glob(pattern)}
+    # contents only, in the order of their own hashes: an accepted drop moves from data/new/ to the history
+    # folder, and the same rows under another name are the same data
+    data = hashlib.sha256()
+    for digest in sorted(_file_digest(path) for path in files if path.is_file()):
+        data.update(digest.encode())
     code = hashlib.sha256()
     for stage in pipeline.stages.values():
         cells = code_cells(stage.notebook)
@@ -67,6 +69,11 @@ def fingerprints(pipeline: Pipeline) -> dict[str, str]:
         "code": code.hexdigest()[:16],
         "fingerprint": both.hexdigest()[:16],
     }
+
+
+def _file_digest(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def judge(
@@ -196,6 +203,14 @@ def release(
     if verdict == "hold":
         result.detail += "; held by the promotion policy: the champion stays"
         return result
+    rolled_back = candidate.lineage("rolled_back")
+    if rolled_back and (champion is None or candidate.version != champion.version):
+        # a person (or a smoke check) took it out of production: a rerun on the same data must not undo that
+        result.detail += (
+            f"; it was rolled back ({rolled_back}): not promoted again (`retrain promote {candidate.version}`"
+            " does it)"
+        )
+        return result
     if model.promotion == "manual" or (champion is not None and candidate.version == champion.version):
         if model.promotion == "manual":
             result.detail += (
@@ -235,8 +250,9 @@ def _existing_or_registered(
         return registry.get(result.version)
     uri = record.stages[model.candidate_stage].scraps.get(model.candidate_scrap)
     refit = refit_model_uri(pipeline, record)
+    # the candidate must be there; the refit only when its stage ran (None: it did not)
     for stage, scrap, found in (
-        (model.candidate_stage, model.candidate_scrap, uri),
+        (model.candidate_stage, model.candidate_scrap, uri or ""),
         (model.refit_stage, model.refit_scrap, refit),
     ):
         if found is not None and (not isinstance(found, str) or not found):
@@ -257,6 +273,15 @@ def smoke_spec(pipeline: Pipeline, refit: bool) -> tuple[SmokeCheckSpec, str | N
     if refit and spec.refit_tolerance is not None:
         return spec.model_copy(update={"tolerance": spec.refit_tolerance}), None
     return spec, key_metric_name(pipeline)
+
+
+def as_deployed(name: str, champion: Version | None) -> ModelRecord:
+    """A run that deploys the champion as it is (`retrain deploy`, after an approval or a rollback)."""
+    number = champion.version if champion else None
+    result = ModelRecord(name=name, champion_before=number, champion_after=number, version=number)
+    result.action = "unchanged"
+    result.detail = f"deploying the champion v{number} as it is" if number else "no champion to deploy"
+    return result
 
 
 def _register(
@@ -408,6 +433,8 @@ def open_registry(pipeline: Pipeline) -> Registry:
         )
     uri = tracking_uri(pipeline.root)
     check_reachable(uri)
+    if uri == tracking_uri(pipeline.root, environ={}):  # the embedded store: its paths follow the project
+        store.rebase(pipeline.root / MLFLOW_DIR)
     return Registry(uri, pipeline.model.name, lock_dir=pipeline.root / MLFLOW_DIR)
 
 

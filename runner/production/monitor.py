@@ -176,14 +176,15 @@ def judge(scraps: dict[str, Any], monitor: Monitor, champion: Version, check: Ch
     check.registered = champion.metrics.get(monitor.metric)
     check.live = _number(scraps.get(monitor.metric), float)
     n, plural = len(check.periods), f"{unit}{'s' if len(check.periods) != 1 else ''}"
-    if check.live is None or not math.isfinite(check.live):
-        check.status = "failed"
-        check.detail = f"the monitor notebook recorded no finite '{monitor.metric}' for {n} {plural}"
-        return
+    # nothing to judge against is the configuration's fault, whatever the notebook recorded: said first
     if check.registered is None and monitor.limit is None:
         tag = f"metric.{monitor.metric}"
         check.status = "failed"
         check.detail = f"version {champion.version} has no registered {monitor.metric} (tag {tag})"
+        return
+    if check.live is None or not math.isfinite(check.live):
+        check.status = "failed"
+        check.detail = f"the monitor notebook recorded no finite '{monitor.metric}' for {n} {plural}"
         return
     span = f"{check.periods[0]}..{check.periods[-1]}"
     measured = f"{monitor.metric} {check.live:.4g} on {n} new {plural} ({span})"

@@ -17,8 +17,6 @@ import os
 import sqlite3
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
@@ -78,6 +76,9 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     """Fail fast, naming the URI, when a tracking server does not answer (MLflow would retry for minutes)."""
     if not uri.startswith(("http://", "https://")):
         return
+    import urllib.error  # only for a tracking server: the embedded store's runs need no HTTP client
+    import urllib.request
+
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as answer:
             answer.read()

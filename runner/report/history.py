@@ -33,6 +33,7 @@ class Remembered:
     versions: Sequence[Version] = ()
     tracked: Sequence[TrackedRun] = ()
     problem: str | None = None  # why MLflow could not be read, shown on the page
+    logged: Sequence[RunRecord] = ()  # the run log kept with the store: every full run, refused ones too
 
 
 @dataclass(frozen=True)
@@ -63,32 +64,37 @@ class HistoryRow:
         return _ident(self.trigger)
 
 
-def remembered(registry: Registry | None) -> Remembered:
-    """Read the registry's versions and tagged tracking runs; a store that cannot be read is a note on the
-    page, never a failed run."""
+def remembered(registry: Registry | None, log: Path | None = None) -> Remembered:
+    """Read the registry's versions and tagged tracking runs, and the run log kept with the store (`log`, a
+    folder of run.json copies); a store that cannot be read is a note on the page, never a failed run."""
+    logged = [record for record, _ in read_run_folders(log, flat=True)[0]] if log is not None else []
     if registry is None:
-        return Remembered()
+        return Remembered(logged=logged)
     try:
-        return Remembered(registry.versions_fast(), registry.tagged_runs())
+        return Remembered(registry.versions_fast(), registry.tagged_runs(), logged=logged)
     except Exception as error:  # the history is a report: MLflow being unreadable must not fail the run
-        return Remembered(problem=f"{type(error).__name__}: {str(error).strip()[:200]}")
+        return Remembered(problem=f"{type(error).__name__}: {str(error).strip()[:200]}", logged=logged)
 
 
-def read_run_folders(reports_dir: Path) -> tuple[list[tuple[RunRecord, bool]], list[tuple[str, str]]]:
-    """(record, has index.html) for every run folder with a readable run.json, and the unreadable ones."""
+def read_run_folders(
+    reports_dir: Path, flat: bool = False
+) -> tuple[list[tuple[RunRecord, bool]], list[tuple[str, str]]]:
+    """(record, has index.html) for every run folder with a readable run.json, and the unreadable ones;
+    `flat`: a folder of `<run_id>.json` records instead (the store's run log: no pages)."""
     found: list[tuple[RunRecord, bool]] = []
     unreadable: list[tuple[str, str]] = []
     if not reports_dir.is_dir():
         return found, unreadable
-    for folder in sorted(reports_dir.iterdir()):
-        if not (folder / "run.json").is_file():
+    for entry in sorted(reports_dir.iterdir()):
+        run_json = entry if flat else entry / "run.json"
+        if run_json.suffix != ".json" or not run_json.is_file():
             continue  # not a run folder, or a run that has not written its record yet
         try:
-            record = RunRecord.from_json(json.loads((folder / "run.json").read_text(encoding="utf-8")))
+            record = RunRecord.from_json(json.loads(run_json.read_text(encoding="utf-8")))
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            unreadable.append((folder.name, f"{type(exc).__name__}: {exc}"[:200]))
+            unreadable.append((entry.name, f"{type(exc).__name__}: {exc}"[:200]))
             continue
-        found.append((record, (folder / "index.html").is_file()))
+        found.append((record, not flat and (entry / "index.html").is_file()))
     return found, unreadable
 
 
@@ -98,6 +104,8 @@ def build_rows(
     """One row per run, oldest first, with the metric's change and the champion after each run."""
     by_version_run = {version.lineage("run_id"): version for version in known.versions}
     rows = {record.run_id: _row_from_record(record, has_page, metric) for record, has_page in records}
+    for record in known.logged:  # a run whose folder is gone (CI), from the run log kept with the store
+        rows.setdefault(record.run_id, _row_from_record(record, False, metric))
     for run_id, version in by_version_run.items():
         if run_id and run_id not in rows:
             rows[run_id] = _row_from_version(run_id, version, metric)

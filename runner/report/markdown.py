@@ -20,6 +20,8 @@ def step_summary(outcome: Outcome) -> str:
     lines += ["| stage | status | duration | gates |", "| --- | --- | ---: | ---: |"]
     lines += [f"| {cell(s.name)} | {s.word} | {s.duration} | {s.gates or NOT_RUN} |" for s in outcome.stages]
     lines += _problems(outcome)
+    # the run's folder is uploaded as `reports-<run id>`: the id finds it among the job's artifacts
+    lines += ["", f"Run `{outcome.run_id}`, mode `{outcome.mode}`, trigger `{outcome.trigger}`"]
     return "\n".join(lines) + "\n"
 
 
@@ -28,7 +30,7 @@ def pr_comment(outcome: Outcome, marker: str, *, run_url: str = "", artifact_url
     lines = [marker, f"### {outcome.icon} {cell(outcome.pipeline)}: {cell(outcome.word)}", ""]
     lines += [cell(outcome.headline), "", cell(outcome.reason), ""]
     lines += fact_table(outcome)
-    lines += metric_table(outcome)
+    lines += metric_table(outcome, ours="challenger")
     chart = mermaid_chart(outcome.predictions, outcome)
     if chart:
         lines += [
@@ -59,12 +61,13 @@ def fact_table(outcome: Outcome) -> list[str]:
     return ["| | |", "| --- | --- |", *rows, ""]
 
 
-def metric_table(outcome: Outcome) -> list[str]:
-    """This run's model against the champion: the metrics worth showing, in people's numbers."""
+def metric_table(outcome: Outcome, ours: str = "this run") -> list[str]:
+    """This run's model (`ours`: a pull request's is the challenger) against the champion: the metrics worth
+    showing, in people's numbers."""
     if not outcome.metrics:
         return []
     champion = f"champion v{outcome.champion_before}" if outcome.champion_before else "champion"
-    lines = [f"| metric | this run | {cell(champion)} | change |", "| --- | ---: | ---: | ---: |"]
+    lines = [f"| metric | {ours} | {cell(champion)} | change |", "| --- | ---: | ---: | ---: |"]
     for line in outcome.metrics:
         mark = "" if line.better is None or not line.key else (" ✅" if line.better else " 🔻")
         change = f"{line.change} ({line.relative})" if line.change and line.relative else line.change

@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from http.client import HTTPException, InvalidURL
 from typing import Any
 
 from runner.engine.config import NotifySpec
@@ -119,8 +116,7 @@ def post_json(
     attempt = 0
     while True:
         attempt += 1
-        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
-        status, reason, retryable, retry_after = _post_once(request, timeout_s)
+        status, reason, retryable, retry_after = _post_once(url, body, headers, timeout_s)
         reason = _redact(reason, url)
         if status is not None and 200 <= status < 300:
             return Delivery("slack", True, f"delivered to {SLACK_TARGET} ({reason})", attempt)
@@ -131,8 +127,14 @@ def post_json(
         sleep(min(wait, max_wait_s))
 
 
-def _post_once(request: urllib.request.Request, timeout_s: float) -> _Attempt:
+def _post_once(url: str, body: bytes, headers: Mapping[str, str], timeout_s: float) -> _Attempt:
     """One attempt: HTTP status (None when no answer came), reason, worth retrying, Retry-After seconds."""
+    # imported here: most runs send nothing, and the HTTP client with its TLS costs a rerun ~40 ms
+    import urllib.error
+    import urllib.request
+    from http.client import HTTPException, InvalidURL
+
+    request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             text = response.read(200).decode("utf-8", "replace")

@@ -92,7 +92,7 @@ class Numbers:
         return a < b if self.key.better == "lower" else a > b
 
     def direction(self) -> str:
-        """"lower is better" / "higher is better"; "" without a key metric."""
+        """ "lower is better" / "higher is better"; "" without a key metric."""
         return f"{self.key.better} is better" if self.key else ""
 
     def metrics(self, values: Mapping[str, Any]) -> list[tuple[str, str]]:

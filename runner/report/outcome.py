@@ -415,6 +415,12 @@ def _reason(outcome: Outcome, record: RunRecord) -> str:
         return f"Mode {record.mode}: every gate passed; the registry is left as it is."
     if state == "unchanged" and model is not None:
         return f"Version {model.version} already holds this model: nothing was registered or deployed."
+    cached = sum(line.status == "cached" for line in outcome.stages)
+    if cached == len(outcome.stages) and cached:
+        # a rerun with nothing changed: say so, or the page reads like a fresh success
+        return f"Nothing changed: all {cached} stages reused from cache, every gate as it was."
+    if cached:
+        return f"Every stage passed its gates ({cached} reused from cache)."
     return "Every stage passed its gates."
 
 

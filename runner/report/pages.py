@@ -4,7 +4,9 @@ and the GitHub step summary.
 Every page is one self-contained file: inline CSS (`templates/report.css`), images as data URIs, no script,
 no request to any other host. Stage pages come from our own light nbconvert template (`templates/stage/`,
 built on nbconvert's `basic`); the run index and the history from Jinja2 templates with autoescaping.
-Files are written through runner/files.py: atomically, and with the run's secrets redacted.
+Files are written through runner/files.py: atomically, and with the run's secrets redacted; the HTML pages
+also lose the machine's absolute paths (runner/scrub.py: `<project>`, `<python>`, `~`), since people read and
+publish them. run.json and the executed notebooks keep theirs: the runner reads them back.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 
 from runner.files import append_text, atomic_write_text
+from runner.project import find_root
 from runner.records import KeyMetric, RunRecord
 from runner.report.numbers import Numbers
+from runner.scrub import MachinePaths
 from runner.secrets import Redactor
 
 if TYPE_CHECKING:
@@ -87,7 +91,19 @@ def render_stage_html(
     html = _REMOTE_LOAD.sub(r"\1data-blocked-\2\3", html)
     html = _unwrap_plain_tokens(html)
     html = html.replace(_PYGMENTS_MARKER, _pygments_css(html), 1)
-    atomic_write_text(html_path, html, redact=redact)
+    atomic_write_text(html_path, html, redact=for_pages(redact, html_path.parent))
+
+
+def for_pages(redact: Redactor, folder: Path) -> Redactor:
+    """`redact` that also replaces the machine's paths (runner/scrub.py), for a page written in `folder`: the
+    project is the one above it (`redact` already scrubbing is kept as it is)."""
+    if redact.paths is not None:
+        return redact
+    try:
+        root: Path | None = find_root(folder)
+    except FileNotFoundError:
+        root = None
+    return redact.scrubbing(MachinePaths.of(root, html=True))
 
 
 def _prepare_notebook(notebook: Any, *, show_code: bool) -> None:
@@ -268,7 +284,8 @@ def render_history_index(
 
 
 def _write_page(path: Path, template: str, redact: Redactor, **context: Any) -> Path:
-    atomic_write_text(path, _jinja_env().get_template(template).render(**context), redact=redact)
+    page = _jinja_env().get_template(template).render(**context)
+    atomic_write_text(path, page, redact=for_pages(redact, path.parent))
     return path
 
 
@@ -311,8 +328,21 @@ def _jinja_env() -> jinja2.Environment:
         bytecode_cache=jinja2.FileSystemBytecodeCache(),
     )
     env.undefined = jinja2.StrictUndefined  # a misspelt variable fails the test suite, not a page
-    env.filters.update(duration=_duration, when=_when, value=_value, values=_values)
+    env.filters.update(duration=_duration, when=_when, value=_value, values=_values, sentence=_sentence)
+    env.filters.update(pvalue=_pvalue)
     return env
+
+
+def _sentence(text: str) -> str:
+    """`text` as a sentence: its first letter capitalised, unless it starts with a version label (`v13`)."""
+    if not text or re.match(r"v\d", text):
+        return text
+    return text[0].upper() + text[1:]
+
+
+def _pvalue(value: float) -> str:
+    """A test's p-value as people read it: `< 0.001` rather than 0 or 3.2e-17."""
+    return "< 0.001" if value < 0.001 else f"{value:.3g}"
 
 
 def _duration(seconds: float) -> str:

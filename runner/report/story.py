@@ -4,7 +4,8 @@ and drift summaries, and the challenger's predictions against the champion's.
 Everything is read from the run record (run.json), so that `retrain report` can draw the page again without
 running anything. Scraps this module knows by name (all optional; a page without them says so):
 - data: `n_history_rows`, `n_new_rows`, `n_weeks`, `new_weeks` (any stage, usually validate);
-- drift: `drift` (a table: feature, kind, psi, ks_pvalue, verdict), `max_psi`, `drift_verdict`;
+- drift: `drift` (a table: feature, kind, weight, trending, psi, test, pvalue, verdict, as `runner.nb.drift`
+  makes it; older tables have ks_pvalue), `max_psi`, `drift_verdict`, `drift_weighing`;
 - predictions: `predictions` (a table: `period`, `actual`, `prediction` and optionally `champion`, as
   `runner.nb.record_predictions` records it; `forecast_by_week`, with `forecast` and `champion_forecast`,
   is an older notebook's name for it);
@@ -137,7 +138,9 @@ class Drift:
     stage: str
     verdict: str | None
     max_psi: float | None
-    rows: list[dict[str, Any]]  # feature, kind, psi, ks_pvalue, verdict
+    rows: list[dict[str, Any]]  # feature, kind, weight, trending, psi, test, pvalue, verdict
+    weighing: str | None = None  # how the features were weighed, as the stage said it
+    weighed: bool = False  # the rows carry weights (older runs' tables have none)
 
 
 def drift_summary(record: RunRecord) -> Drift | None:
@@ -149,10 +152,28 @@ def drift_summary(record: RunRecord) -> Drift | None:
     scraps = stage.scraps
     verdict = scraps.get("drift_verdict")
     max_psi = _float(scraps.get("max_psi"))
-    rows = table_records(scraps.get("drift"))
-    order = {"drift": 0, "warn": 1, "ok": 2}  # the features that moved first
-    rows.sort(key=lambda row: (order.get(str(row.get("verdict")), 3), -(_float(row.get("psi")) or 0.0)))
-    return Drift(stage.name, None if verdict is None else str(verdict), max_psi, rows)
+    rows = [_drift_row(row) for row in table_records(scraps.get("drift"))]
+    order = {"drift": 0, "warn": 1, "trend": 2, "ok": 3}  # the features that moved first
+    rows.sort(key=lambda row: (order.get(str(row.get("verdict")), 4), -(_float(row.get("psi")) or 0.0)))
+    weighing = scraps.get("drift_weighing")
+    return Drift(
+        stage.name,
+        None if verdict is None else str(verdict),
+        max_psi,
+        rows,
+        None if weighing is None else str(weighing),
+        weighed=any(row.get("weight") is not None for row in rows),
+    )
+
+
+def _drift_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A drift table's row in today's columns: older tables have `ks_pvalue` and neither test nor weight."""
+    if "pvalue" not in row:
+        row["pvalue"] = row.get("ks_pvalue")
+        row["test"] = "KS" if row.get("kind") == "numeric" else None
+    row["pvalue"], row["weight"] = _float(row.get("pvalue")), _float(row.get("weight"))  # NaN: None
+    row["trending"] = bool(row.get("trending"))
+    return row
 
 
 def table_records(table: Any) -> list[dict[str, Any]]:

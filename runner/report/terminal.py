@@ -118,7 +118,10 @@ def final_lines(outcome: Outcome, run_dir: Path, exit_code: int) -> list[Text]:
     for gate in outcome.failed_gates[1:]:  # the first is the reason
         lines.append(Text(f"  gate failed in {gate.stage}: {gate.expr}  ->  {gate.detail}", style="yellow"))
     if outcome.quarantine is not None:
-        lines += [Text(f"    {problem.text}", style="yellow") for problem in outcome.quarantine.problems]
+        problems = outcome.quarantine.problems
+        if problems and outcome.reason.startswith(problems[0].text):  # the first is the reason
+            problems = problems[1:]
+        lines += [Text(f"    {problem.text}", style="yellow") for problem in problems]
         if outcome.quarantine.more:
             lines.append(Text(f"    ... and {outcome.quarantine.more} more in the report", style="yellow"))
     if outcome.failure is not None and outcome.failure.evalue:

@@ -71,5 +71,3 @@ def forking(server: KernelServer, imports: frozenset[str], output: str = "") -> 
 def forkable(cmd: list[str]) -> bool:
     """`<this interpreter> -m ipykernel_launcher ...`: what the server, running this interpreter, can be."""
     return SUPPORTED and cmd[:3] == [sys.executable, "-m", "ipykernel_launcher"]
-
-

@@ -8,7 +8,6 @@ business (pool.py): it hands a `prepare` hook that configures the manager before
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import queue
 import shutil
@@ -167,6 +166,8 @@ def release_thread_loop() -> None:
     ends without closing its own leaks the loop's selector (three descriptors a thread)."""
     if threading.current_thread() is threading.main_thread():
         return
+    import asyncio  # here: a rerun served by the cache starts no kernel and need not pay for asyncio
+
     from jupyter_core.utils import ensure_event_loop
 
     loop = ensure_event_loop()
