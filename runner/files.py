@@ -94,6 +94,35 @@ def append_text(path: Path, text: str, *, redact: Redactor) -> None:
         raise WriteError.about(path, error) from error
 
 
+class SpaceReserve:
+    """Room kept on the disk for a run's last words: a file of zeros written when the run starts, removed
+    just before the final run.json is written again on a disk that filled up meanwhile, so that the run's
+    outcome reaches the disk even then (runner/endings.py). Named like a temporary file: a run killed before
+    it removes it leaves it for the next run to sweep (`remove_stale_temporaries`). A disk already too full
+    to hold it gets none (the run will fail on its first write anyway)."""
+
+    NAME = ".space.reserved.tmp"
+    SIZE = 256 * 1024
+
+    def __init__(self, folder: Path, size: int = SIZE) -> None:
+        self.path = folder / self.NAME
+        try:
+            with self.path.open("wb") as handle:  # zeros: nothing to redact
+                handle.write(bytes(size))
+                handle.flush()
+                os.fsync(handle.fileno())  # the blocks are the disk's only once written out
+            self.held = True
+        except OSError:
+            self.path.unlink(missing_ok=True)
+            self.held = False
+
+    def release(self) -> bool:
+        """Give the room back to the disk; whether there was any."""
+        held, self.held = self.held, False
+        self.path.unlink(missing_ok=True)
+        return held
+
+
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Delete the temporary files that writers killed mid-write left under `folder`; returns them.
 

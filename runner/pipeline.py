@@ -14,18 +14,21 @@ Every step is a function call with its data passed in and returned. Progress is 
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from runner import __version__
+from runner.endings import SpaceReserve, close_abandoned_runs, discard_products, write_final_record
 from runner.engine import cache, intake, params, schedule
 from runner.engine.cache import StageCache
 from runner.engine.config import Pipeline, Stage
@@ -36,11 +39,20 @@ from runner.engine.lock import project_lock
 from runner.engine.scraps import read_scraps
 from runner.errors import WriteError
 from runner.files import remove_stale_temporaries
-from runner.production import lifecycle
+from runner.interrupts import shielded
+from runner.production import lifecycle, store_secrets
 from runner.production.registry import CHAMPION, Registry, RegistryError, Version, check_reachable
 from runner.production.store import RUN_LOG
 from runner.project import MLFLOW_DIR, PRODUCTS_DIR, REPORTS_DIR, git_commit, tracking_uri
-from runner.records import ModelRecord, RunContext, RunRecord, StageFailure, StageRecord
+from runner.records import (
+    ChampionRecheck,
+    ModelRecord,
+    NotificationRecord,
+    RunContext,
+    RunRecord,
+    StageFailure,
+    StageRecord,
+)
 from runner.report import history, notify
 from runner.report import pages as report
 from runner.report.notify import Links
@@ -74,6 +86,8 @@ class Observer(Protocol):
     def run_started(self, record: RunRecord, run_dir: Path) -> None: ...
     def stage_started(self, stage: StageRecord) -> None: ...
     def stage_finished(self, stage: StageRecord) -> None: ...
+    def step(self, text: str) -> None:
+        """A step of the run outside its stages, as it begins or ends: the model's release, the new data."""
 
 
 class Production:
@@ -120,6 +134,16 @@ class Production:
             self._prepared = True
             _in_background(lambda: self.registry.client)
 
+    def recheck(self, pipeline: Pipeline, say: lifecycle.Say) -> ChampionRecheck | None:
+        """Check the champion again when a stopped run left its smoke check unfinished (lifecycle.py); the
+        champion the run works with is the one after that check."""
+        found = lifecycle.recheck_champion(pipeline, self.registry, self.champion, self.registry.workers, say)
+        if found is not None and found.champion_after != found.version:
+            after = found.champion_after
+            self._champion = Future()
+            self._champion.set_result(self.registry.get(after) if after else None)
+        return found
+
     @property
     def champion(self) -> Version | None:
         self._create_store()  # done by use_workers() before any stage; here only if the run stopped before
@@ -145,7 +169,7 @@ class RunState:
     options: RunOptions
     record: RunRecord
     run_dir: Path
-    production: Production | None
+    production: Production | None  # opened first thing by execute_run (it may fail: the run records why)
     cache: StageCache
     kernels: KernelPool
     deploy: frozenset[str]  # the model's deploy stages: they run after promotion
@@ -165,21 +189,25 @@ def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) ->
     redact = Redactor.from_environ(pipeline.secrets, {**os.environ, **options.environ})
     reports = pipeline.root / REPORTS_DIR
     with project_lock(reports, redact=redact, wait_s=options.lock_wait_s, on_wait=options.on_lock_wait):
-        remove_stale_temporaries(reports)  # left by a run killed mid-write; no writer is at work now
+        # what a run killed mid-write left; no writer is at work now
+        for folder in (reports, *intake.folders(pipeline.data, pipeline.root)):
+            remove_stale_temporaries(folder)
+        close_abandoned_runs(reports, redact)
         return run_locked(pipeline, options, observer, redact)
 
 
 def run_locked(
     pipeline: Pipeline, options: RunOptions, observer: Observer, redact: Redactor
 ) -> tuple[RunRecord, Path]:
-    """The run itself, with the project's lock held."""
-    production = Production(pipeline) if pipeline.model is not None else None
+    """The run itself, with the project's lock held: its stages and model (`execute_run`), then its end
+    (`end_run`), which decides its status from what happened, whatever happened."""
     drops = intake.waiting(pipeline.data, pipeline.root) if pipeline.data is not None else []
     record = new_run_record(pipeline, options)
     if pipeline.data is not None:
         record.data = intake.record_drops(drops, pipeline.root)
     run_dir = pipeline.root / REPORTS_DIR / record.run_id
     (run_dir / PRODUCTS_DIR).mkdir(parents=True)
+    reserve = SpaceReserve(run_dir)  # room for the final run.json should the disk fill up meanwhile
     if pipeline.declared is not None:
         pipeline.declared.save(redact)  # the next load of these notebooks needs no papermill
     observer.run_started(record, run_dir)
@@ -191,47 +219,141 @@ def run_locked(
     renders, stopper = BackgroundRenders(redact), Stopper()
     refit = pipeline.model.refit_stage if pipeline.model else None
     run = RunState(
-        pipeline, options, record, run_dir, production, stage_cache, kernels, deploy, refit, redact, observer,
+        pipeline, options, record, run_dir, None, stage_cache, kernels, deploy, refit, redact, observer,
         renders, stopper,
     )  # fmt: skip
     started = time.monotonic()
+    stopped: BaseException | None = None
     try:
-        start_next_kernel(run, after=None)
-        if production is not None:
-            production.use_workers(kernels.workers)
-        schedule.run_stages(
-            list(pipeline.stages),
-            pipeline.needs,
-            options.max_parallel or pipeline.max_parallel,
-            start=lambda name: start_stage(run, pipeline.stages[name]),
-            finish=lambda name: finish_stage(run, pipeline.stages[name]),
-            barriers=deploy,  # deploy stages wait for the model's release, which waits for every stage
-            on_interrupt=stopper.stop,
-        )
-        if production is not None:
-            release_model(run)
-        renders.collect(wait_all=True)  # the run index links every page: they must all be there
+        execute_run(run)
+    except BaseException as error:  # whatever stopped the run decides its status: end_run
+        stopped = error
+    return end_run(run, drops, reserve, started, stopped)
+
+
+def execute_run(run: RunState) -> None:
+    """Production opened (its champion checked again if a stopped run left it unchecked), the stages in
+    order (cache or execute, gates), the model's release, the stage pages collected."""
+    pipeline, record = run.pipeline, run.record
+    if pipeline.model is not None:
+        run.production = Production(pipeline)  # a registry that cannot be read: RegistryError, the run fails
+    start_next_kernel(run, after=None)
+    if run.production is not None:
+        run.production.use_workers(run.kernels.workers)
+        record.champion_recheck = run.production.recheck(pipeline, say=run.observer.step)
+    schedule.run_stages(
+        list(pipeline.stages),
+        pipeline.needs,
+        run.options.max_parallel or pipeline.max_parallel,
+        start=lambda name: start_stage(run, pipeline.stages[name]),
+        finish=lambda name: finish_stage(run, pipeline.stages[name]),
+        barriers=run.deploy,  # deploy stages wait for the model's release, which waits for every stage
+        on_interrupt=run.stopper.stop,
+    )
+    if run.production is not None:
+        release_model(run)
+    run.renders.collect(wait_all=True)  # the run index links every page: they must all be there
+
+
+def end_run(
+    run: RunState,
+    drops: list[intake.Drop],
+    reserve: SpaceReserve,
+    started: float,
+    stopped: BaseException | None,
+) -> tuple[RunRecord, Path]:
+    """The end of every run, however it went. First, held against Ctrl-C and SIGTERM (milliseconds to a
+    second): the kernels stopped, the status decided (`finish_run`) and written, the new data settled and
+    written (`settle_outcome`). Then the pages and messages, which a signal cuts short: the status and the
+    exit code stay the run's.
+
+    Raises, after the reports, the WriteError or bug that stopped the run (the CLI says what happened)."""
+    record, run_dir, redact = run.record, run.run_dir, run.redact
+    reraise = note_what_stopped(run, stopped)
+    interrupted = False
+    try:
+        with shielded():  # a signal that comes meanwhile is raised when the block ends
+            reraise = settle_outcome(run, drops, reserve, started, reraise)
     except KeyboardInterrupt:
+        interrupted = True
+    try:
+        if interrupted:
+            raise KeyboardInterrupt
+        # a cancelled run has seconds left: its own page, not the history (the next run draws it)
+        history = record.status != "cancelled"
+        write_pages(run.pipeline, record, run_dir, run.options, redact, history=history)
+        if run.options.notify:
+            record.notifications = announce(run, cancelled=record.status == "cancelled")
+            report.write_run_json(run_dir, record, redact=redact)
+    except KeyboardInterrupt:  # the outcome is written: a signal now only cuts the pages and messages short
+        record.warnings.append("interrupted: the run's pages and messages were cut short")
+        with suppress(WriteError):
+            report.write_run_json(run_dir, record, redact=redact)
+    except WriteError as error:
+        record.warnings.append(f"the run's pages are incomplete: {error}")
+    if reraise is not None:
+        raise reraise
+    return record, run_dir
+
+
+def settle_outcome(
+    run: RunState,
+    drops: list[intake.Drop],
+    reserve: SpaceReserve,
+    started: float,
+    reraise: BaseException | None,
+) -> BaseException | None:
+    """Kernels stopped, status decided and written, new data settled and written; returns what the CLI
+    must still hear about (the WriteError of a record that could not be written, when nothing else was)."""
+    record, run_dir, redact = run.record, run.run_dir, run.redact
+    run.kernels.close()  # the kernels started for stages that did not run
+    record.output = kept_output(run.kernels.output(None), redact)
+    run.kernels.discard_outputs()
+    run.renders.close(wait=record.status != "cancelled")
+    finish_run(run.pipeline, record, started)
+    if isinstance(reraise, WriteError) and reraise.errno == errno.ENOSPC:
+        discard_products(run)  # written on a full disk, any of them may be cut short
+    try:
+        write_final_record(run_dir, record, redact, reserve)  # the outcome first, then the data moves
+    except WriteError as error:  # not even the outcome can be written: nothing moves
+        record.status, record.error = "failed", f"the run's record could not be written: {error}"
+        reserve.release()
+        return reraise or error
+    if run.pipeline.data is not None:
+        if drops:
+            run.observer.step(f"data: settling {len(drops)} new file(s) after a run that {record.status}")
+        settle_data(run.pipeline, record, drops, redact)
+        try:
+            write_final_record(run_dir, record, redact, reserve)
+        except WriteError as error:  # the outcome is on disk; only where the data went is not
+            record.warnings.append(f"run.json does not say where the new data went: {error}")
+    reserve.release()
+    return reraise
+
+
+def note_what_stopped(run: RunState, stopped: BaseException | None) -> BaseException | None:
+    """Put in the record what stopped the run before its end; returns what the CLI must still hear about
+    (a file that could not be written, a bug), else None."""
+    record = run.record
+    if stopped is None:
+        return None
+    if isinstance(stopped, KeyboardInterrupt):
         cancel_running_stages(record)
         record.status = "cancelled"
-    except RegistryError as error:  # the registry failed while opening or releasing: the model did not move
-        record.model = ModelRecord(name=pipeline.model.name if pipeline.model else "", error=str(error))
-    except WriteError as error:  # a full disk, a read-only reports/: the run cannot keep its evidence
-        stop_running_stages(record, StageFailure("runner", str(error)), "the runner could not write a file")
-        raise  # after the reports below, when they can still be written: the CLI says what happened
-    finally:
-        kernels.close()  # the kernels started for stages that did not run
-        record.output = kept_output(kernels.output(None), redact)
-        kernels.discard_outputs()
-        renders.close()
-        finish_run(record, started)
-        settle_data(pipeline, record, drops, redact)
-        write_reports(pipeline, record, run_dir, options, redact)
-        if options.notify:
-            links, environ = options.links, options.environ
-            record.notifications = notify.announce(record, pipeline.notify, links, environ, redact)
-            report.write_run_json(run_dir, record, redact=redact)
-    return record, run_dir
+        return None
+    if isinstance(stopped, RegistryError):  # the registry failed while opening or releasing
+        name = run.pipeline.model.name if run.pipeline.model else ""
+        record.model = record.model or ModelRecord(name=name)
+        record.model.error = str(stopped)
+        stop_running_stages(record, StageFailure("runner", str(stopped)), "the registry failed")
+        return None
+    if isinstance(stopped, WriteError):  # a full disk, a read-only reports/: the run cannot keep its evidence
+        record.error = str(stopped)
+        stop_running_stages(record, StageFailure("runner", str(stopped)), "the runner could not write a file")
+        return stopped
+    record.error = f"a bug in retrain {__version__}: {type(stopped).__name__}: {stopped}"[:500]
+    stop_running_stages(record, StageFailure("runner", record.error), "the runner failed")
+    return stopped
 
 
 def start_stage(run: RunState, stage: Stage) -> schedule.Work | None:
@@ -268,10 +390,23 @@ def finish_stage(run: RunState, stage: Stage) -> None:
         if stage.name in run.deploy:
             run.cache.remember_effect(stage.name, deploy_key(run, stage), run.record.run_id)
     run.renders.collect(wait_all=False)
+    if run.redact.active:
+        redact_tracking_store(run)
     run.observer.stage_finished(current)
     report.write_run_json(run.run_dir, run.record, redact=run.redact)  # evidence on disk after every stage
     if current.failure is not None and current.failure.kind == "cancelled":
         raise KeyboardInterrupt
+
+
+def redact_tracking_store(run: RunState) -> None:
+    """Take the secrets out of what the stage's notebook logged to MLflow (production/store_secrets.py)."""
+    environ = {**os.environ, **run.options.environ}
+    values = {name: environ[name] for name in run.pipeline.secrets if environ.get(name)}
+    since_ms = int(datetime.fromisoformat(run.record.started_at).timestamp() * 1000) - 1000
+    uri = tracking_uri(run.pipeline.root)
+    for warning in store_secrets.redact_store(uri, since_ms, run.redact, values, run.kernels.workers):
+        if warning not in run.record.warnings:
+            run.record.warnings.append(warning)
 
 
 def reuse_cached(run: RunState, stage: Stage, current: StageRecord) -> bool:
@@ -407,7 +542,8 @@ def judge_model(run: RunState) -> None:
 
 def release_model(run: RunState) -> None:
     """Register and promote the judged candidate once (and its refit), as the policy decided. The smoke check
-    runs in one of the run's workers, when it has them."""
+    runs in one of the run's workers, when it has them. `lifecycle.release` keeps `record.model` as the
+    record from its start, so an interrupt or a registry failure halfway leaves what was done on record."""
     judge_model(run)
     record, production = run.record, run.production
     assert production is not None
@@ -416,10 +552,8 @@ def release_model(run: RunState) -> None:
     if record.options.get("deploy_only"):  # the champion as it is: nothing to register
         return
     run.released = True
-    registry, champion = production.registry, production.champion
-    record.model = lifecycle.release(
-        run.pipeline, record, run.run_dir, registry, champion, run.kernels.workers
-    )
+    registry, champion, workers = production.registry, production.champion, run.kernels.workers
+    lifecycle.release(run.pipeline, record, run.run_dir, registry, champion, workers, say=run.observer.step)
 
 
 def settle_data(pipeline: Pipeline, record: RunRecord, drops: list[intake.Drop], redact: Redactor) -> None:
@@ -427,7 +561,8 @@ def settle_data(pipeline: Pipeline, record: RunRecord, drops: list[intake.Drop],
     if pipeline.data is None:
         return
     try:
-        record.data = intake.settle(pipeline.data, record, drops, pipeline.root, redact)
+        model = pipeline.model is not None
+        record.data = intake.settle(pipeline.data, record, drops, pipeline.root, redact, model_declared=model)
     except OSError as error:  # each move is atomic: what moved is where it went, the rest is where it was
         record.data = intake.record_drops(drops, pipeline.root)
         record.data.action, record.data.detail = "kept", f"moving the new data failed: {error}"
@@ -519,6 +654,11 @@ def run_stage(
     current.output = kept_output(run.kernels.output(stage.name), run.redact)
     current.timings = result.timings
     current.notebook = executed.name if executed.is_file() else None
+    if result.interrupted and result.failure is not None:  # seconds left: the notebook keeps the evidence
+        current.status, current.failure = "failed", result.failure
+        current.error = f"stage '{stage.name}' was interrupted: {result.failure.message}"
+        current.duration_s = round(time.monotonic() - started, 3)
+        return
     current.scraps = read_scraps(executed, run.kernels.workers)
     if result.failure is not None:
         current.status, current.failure = "failed", result.failure
@@ -528,6 +668,10 @@ def run_stage(
         measured = lifecycle.champion_scope(champion, scraps)
         scope = GateScope(stage=stage.name, scraps=scraps, params=stage.gate_params, champion=measured)
         current.gates = [evaluate_gate(gate, scope) for gate in stage.gates]
+        unscored = lifecycle.champion_trouble(champion, scraps)
+        for gate, verdict in zip(stage.gates, current.gates, strict=True):
+            if unscored and any(name.startswith("champion.") for name in gate.names):
+                verdict.detail += f" (champion.* are its registered metrics: {unscored})"
         current.status = "gate_failed" if current.failed_gates else "succeeded"
     current.duration_s = round(time.monotonic() - started, 3)  # the page is rendered off the critical path
     if current.notebook is not None:
@@ -584,7 +728,8 @@ def rerender_run(
         report.render_stage_html(executed, html, title=title, show_code=shown, redact=redact)
         stage.html = html.name
         rendered.append(stage.name)
-    write_reports(pipeline, record, run_dir, RunOptions(), redact)
+    report.write_run_json(run_dir, record, redact=redact)
+    write_pages(pipeline, record, run_dir, RunOptions(), redact)
     return rendered
 
 
@@ -615,26 +760,77 @@ def stop_running_stages(record: RunRecord, failure: StageFailure, why: str, erro
             stage.status, stage.skip_reason = "skipped", f"not run: {why}"
 
 
-def finish_run(record: RunRecord, started: float) -> None:
+def finish_run(pipeline: Pipeline, record: RunRecord, started: float) -> None:
+    """The run's status, decided here and nowhere else (README, "How a run ends"):
+
+        cancelled     Ctrl-C or SIGTERM arrived before the outcome was decided (set when it came)
+        gate_failed   the first stage that did not succeed was stopped by its gates; or the promotion
+                      policy refused the model (`model.decision`)
+        failed        a stage failed; or the registry, a write or the runner itself failed (`error`); or a
+                      full run of a pipeline with a model registered none; or a stage never finished
+        succeeded     none of the above
+
+    The exit code is the status's (runner/errors.py); new data is accepted only by a run that succeeded, in
+    full, and registered a model when the pipeline declares one (runner/engine/intake.py)."""
     record.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
     record.duration_s = round(time.monotonic() - started, 3)
-    if record.status == "running":
-        problem = record.first_problem
-        if problem is not None:
-            record.status = "gate_failed" if problem.status == "gate_failed" else "failed"
-        else:
-            model = record.model
-            refused = model is not None and model.decision is not None and model.decision.verdict == "refuse"
-            record.status = "failed" if model is not None and model.error else "succeeded"
-            record.status = "gate_failed" if refused and record.status == "succeeded" else record.status
+    if record.status != "running":
+        return
+    problem = record.first_problem
+    unfinished = [stage.name for stage in record.stages.values() if stage.status in ("pending", "running")]
+    if problem is not None:
+        record.status = "gate_failed" if problem.status == "gate_failed" else "failed"
+    elif record.error or (record.model is not None and record.model.error):
+        record.status = "failed"
+    elif unfinished:
+        record.status, record.error = "failed", f"stages {', '.join(unfinished)} never finished"
+    elif verdict(record) == "refuse":  # the promotion policy refused it: ends as a refused gate does
+        record.status = "gate_failed"
+    elif (missing := no_model_registered(pipeline, record)) is not None:
+        record.status, record.error = "failed", missing
+    else:
+        record.status = "succeeded"
 
 
-def write_reports(
-    pipeline: Pipeline, record: RunRecord, run_dir: Path, options: RunOptions, redact: Redactor
+def verdict(record: RunRecord) -> str | None:
+    """The promotion policy's verdict on the run's model (promote, hold, refuse), or None without one."""
+    model = record.model
+    return model.decision.verdict if model is not None and model.decision is not None else None
+
+
+def no_model_registered(pipeline: Pipeline, record: RunRecord) -> str | None:
+    """Why a full run of a pipeline that declares a model has no model to show for itself, or None."""
+    if pipeline.model is None or record.mode != "full" or record.options.get("only"):
+        return None
+    if record.model is not None and record.model.version is not None:
+        return None
+    if verdict(record) in ("refuse", "hold"):  # registers nothing on purpose, or keeps the champion
+        return None
+    said = f" ({record.model.detail})" if record.model is not None and record.model.detail else ""
+    return f"the run registered no model{said}: its new data is kept for the next run"
+
+
+def write_pages(
+    pipeline: Pipeline,
+    record: RunRecord,
+    run_dir: Path,
+    options: RunOptions,
+    redact: Redactor,
+    history: bool = True,
 ) -> None:
-    report.write_run_json(run_dir, record, redact=redact)
+    """The run's page, the history, the step summary (run.json is written before: `write_final_record`)."""
     report.render_run_index(run_dir, record, tracking_uri=tracking_uri(pipeline.root), redact=redact)
-    known = remembered_runs(pipeline)
-    report.render_history_index(run_dir.parent, known=known, key=pipeline.key_metric, redact=redact)
+    if history:
+        known = remembered_runs(pipeline)
+        report.render_history_index(run_dir.parent, known=known, key=pipeline.key_metric, redact=redact)
     if options.step_summary is not None:
         report.write_step_summary(record, options.step_summary, redact=redact)
+
+
+def announce(run: RunState, *, cancelled: bool) -> list[NotificationRecord]:
+    """The run's message. A cancelled run has seconds left (a cancelled workflow is killed soon after its
+    SIGTERM): one attempt each, two seconds at most."""
+    spec = run.pipeline.notify
+    if cancelled:
+        spec = spec.model_copy(update={"timeout_s": min(spec.timeout_s, 2.0), "retries": 0})
+    return notify.announce(run.record, spec, run.options.links, run.options.environ, run.redact)

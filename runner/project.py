@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 PIPELINE_FILE = "pipeline.yaml"
 REPORTS_DIR = "reports"
@@ -23,6 +23,15 @@ def find_root(start: Path | None = None) -> Path:
         if (folder / PIPELINE_FILE).is_file():
             return folder
     raise FileNotFoundError(f"no {PIPELINE_FILE} in {here} or any folder above it")
+
+
+def outside_project(path: str) -> bool:
+    """Whether a path or glob written in pipeline.yaml could point outside the project: empty, absolute, from
+    the home folder, with a drive, or climbing with `..`. The runner reads, moves and writes only inside."""
+    text = path.strip()
+    parts = PurePosixPath(text.replace("\\", "/")).parts
+    drive = ":" in parts[0] if parts else False
+    return not text or text.startswith(("/", "~", "\\")) or ".." in parts or drive
 
 
 def tracking_uri(root: Path, environ: Mapping[str, str] | None = None) -> str:

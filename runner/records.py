@@ -123,6 +123,17 @@ class SmokeCheck:
 
 
 @dataclass
+class ChampionRecheck:
+    """The champion's smoke check done again before a run's stages: the run that promoted it was stopped
+    before the check's verdict (or between a failed verdict and the rollback)."""
+
+    version: str
+    passed: bool
+    detail: str
+    champion_after: str | None  # the champion once this check was done (another one when it failed)
+
+
+@dataclass
 class Decision:
     """Whether the challenger may replace the champion, and how sure the evidence is (the promotion policy).
 
@@ -217,6 +228,12 @@ class RunRecord:
     key_metric: KeyMetric | None = None  # with `model.key_metric` in pipeline.yaml
     context: RunContext = field(default_factory=RunContext)
     output: list[str] = field(default_factory=list)  # what the kernel server and workers wrote (last lines)
+    champion_recheck: ChampionRecheck | None = None  # a champion left unchecked by a stopped run, checked
+    # what failed the run outside its stages and model: a file that could not be written, a bug in retrain,
+    # a full run that registered no model; or, for a run killed before it could say, that it was killed
+    error: str | None = None
+    # what went wrong without changing the outcome: pages cut short or not written, secrets MLflow still holds
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The `run.json` document; NaN and infinities become strings, as scrapbook stores them."""
@@ -230,7 +247,7 @@ class RunRecord:
         Non-finite floats stay the strings `to_json` wrote. Raises KeyError, TypeError or AttributeError
         when the document does not have the record's shape.
         """
-        nested = ("stages", "model", "notifications", "data", "key_metric", "context")
+        nested = ("stages", "model", "notifications", "data", "key_metric", "context", "champion_recheck")
         fields = {key: value for key, value in data.items() if key not in nested}
         stages = {str(name): _stage_from_json(item) for name, item in data["stages"].items()}
         model = _model_from_json(data["model"]) if data.get("model") else None
@@ -238,6 +255,7 @@ class RunRecord:
         data_record = DataRecord(**data["data"]) if data.get("data") else None
         key_metric = KeyMetric.from_json(data["key_metric"]) if data.get("key_metric") else None
         context = RunContext(**data.get("context") or {})
+        recheck = ChampionRecheck(**data["champion_recheck"]) if data.get("champion_recheck") else None
         return cls(
             stages=stages,
             model=model,
@@ -245,6 +263,7 @@ class RunRecord:
             data=data_record,
             key_metric=key_metric,
             context=context,
+            champion_recheck=recheck,
             **fields,
         )
 

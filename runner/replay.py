@@ -52,6 +52,9 @@ class Quiet:
     def stage_finished(self, stage: StageRecord) -> None:
         return None
 
+    def step(self, text: str) -> None:
+        return None
+
 
 def drops_in(folder: Path) -> list[Path]:
     """The drop files of `folder`, in the order they are fed (hidden files left out)."""

@@ -67,6 +67,22 @@ def load_walmart() -> ModuleType:
 TIERS = ("unit", "kernel", "e2e")
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Under `--dist loadgroup`, in a worker: every test with an xdist_group carries it in its id
+    (pytest-xdist adds it while collecting). A group is what lets tests share an expensive set-up on one
+    worker; a pytest that loses it (pytest-xdist#1386: pytest 9.2) trains the demo on every worker and splits
+    modules that share a project, which then fail in ways far from the cause."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [
+        item.nodeid
+        for item in session.items
+        if item.get_closest_marker("xdist_group") and "@" not in item.nodeid
+    ]
+    if lost:
+        raise pytest.UsageError(f"--dist loadgroup does not group {lost[0]}: see pytest-xdist#1386")
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects: every collected test is checked, whatever is run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     wrong = []
@@ -373,8 +389,18 @@ def demo_first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict
     return root, dict(json.loads(lines[-1]), output=done.stdout)
 
 
+# --- MLflow servers on 127.0.0.1 ----------------------------------------------------------------------------
 # MLflow's job runner (eight processes polling all the time, ~25% of a core) serves nothing the runner uses
 MLFLOW_SERVER_ENV = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def _mlflow_server_command(folder: Path, port: int) -> list[str]:
+    return [
+        str(Path(sys.executable).with_name("mlflow")), "server",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination", str(folder / "artifacts"),
+    ]  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -383,24 +409,11 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     Under xdist, the tests that use it are in the xdist group `mlflow_server`: one worker, one server."""
     folder = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
-    command = [
-        str(Path(sys.executable).with_name("mlflow")),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{folder / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(folder / "artifacts"),
-    ]
     log = (folder / "server.log").open("w")
     server = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=MLFLOW_SERVER_ENV
-    )
+        _mlflow_server_command(folder, port),
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=MLFLOW_SERVER_ENV,
+    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -423,6 +436,41 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log.close()
 
 
+@pytest.fixture
+def own_mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Callable[[], subprocess.Popen[bytes]]]]:
+    """An MLflow server for this test alone (it gets killed): its URL and a function that (re)starts it."""
+    folder = tmp_path / "mlflow-server"
+    folder.mkdir()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    servers: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        log = (folder / "server.log").open("a")
+        server = subprocess.Popen(
+            _mlflow_server_command(folder, port),
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=MLFLOW_SERVER_ENV,
+        )  # fmt: skip
+        servers.append(server)
+
+        def healthy() -> bool:
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=2):
+                    return True
+            except OSError:
+                assert server.poll() is None, (folder / "server.log").read_text()
+                return False
+
+        assert eventually(healthy, 120), "mlflow server did not start"
+        return server
+
+    yield url, start
+    for server in servers:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+
+
 ON_THE_SERVER = pytest.mark.xdist_group("mlflow_server")
 
 
@@ -435,6 +483,44 @@ def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
     else:
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return str(request.param)
+
+
+# --- the toy model with new data arriving as drops (data/new/*.csv, history in data/) ---------------------
+DROPS_SECTION = """\
+data:
+  new: ["data/new/*.csv"]
+  history: data
+  stage: train
+"""
+
+
+def make_drops_project(tmp_path: Path, warmup: str = "", name: str = "") -> tuple[Path, str]:
+    """The toy model's project whose new data arrives as drops in data/new/ (the history is data/, where
+    data/points.csv is): a drop changes the data's fingerprint, so a run with one registers a new version."""
+    pipeline, name = make_model_project(tmp_path, warmup=warmup, name=name)
+    # a loaded machine takes longer than the default 30 s to load a model: a slow check is not a failed one
+    text = pipeline.read_text().replace('data: ["data/*.csv"]', 'data: ["data/*.csv", "data/new/*.csv"]')
+    text = text.replace(
+        'smoke_check: {score: "notebooks.toy_scores:wape"}',
+        ('smoke_check: {score: "notebooks.toy_scores:wape", max_seconds: 600}'),
+    )
+    pipeline.write_text(text + DROPS_SECTION)
+    (pipeline.parent / "data" / "new").mkdir()
+    return pipeline, name
+
+
+def add_drop(pipeline: Path, number: int) -> Path:
+    """A new drop, data/new/drop-<number>.csv, with rows no other drop has."""
+    path = pipeline.parent / "data" / "new" / f"drop-{number:04d}.csv"
+    rows = "\n".join(f"{x},{2 * x}" for x in range(1000 + 10 * number, 1010 + 10 * number))
+    path.write_text("x,y\n" + rows + "\n")
+    return path
+
+
+def newest_record(pipeline: Path) -> dict[str, Any]:
+    """The run.json of the project's newest run."""
+    run_dir = max(path for path in (pipeline.parent / "reports").iterdir() if path.is_dir())
+    return dict(json.loads((run_dir / "run.json").read_text()))
 
 
 # --- a Slack webhook on 127.0.0.1 (a thread of the test process) --------------------------------------------

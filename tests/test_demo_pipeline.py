@@ -113,7 +113,7 @@ def test_drift_is_weighed_by_the_champion_and_published_pages_hold_no_machine_pa
     refit, the champion). Drift is weighed equally, then by version 2's importance; every page in reports/
     and every file `retrain github pages` would publish is free of the machine's paths."""
     runs = [json.loads(path.read_text()) for path in sorted((demo_project / "reports").glob("*/run.json"))]
-    assert len(runs) >= 2, "runs after test_demo_gate_failing_on_purpose_exits_3, on the same module's copy"
+    assert len(runs) >= 2, "runs after test_demo_gate_failing_on_purpose_exits_3 on the module's copy"
     first, second = (record["stages"]["validate"]["scraps"] for record in runs[:2])
     assert first["drift_weighing"].startswith("Features weighed equally: there is no champion yet")
     assert "by the champion's feature importance (version 2," in second["drift_weighing"]

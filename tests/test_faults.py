@@ -13,22 +13,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from runner.commands import main
 from tests.conftest import (
-    MLFLOW_SERVER_ENV,
     Reply,
     Webhook,
     aliases,
     assert_reports_readable,
     eventually,
-    free_port,
     kernels_in,
     make_model_project,
     spawn_run,
@@ -114,46 +110,6 @@ def test_a_cancelled_model_run_keeps_the_champion(model_project, signum) -> None
 
 
 # --- the registry's server goes away ------------------------------------------------------------------------
-@pytest.fixture
-def own_mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Callable[[], subprocess.Popen[bytes]]]]:
-    """An MLflow server for this test alone (it gets killed): its URL and a function that (re)starts it."""
-    folder = tmp_path / "mlflow-server"
-    folder.mkdir()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    servers: list[subprocess.Popen[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        command = [
-            str(Path(sys.executable).with_name("mlflow")), "server",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-            "--artifacts-destination", str(folder / "artifacts"),
-        ]  # fmt: skip
-        log = (folder / "server.log").open("a")
-        server = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=MLFLOW_SERVER_ENV
-        )
-        servers.append(server)
-
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=2):
-                    return True
-            except OSError:
-                assert server.poll() is None, (folder / "server.log").read_text()
-                return False
-
-        assert eventually(healthy, 120), "mlflow server did not start"
-        return server
-
-    yield url, start
-    for server in servers:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
-
-
 def test_the_tracking_server_going_away_mid_run_fails_the_run_and_leaves_the_champion(
     tmp_path, capsys, monkeypatch, own_mlflow_server
 ) -> None:

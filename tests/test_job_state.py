@@ -71,12 +71,27 @@ def test_a_drop_whose_acceptance_was_interrupted_is_not_new(tmp_path: Path) -> N
     assert precheck.decide("schedule", {}, pipeline)[0] is False
 
 
+def test_an_acceptance_stopped_before_the_history_copy_is_finished_not_taken_again(tmp_path: Path) -> None:
+    text = "week,sales\n2,110\n"
+    project(tmp_path, drops={"week-2.csv": text})
+    (tmp_path / "data" / "accepted" / "run-1").mkdir(parents=True)
+    (tmp_path / "data" / "accepted" / "run-1" / "week-2.csv").write_text(text)  # killed before the history
+    spec = DataSpec(new=["data/new/*.csv"], history="data/history", stage="validate")
+    assert intake.waiting(spec, tmp_path, finish_interrupted=False) == []  # only looking: nothing moves
+    assert (tmp_path / "data" / "new" / "week-2.csv").is_file()
+    assert intake.waiting(spec, tmp_path) == []
+    assert (tmp_path / "data" / "history" / "week-2.csv").read_text() == text
+    assert not (tmp_path / "data" / "new" / "week-2.csv").exists()
+    assert [path.name for path in (tmp_path / "data" / "accepted").rglob("*.csv")] == ["week-2.csv"]
+
+
 @pytest.mark.parametrize(
     "pipeline",
     [
         "version: 1\nname: demo\nstages: {}\n",  # no data section: every run retrains
         "version: 1\nname: [unclosed\n",  # not YAML: the run reports it properly
         DATA.replace('new: ["data/new/*.csv"]', "new: data/new/*.csv"),  # not a list: the run says so
+        DATA.replace("data/new/*.csv", "/elsewhere/*.csv"),  # an absolute glob: `retrain check` refuses it
     ],
 )
 def test_anything_new_fails_open(tmp_path: Path, pipeline: str) -> None:

@@ -10,7 +10,8 @@ runner/errors.py:
     · 130 interrupted
 
 Everything printed (here, by a library, in a traceback) passes through the secrets' redactor: stdout and
-stderr are wrapped for the duration of `main`.
+stderr are wrapped for the duration of `main`. SIGTERM and SIGINT cancel any command from its first line
+(runner/interrupts.py), even when the process inherited SIGINT ignored (a background job).
 """
 
 from __future__ import annotations
@@ -32,12 +33,21 @@ from runner.commands import github, init, models, monitor, registry, replay, run
 from runner.commands.settings import Settings, tidy_environment
 from runner.commands.shared import Context
 from runner.errors import EXIT_BUG, EXIT_INTERRUPTED, RetrainError
+from runner.interrupts import cancellable
 from runner.secrets import RedactingStream, Redactor, names_in_file
 
 FAMILIES = (run, models, registry, monitor, replay, github, init)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with cancellable():  # first: a Ctrl-C or SIGTERM in the first second is not lost either
+        try:
+            return _main(argv)
+        except KeyboardInterrupt:  # before the handlers below were in place
+            return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     # papermill and nbclient log what the run record already says (a timeout, a failing cell) to stderr
     logging.getLogger("papermill").setLevel(logging.CRITICAL)
     logging.getLogger("traitlets").setLevel(logging.CRITICAL)

@@ -29,6 +29,7 @@ def add_parsers(commands: Any, settings: Settings) -> None:
 
 def command_models(args: argparse.Namespace, ctx: Context) -> int:
     from rich.table import Table
+    from rich.text import Text
 
     from runner.production import lifecycle
     from runner.report.numbers import Numbers
@@ -39,22 +40,24 @@ def command_models(args: argparse.Namespace, ctx: Context) -> int:
     title = f"{registry.name} · {registry.tracking_uri}"
     if numbers.key is not None:
         title += f" · {numbers.title}: {numbers.direction()}"
-    table = Table(title=title, title_justify="left")
+    # Text, never markup: notes quote what a smoke check or a person wrote
+    table = Table(title=Text(title), title_justify="left")
     for column in ("version", "aliases", *numbers.shown, "created", "run", "notes"):
         table.add_column(column, justify="right" if column in numbers.shown else "left")
     for version in registry.versions():
         metrics = version.metrics
-        notes = "; ".join(
-            f"{key}: {version.lineage(key)}" for key in ("smoke_check", "rolled_back") if version.lineage(key)
-        )
-        table.add_row(
+        noted = [key for key in ("smoke_check", "rolled_back") if version.lineage(key)]
+        if lifecycle.check_state(version) == lifecycle.PASSED:
+            noted.remove("smoke_check")  # the usual case: only what needs a look is a note
+        cells = (
             version.version,
             ", ".join(version.aliases),
             *(numbers.value(metrics.get(name), name) for name in numbers.shown),
             version.created_at,
             version.lineage("run_id") or "",
-            notes,
+            "; ".join(f"{key}: {version.lineage(key)}" for key in noted),
         )
+        table.add_row(*(Text(cell) for cell in cells))
     ctx.console.print(table)
     return EXIT_OK
 
@@ -71,5 +74,5 @@ def command_rollback(args: argparse.Namespace, ctx: Context) -> int:
     from runner.production import lifecycle
 
     pipeline = load(args, ctx)
-    ctx.say(lifecycle.rollback_to(lifecycle.open_registry(pipeline), args.to))
+    ctx.say(lifecycle.rollback_to(pipeline, lifecycle.open_registry(pipeline), args.to))
     return EXIT_OK

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from runner.commands.run import cancellable
 from runner.commands.settings import Settings
 from runner.commands.shared import Context, load, pipeline_argument
 
@@ -22,7 +21,7 @@ def command_monitor(args: argparse.Namespace, ctx: Context) -> int:
     from runner.production import monitor
 
     pipeline = load(args, ctx)
-    with cancellable(), ctx.console.status("monitoring the champion"):
+    with ctx.console.status("monitoring the champion"):
         check = monitor.run_monitor(pipeline)
     ctx.outputs(
         {

@@ -7,7 +7,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from runner.commands.run import cancellable
 from runner.commands.settings import Settings
 from runner.commands.shared import Context, load, pipeline_argument
 from runner.errors import EXIT_OK
@@ -31,6 +30,7 @@ def add_parsers(commands: Any, settings: Settings) -> None:
 
 def command_replay(args: argparse.Namespace, ctx: Context) -> int:
     from rich.table import Table
+    from rich.text import Text
 
     from runner.replay import ReplayRow, drops_in, new_folder, replay
     from runner.report.numbers import Numbers
@@ -48,24 +48,15 @@ def command_replay(args: argparse.Namespace, ctx: Context) -> int:
         measured = f", {numbers.title} {numbers.value(row.metric)}" if row.metric is not None else ""
         ctx.say(f"{where}: {row.status.replace('_', ' ')}{measured}; data {row.data or 'none'}")
 
-    with cancellable():
-        rows = replay(args.pipeline, drops, trigger=args.trigger, on_drop=told)
+    rows = replay(args.pipeline, drops, trigger=args.trigger, on_drop=told)  # Ctrl-C: runner/interrupts.py
     table = Table(title=f"replay of {len(rows)} drops", title_justify="left")
     title = numbers.title or "metric"
     for column in ("drop", "status", "exit", "version", "champion", title, f"champion {title}", "data"):
         table.add_column(column, justify="right" if title in column else "left")
     table.add_column("what happened")
     for row in rows:
-        table.add_row(
-            row.drop,
-            row.status,
-            str(row.exit_code),
-            row.version or "",
-            row.champion or "",
-            numbers.value(row.metric),
-            numbers.value(row.champion_metric),
-            row.data,
-            row.what,
-        )
+        cells = (row.drop, row.status, str(row.exit_code), row.version or "", row.champion or "")
+        measured = (numbers.value(row.metric), numbers.value(row.champion_metric))
+        table.add_row(*(Text(cell) for cell in (*cells, *measured, row.data, row.what)))  # Text: no markup
     ctx.console.print(table)
     return EXIT_OK

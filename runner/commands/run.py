@@ -4,12 +4,8 @@ drawn again, its message sent later."""
 from __future__ import annotations
 
 import argparse
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from runner.commands.settings import Settings
@@ -204,7 +200,7 @@ def command_run(args: argparse.Namespace, ctx: Context) -> int:
         ),
         context=run_context(ctx),
     )
-    with cancellable(), terminal.RunProgress(ctx.console) as progress:
+    with terminal.RunProgress(ctx.console) as progress:  # Ctrl-C and SIGTERM: runner/interrupts.py
         record, run_dir = run_pipeline(pipeline, options, progress)
     code = exit_code_for_status(record.status)
     _github_outputs(record, run_dir, ctx)
@@ -304,19 +300,3 @@ def show_notifications(ctx: Context, record: RunRecord, links: Links | None = No
                 outcome_of(record), run_url=links.run_url or "", artifact_url=links.artifact_url or ""
             )
             ctx.step_summary("\n#### Message\n\n```text\n" + message + "\n```\n")
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def cancellable() -> Iterator[None]:
-    """SIGTERM (a cancelled workflow) and SIGINT (Ctrl-C) both cancel the work inside, whatever this process
-    inherited: a command started in the background by a non-interactive shell inherits SIGINT ignored."""
-    previous = {signum: signal.signal(signum, _raise_interrupt) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)

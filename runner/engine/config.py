@@ -35,7 +35,7 @@ from runner.engine.params import (
 )
 from runner.errors import ConfigError, Problem, did_you_mean
 from runner.paired import Policy
-from runner.project import REPORTS_DIR
+from runner.project import REPORTS_DIR, outside_project
 from runner.records import KeyMetric, MetricFormat
 from runner.secrets import Redactor, secret_names
 
@@ -453,6 +453,9 @@ def _check_semantics(
             continue  # unreadable stage: its schema problems are already reported
         notebook = root / stage.notebook
         where = f"stages.{name}.notebook"
+        if outside_project(stage.notebook):  # never opened: a message must not quote a file outside
+            problems.append(_outside(file, where, stage.notebook, '"notebooks/train.ipynb"'))
+            continue
         if not notebook.is_file():
             candidates = [
                 p.relative_to(root).as_posix() for p in root.glob("**/*.ipynb") if ".venv" not in p.parts
@@ -468,6 +471,7 @@ def _check_semantics(
         problems.extend(_check_stage_params(file, name, stage, declared[name]))
         problems.extend(_check_needs(file, name, stage, list(spec.stages)))
     problems.extend(_check_cycles(file, spec))
+    problems.extend(_check_data_paths(file, spec))
     problems.extend(_check_sizes(file, spec, overrides))
     problems.extend(_check_files_and_warmup(file, spec))
     problems.extend(_check_gates(file, spec, overrides))
@@ -555,6 +559,28 @@ def _check_sizes(file: str, spec: PipelineSpec, overrides: Overrides) -> list[Pr
     message = f"the value holds more than {yamltext.MAX_NODES} items once its YAML aliases are expanded"
     found = [(source, where) for source, where, value in given if yamltext.too_large(value)]
     return [Problem(source, where, message, fix) for source, where in found]
+
+
+def _outside(file: str, where: str, path: str, example: str) -> Problem:
+    fix = f"a path relative to the project root, without '..': {example}"
+    return Problem(file, where, f"'{path}' is not a path inside the project", fix)
+
+
+def _check_data_paths(file: str, spec: PipelineSpec) -> list[Problem]:
+    """Drops are read, moved and copied by the runner: only inside the project (a run must never move a file
+    from elsewhere on the machine, nor into another folder of it)."""
+    given: list[tuple[str, str, str]] = []
+    if spec.data is not None:
+        data = spec.data
+        given += [(f"data.new[{i}]", pattern, '"data/new/*.csv"') for i, pattern in enumerate(data.new)]
+        given += [
+            ("data.history", data.history, '"data/history"'),
+            ("data.accepted", data.accepted, '"data/accepted"'),
+            ("data.quarantine", data.quarantine, '"data/quarantine"'),
+        ]
+    if spec.model is not None:
+        given += [(f"model.data[{i}]", pattern, '"data/*.csv"') for i, pattern in enumerate(spec.model.data)]
+    return [_outside(file, where, path, example) for where, path, example in given if outside_project(path)]
 
 
 def _check_cycles(file: str, spec: PipelineSpec) -> list[Problem]:

@@ -300,8 +300,10 @@ def _run_cells(
 
     client = Client(book.nb, km=manager, kernel_name=KERNEL_NAME, timeout_func=time_left)
     failure: StageFailure | None = None
+    connected = False
     try:
         with client.setup_kernel():
+            connected = True
             for index, cell in enumerate(book.nb.cells):
                 book.cell_started(index)
                 try:
@@ -324,6 +326,12 @@ def _run_cells(
         return _stopped("timeout", why, f"timed out after {timeout_s:g} s"), False
     except DeadKernelError:
         why = "its kernel died (killed, out of memory, or os._exit)"
+        return _stopped("dead_kernel", why, "the kernel died"), False
+    except RuntimeError as error:
+        if connected:
+            raise
+        # jupyter_client's client setup: "Kernel died before replying to kernel_info" (killed meanwhile)
+        why = f"its kernel died before the first cell ({error})"
         return _stopped("dead_kernel", why, "the kernel died"), False
     except KeyboardInterrupt:
         why = "the run was interrupted (Ctrl-C or SIGTERM)"

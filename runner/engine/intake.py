@@ -1,7 +1,8 @@
 """New labeled data: the drops waiting in `data/new/`, and where they go once a run has judged them.
 
     a run starts   -> `waiting`: the drops, each with its sha256 (a drop changed during the run stays put)
-    the run ends   -> `settle`: succeeded in full  -> accepted: each drop copied to `data/accepted/<run_id>/`
+    the run ends   -> `settle`: succeeded in full, with a model registered (when the pipeline declares one)
+                                                   -> accepted: each drop copied to `data/accepted/<run_id>/`
                                                       (the original, kept) and added to the history folder
                                                       (append-only: files are added, none is rewritten),
                                                       then removed from `data/new/`
@@ -12,9 +13,11 @@
                                                       (or a fixed model) retries
 
 Every copy goes through a temporary file and a rename, so that a crash leaves a drop either where it was or
-where it went, never half-written. A crash between adding a drop to the history and removing it from
-`data/new/` leaves the same bytes in both: `waiting` finishes that move before the next run looks at them.
-Nothing here deletes a byte a user committed without a copy of it existing elsewhere first.
+where it went, never half-written. An acceptance is three steps (the original kept in `data/accepted/`, a
+copy added to the history, the drop removed from `data/new/`): a crash after the first leaves an original in
+`data/accepted/` for a drop still waiting, and `waiting` finishes that acceptance (the run that began it
+had succeeded) before the next run looks at the drops. Nothing here deletes a byte a user committed without
+a copy of it existing elsewhere first.
 """
 
 from __future__ import annotations
@@ -46,9 +49,20 @@ def waiting(data: DataSpec, root: Path, *, finish_interrupted: bool = True) -> l
     within a run, which holds the project's lock: `finish_interrupted=False` only looks)."""
     found, interrupted = files_of.waiting_files(root, data.new, data.history, data.accepted)
     if finish_interrupted:
-        for path in interrupted:
-            path.unlink()  # already in the history and kept in data/accepted: the move was interrupted
+        history, added = root / data.history, set()
+        for left in interrupted:
+            if not left.in_history and left.sha256 not in added:  # stopped before the copy to the history
+                _add_to_history(left.path, left.sha256, history, left.run_id)
+                added.add(left.sha256)
+            left.path.unlink()
     return [Drop(path, digest) for path, digest in found]
+
+
+def folders(data: DataSpec | None, root: Path) -> list[Path]:
+    """The folders the runner writes drops into (where a killed copy may have left a temporary file)."""
+    if data is None:
+        return []
+    return [root / data.history, root / data.accepted, root / data.quarantine]
 
 
 def nothing_new(data: DataSpec | None, root: Path, trigger: str, force: bool) -> str | None:
@@ -69,8 +83,17 @@ def record_drops(drops: list[Drop], root: Path) -> DataRecord:
     return DataRecord(drops=[_relative(drop.path, root) for drop in drops])
 
 
-def settle(data: DataSpec, record: RunRecord, drops: list[Drop], root: Path, redact: Redactor) -> DataRecord:
-    """Accept, quarantine or keep the run's drops, as the run's outcome says (see the module's docstring)."""
+def settle(
+    data: DataSpec,
+    record: RunRecord,
+    drops: list[Drop],
+    root: Path,
+    redact: Redactor,
+    *,
+    model_declared: bool = False,
+) -> DataRecord:
+    """Accept, quarantine or keep the run's drops, as the run's outcome says (see the module's docstring).
+    `model_declared`: the pipeline has a model, so a drop is accepted only by a run that registered one."""
     result = record_drops(drops, root)
     if not drops:
         result.action, result.detail = "none", "no new data in this run"
@@ -96,7 +119,7 @@ def settle(data: DataSpec, record: RunRecord, drops: list[Drop], root: Path, red
             f"{_count(moved, 'file')} moved to {result.folder}/ (reasons in {REASON_FILE}); "
             "fix and add again to data/new/ to retry"
         )
-    elif record.status == "succeeded" and record.mode == "full" and not record.options.get("only"):
+    elif accepts(record, model_declared):
         folder = _run_folder(root / data.accepted, record.run_id)
         added = [_accept(drop, folder, root / data.history) for drop in unchanged]
         result.action, result.folder = "accepted", _relative(folder, root)
@@ -113,6 +136,14 @@ def settle(data: DataSpec, record: RunRecord, drops: list[Drop], root: Path, red
     return result
 
 
+def accepts(record: RunRecord, model_declared: bool) -> bool:
+    """The outcome rule for new data: a run that succeeded, in full (every stage, mode full), and that
+    registered a model (or found it already registered) when the pipeline declares one."""
+    if record.status != "succeeded" or record.mode != "full" or record.options.get("only"):
+        return False
+    return not model_declared or (record.model is not None and record.model.version is not None)
+
+
 def _refused(scraps: dict[str, Any], drops: list[Drop], root: Path) -> list[Drop]:
     """The drops the data stage named in its `rejected_files` scrap (none, when it only named files of the
     history: a broken history is not the new drop's fault); all of them when the stage has no such scrap (it
@@ -126,12 +157,19 @@ def _refused(scraps: dict[str, Any], drops: list[Drop], root: Path) -> list[Drop
 def _accept(drop: Drop, accepted: Path, history: Path) -> Path:
     """Keep the original under `accepted`, add a copy to `history`, then remove it from `data/new/`."""
     _copy(drop.path, accepted / drop.path.name)
-    target = history / drop.path.name
-    if target.exists() and files_of.sha256(target) != drop.sha256:
-        target = history / f"{drop.path.stem}-{accepted.name}{drop.path.suffix}"  # never overwrite history
-    if not target.exists():
-        _copy(drop.path, target)
+    target = _add_to_history(drop.path, drop.sha256, history, accepted.name)
     drop.path.unlink()
+    return target
+
+
+def _add_to_history(path: Path, digest: str, history: Path, run_id: str) -> Path:
+    """A copy of the drop in the history, under its own name unless another file has it (never overwritten:
+    then under a name with the accepting run's id)."""
+    target = history / path.name
+    if target.exists() and files_of.sha256(target) != digest:
+        target = history / f"{path.stem}-{run_id}{path.suffix}"
+    if not target.exists():
+        _copy(path, target)
     return target
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -34,6 +34,7 @@ from runner.engine.params import (
     resolve,
 )
 from runner.errors import Problem, did_you_mean
+from runner.project import outside_project
 from runner.records import KeyMetric
 
 ParamName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
@@ -137,6 +138,10 @@ def check_monitor(
         problems.append(Problem(file, "monitor", "no rule to judge decay by", fix))
     problems.extend(_check_log(file, spec.log))
     notebook = root / spec.notebook
+    if outside_project(spec.notebook):  # never opened: a message must not quote a file outside
+        fix = 'a path relative to the project root, without "..": "notebooks/06_monitor.ipynb"'
+        message = f"'{spec.notebook}' is not a path inside the project"
+        return [*problems, Problem(file, "monitor.notebook", message, fix)], frozenset()
     if not notebook.is_file():
         found = root.glob("**/*.ipynb")
         candidates = [path.relative_to(root).as_posix() for path in found if ".venv" not in path.parts]
@@ -161,8 +166,7 @@ def check_monitor(
 
 
 def _check_log(file: str, log: str) -> list[Problem]:
-    path = PurePosixPath(log)
-    if not log.strip() or path.is_absolute() or ".." in path.parts or log.endswith("/"):
+    if outside_project(log) or log.endswith("/"):
         fix = 'a file relative to the project root, e.g. "monitoring/checks.jsonl"'
         return [Problem(file, "monitor.log", f"'{log}' is not a file inside the project", fix)]
     return []

@@ -47,7 +47,10 @@ def decide(event_name: str, event: Mapping[str, Any], pipeline: Path) -> tuple[b
     accepted = data.get("accepted", "data/accepted")
     if not isinstance(new, list) or not all(isinstance(g, str) for g in new) or not isinstance(history, str):
         return True, f"the data section of {pipeline.name} is not as expected: the run decides"
-    drops, _ = waiting_files(pipeline.parent, new, history, str(accepted))
+    try:
+        drops, _ = waiting_files(pipeline.parent, new, history, str(accepted))
+    except (OSError, ValueError, NotImplementedError) as error:  # an absolute glob, say: `check` names it
+        return True, f"cannot look for new data here ({type(error).__name__}): the run decides"
     if drops:
         names = ", ".join(path.name for path, _ in drops[:3]) + (" ..." if len(drops) > 3 else "")
         return True, f"{len(drops)} new drop(s): {names}"

@@ -10,6 +10,13 @@
     evaluate stage's sample, compare (a refit: within `refit_tolerance` of the evaluated model's
     predictions, and finite) -> failed: roll `champion` back, tag the version with why, fail the run.
 
+The smoke check's state is a tag of the version (`retrain.smoke_check`), so that it survives a kill: `pending`
+is set before the alias moves, `passed: ...` or `smoke check failed: ...` once the check has spoken. A run
+killed in between leaves a champion whose check is pending (or failed without its rollback): the next run
+checks it again before its stages (`recheck_champion`), and `retrain models` shows it. Ctrl-C or SIGTERM in
+between puts the champion the run started with back at once. Whatever the alias is moved to is loaded from
+the registry first or right after: a rollback only to a version that loads.
+
 Every function takes what it needs and returns a record; the pipeline decides what to run next.
 """
 
@@ -18,8 +25,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,7 +36,9 @@ from typing import Any
 from runner.engine.config import Pipeline, SmokeCheckSpec
 from runner.engine.kernels import IN_THIS_PROCESS, WorkerError, WorkerLost, Workers
 from runner.engine.notebook_json import code_cells
-from runner.errors import UsageError
+from runner.errors import RetrainError, UsageError
+from runner.interrupts import shielded
+from runner.mlflow_http import bounded_http
 from runner.production import promotion, smoke, store
 from runner.production.registry import (
     CHAMPION,
@@ -39,9 +50,25 @@ from runner.production.registry import (
     RegistryError,
     Version,
     check_reachable,
+    describe,
 )
 from runner.project import MLFLOW_DIR, PRODUCTS_DIR, REPORTS_DIR, tracking_uri
-from runner.records import Decision, ModelRecord, RunRecord
+from runner.records import ChampionRecheck, Decision, ModelRecord, RunRecord, SmokeCheck
+
+SMOKE_CHECK = f"{LINEAGE}smoke_check"  # where the check stands: pending, passed: ..., smoke check failed: ...
+PENDING, PASSED, FAILED = "pending", "passed", "smoke check failed"
+Say = Callable[[str], None]  # a step of the release, told as it happens (the CLI prints it)
+
+
+def _quiet(text: str) -> None:
+    return None
+
+
+def check_state(version: Version) -> str | None:
+    """Where the version's smoke check stands: PENDING (promoted, not checked yet), PASSED, FAILED, or None
+    (never promoted by a run since the tag exists, or promoted by hand without a sample to check)."""
+    value = version.lineage("smoke_check") or ""
+    return next((state for state in (PENDING, PASSED, FAILED) if value.startswith(state)), None)
 
 
 def fingerprints(pipeline: Pipeline) -> dict[str, str]:
@@ -184,22 +211,33 @@ def release(
     registry: Registry,
     champion: Version | None,
     workers: Workers = IN_THIS_PROCESS,
+    say: Say = _quiet,
 ) -> ModelRecord:
     """Register the judged model (and its refit) and, as the decision and the promotion setting say, make
-    the one that ships the champion (or roll back). Judges the model first unless `record.model` holds it."""
+    the one that ships the champion (or roll back). Judges the model first unless `record.model` holds it.
+
+    The record is `record.model` from the start, so that what was done is on record even when a failure or
+    an interrupt stops the release halfway."""
     model = pipeline.model
     assert model is not None
     result = record.model or judge(pipeline, record, registry, champion, workers)
+    record.model = result
+    scraps = {name: stage.scraps for name, stage in record.stages.items()}
+    unscored = champion_trouble(champion, scraps)
+    compared_with = f"; {unscored}: compared with its registered metrics" if unscored else ""
     if record.mode != "full":
-        result.detail = f"mode {record.mode}: the registry is left as it is"
+        result.detail = f"mode {record.mode}: the registry is left as it is{compared_with}"
         return result
     verdict = result.decision.verdict if result.decision is not None else "promote"
     if verdict == "refuse":
-        result.detail = "refused by the promotion policy: nothing was registered"
+        result.detail = f"refused by the promotion policy: nothing was registered{compared_with}"
+        say(f"model: {result.detail}")
         return result
     candidate = _existing_or_registered(pipeline, record, registry, result)
     if candidate is None:
         return result
+    say(f"model: {result.detail}")
+    result.detail += compared_with
     if verdict == "hold":
         result.detail += "; held by the promotion policy: the champion stays"
         return result
@@ -223,19 +261,33 @@ def release(
     except RegistryConflict as conflict:
         result.error = f"version {candidate.version} was not promoted: {conflict}"
         return result
+    except KeyboardInterrupt:
+        _undo_interrupted(registry, candidate, champion, result)
+        raise
     result.seconds["promote"] = round(time.monotonic() - started, 3)
     result.promoted, result.champion_after = True, candidate.version
+    say(f"model: version {candidate.version} is the champion; smoke check: loading it from the registry")
     sample = run_dir / PRODUCTS_DIR / model.smoke_check.sample
     refit = candidate.lineage("refit_of") is not None
     spec, metric = smoke_spec(pipeline, refit)
-    result.smoke_check = smoke.check(
-        registry, spec, sample, metric, result.metrics, pipeline.root, workers, refit=refit
-    )
+    try:
+        checked = smoke.check(
+            registry, spec, sample, metric, result.metrics, pipeline.root, workers, refit=refit
+        )
+        result.smoke_check = checked
+    except KeyboardInterrupt:
+        _undo_interrupted(registry, candidate, champion, result)
+        raise
     result.seconds["smoke_check"] = result.smoke_check.seconds
     if result.smoke_check.passed:
-        result.detail += f"; promoted to champion (was {result.champion_before or 'none'})"
+        registry.tag(candidate.version, {SMOKE_CHECK: f"{PASSED}: {result.smoke_check.detail}"})
+        was = result.champion_before or "none"
+        if unscored and champion is not None:
+            was += ", which could not be scored on this run's data"
+        result.detail += f"; promoted to champion (was {was})"
+        say(f"model: smoke check passed: {result.smoke_check.detail}")
         return result
-    _roll_back_failed(registry, candidate, champion, result)
+    _roll_back_failed(registry, candidate, champion, result, model.smoke_check, workers)
     return result
 
 
@@ -273,6 +325,52 @@ def smoke_spec(pipeline: Pipeline, refit: bool) -> tuple[SmokeCheckSpec, str | N
     if refit and spec.refit_tolerance is not None:
         return spec.model_copy(update={"tolerance": spec.refit_tolerance}), None
     return spec, key_metric_name(pipeline)
+
+
+UNDO_BUDGET_S = 2.0  # a cancelled run ends in seconds: a longer rollback is left to the next run
+
+
+def _undo_interrupted(
+    registry: Registry, candidate: Version, champion: Version | None, result: ModelRecord
+) -> None:
+    """Ctrl-C or SIGTERM between the alias move and the smoke check's verdict: the champion the run started
+    with goes back (unchecked: it was the champion a minute ago), if that takes at most UNDO_BUDGET_S. What is
+    not put back by then stays `pending`, for the next run to check: the cancelled run does not wait for it.
+    """
+    result.detail += f"; interrupted before version {candidate.version}'s smoke check ended"
+    outcome: list[str | None] = []  # the champion after the undo, or nothing when it did not finish
+
+    def undo() -> None:
+        now = registry.by_alias(CHAMPION)
+        if now is None or now.version != candidate.version:
+            outcome.append(now.version if now else None)  # the move had not happened: nothing to put back
+            return
+        why = "the run was interrupted before its smoke check ended"
+        if champion is not None:
+            roll_back(registry, champion, candidate, why, verdict=False)
+        else:
+            registry.move_champion(None, expected=candidate.version, previous=None)
+        registry.tag(candidate.version, {SMOKE_CHECK: f"not checked: {why}"})
+        outcome.append(champion.version if champion else None)
+
+    def guarded() -> None:
+        with suppress(RetrainError):  # not undone: the `pending` tag says what is left to do
+            undo()
+
+    worker = threading.Thread(target=guarded, name="undo-promotion", daemon=True)
+    worker.start()
+    with shielded():  # a second signal waits for the budget, no longer
+        worker.join(UNDO_BUDGET_S)
+    if outcome and outcome[0] != candidate.version:
+        result.rolled_back = result.champion_after != outcome[0]
+        result.champion_after = outcome[0]
+        said = "put back to" if result.rolled_back else "still"
+        result.detail += f"; champion {said} {outcome[0] or 'none'}"
+        return
+    result.error = (
+        f"interrupted: version {candidate.version} may be the champion, unchecked; the next run checks it"
+        " again before its stages (`retrain models` shows it pending)"
+    )
 
 
 def as_deployed(name: str, champion: Version | None) -> ModelRecord:
@@ -335,7 +433,11 @@ def refit_model_uri(pipeline: Pipeline, record: RunRecord) -> str | None:
 
 
 def promote(registry: Registry, version: Version, expected: Version | None, reason: str) -> None:
-    """Make `version` the champion if the champion is still `expected`; the old one becomes `previous`."""
+    """Make `version` the champion if the champion is still `expected`; the old one becomes `previous`.
+
+    Its smoke check is `pending` before the alias moves: a run killed from here on leaves the mark that
+    makes the next run check it."""
+    registry.tag(version.version, {SMOKE_CHECK: f"{PENDING}: promoted {_now()} by {reason}, not checked yet"})
     registry.move_champion(
         version.version,
         expected=expected.version if expected else None,
@@ -350,31 +452,151 @@ def promote(registry: Registry, version: Version, expected: Version | None, reas
     )
 
 
-def roll_back(registry: Registry, to: Version, current: Version, reason: str) -> None:
-    """Make `to` the champion again; `previous` becomes what `to` itself had replaced."""
+def roll_back(
+    registry: Registry, to: Version, current: Version, reason: str, *, verdict: bool = True
+) -> None:
+    """Make `to` the champion again; `previous` becomes what `to` itself had replaced. A `verdict` (a person's
+    or a failed smoke check's) marks `current` rolled back, which keeps a rerun on the same data from
+    promoting it again; an interrupted promotion is no verdict on the model."""
     earlier = to.lineage("replaced") or None
     registry.move_champion(
         to.version, expected=current.version, previous=earlier if earlier != to.version else None
     )
-    registry.tag(current.version, {f"{LINEAGE}rolled_back": f"{_now()}: {reason}"})
+    if verdict:
+        registry.tag(current.version, {f"{LINEAGE}rolled_back": f"{_now()}: {reason}"})
 
 
 def _roll_back_failed(
-    registry: Registry, failed: Version, champion: Version | None, result: ModelRecord
+    registry: Registry,
+    failed: Version,
+    champion: Version | None,
+    result: ModelRecord,
+    spec: SmokeCheckSpec,
+    workers: Workers,
 ) -> None:
     assert result.smoke_check is not None
-    why = f"smoke check failed: {result.smoke_check.detail}"
-    registry.tag(failed.version, {f"{LINEAGE}smoke_check": why})
-    if champion is not None:
-        roll_back(registry, champion, failed, why)
-    else:  # the first model ever failed: production goes back to having no model
-        registry.move_champion(None, expected=failed.version, previous=None)
-        registry.tag(failed.version, {f"{LINEAGE}rolled_back": f"{_now()}: {why}"})
-    result.rolled_back, result.champion_after = True, champion.version if champion else None
+    why = f"{FAILED}: {result.smoke_check.detail}"
+    registry.tag(failed.version, {SMOKE_CHECK: why})
+    back_to, note = _loadable_target(registry, champion, spec, workers)
+    _point_back(registry, failed, back_to, why)
+    result.rolled_back, result.champion_after = True, back_to.version if back_to else None
     result.error = (
         f"version {failed.version} failed its smoke check and was rolled back "
-        f"(champion: {result.champion_after or 'none'}): {result.smoke_check.detail}"
+        f"(champion: {result.champion_after or 'none'}{note}): {result.smoke_check.detail}"
     )
+
+
+def _loadable_target(
+    registry: Registry, target: Version | None, spec: SmokeCheckSpec, workers: Workers
+) -> tuple[Version | None, str]:
+    """The version to roll back to when it loads from the registry; (None, why) when it does not: production
+    then has no champion rather than one that cannot be loaded."""
+    if target is None:
+        return None, ""
+    trouble = load_check(registry, target, spec, workers)
+    if trouble is None:
+        return target, ""
+    return None, f"; version {target.version} was not restored: it cannot be loaded ({trouble})"
+
+
+def _point_back(registry: Registry, failed: Version, to: Version | None, why: str) -> None:
+    """`champion` from the failed version to `to` (None: no champion), with the failed version tagged."""
+    if to is not None:
+        roll_back(registry, to, failed, why)
+    else:  # nothing loadable to go back to: production goes back to having no model
+        registry.move_champion(None, expected=failed.version, previous=None)
+        registry.tag(failed.version, {f"{LINEAGE}rolled_back": f"{_now()}: {why}"})
+
+
+def load_check(registry: Registry, version: Version, spec: SmokeCheckSpec, workers: Workers) -> str | None:
+    """Load the version from the registry (pinned, not by alias), as its users would; None when it loads,
+    else why not. In a worker when the run has them, like the smoke check."""
+    job = {"tracking_uri": registry.tracking_uri, "model_uri": version.uri}
+    try:
+        if workers.elsewhere(None):
+            folder = registry.lock_dir if registry.lock_dir.is_dir() else Path.cwd()
+            workers.call(load_model, needs=None, timeout_s=spec.max_seconds + 60, cwd=folder, **job)
+        else:
+            with registry.as_default():
+                load_model(**job)
+    except (WorkerError, WorkerLost) as error:
+        return str(error)[:300]
+    except Exception as error:  # whatever breaks loading is the answer
+        return describe(error)
+    return None
+
+
+def load_model(tracking_uri: str, model_uri: str) -> str:
+    """Load `model_uri` with MLflow's pyfunc loader (MLflow's HTTP retries bounded); returns its flavours.
+    Runs in a worker (or in the runner)."""
+    import mlflow
+    import mlflow.pyfunc
+
+    with bounded_http():
+        mlflow.set_tracking_uri(tracking_uri)
+        model = mlflow.pyfunc.load_model(model_uri)
+    return ", ".join(sorted(model.metadata.flavors))
+
+
+def champion_trouble(champion: Version | None, scraps: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """Why the champion could not be scored on this run's data, as a stage recorded it (a `champion` scrap
+    with an `error`), or None. Gates then compare with its registered metrics: the run says so."""
+    if champion is None:
+        return None
+    for stage_scraps in scraps.values():
+        measured = stage_scraps.get("champion")
+        if isinstance(measured, dict) and measured.get("error"):
+            return f"the champion (version {champion.version}) could not be scored ({measured['error']})"
+    return None
+
+
+def recheck_champion(
+    pipeline: Pipeline, registry: Registry, champion: Version | None, workers: Workers, say: Say = _quiet
+) -> ChampionRecheck | None:
+    """The champion's smoke check again, when a run was stopped between promoting it and its verdict (pending)
+    or between a failed verdict and the rollback (failed): passed, the mark says so; failed, the champion
+    goes back to the one it replaced (if that loads). None when the champion needs no check."""
+    model = pipeline.model
+    assert model is not None
+    if champion is None or check_state(champion) not in (PENDING, FAILED):
+        return None
+    say(f"model: version {champion.version} is the champion but its smoke check never ended: checking it")
+    sample = sample_of(pipeline, champion)
+    if sample.is_file():
+        refit = champion.lineage("refit_of") is not None  # checked as its release checked it
+        spec, metric = smoke_spec(pipeline, refit)
+        root = pipeline.root
+        check = smoke.check(registry, spec, sample, metric, champion.metrics, root, workers, refit=refit)
+    else:  # the run that promoted it is not on this machine: it must load, at least
+        started = time.monotonic()
+        trouble = load_check(registry, champion, model.smoke_check, workers)
+        seconds = round(time.monotonic() - started, 3)
+        detail = trouble or f"loaded from the registry; no sample to predict ({sample} is not here)"
+        check = SmokeCheck(trouble is None, detail, seconds)
+    found = ChampionRecheck(champion.version, check.passed, check.detail, champion.version)
+    if check.passed:
+        registry.tag(champion.version, {SMOKE_CHECK: f"{PASSED}: {check.detail} (checked again)"})
+        return found
+    why = f"{FAILED}: {check.detail}"
+    registry.tag(champion.version, {SMOKE_CHECK: why})
+    earlier = registry.by_alias(PREVIOUS) or _replaced(registry, champion)
+    back_to, note = _loadable_target(registry, earlier, model.smoke_check, workers)
+    _point_back(registry, champion, back_to, why)
+    found.champion_after = back_to.version if back_to else None
+    found.detail += f"; rolled back to {found.champion_after or 'no champion'}{note}"
+    return found
+
+
+def _replaced(registry: Registry, version: Version) -> Version | None:
+    earlier = version.lineage("replaced")
+    return registry.get(earlier) if earlier and earlier != version.version else None
+
+
+def sample_of(pipeline: Pipeline, version: Version) -> Path:
+    """Where the smoke check's sample of the run that registered `version` is, when that run is here."""
+    assert pipeline.model is not None
+    run = version.lineage("run_id") or "-"
+    return pipeline.root / REPORTS_DIR / run / PRODUCTS_DIR / pipeline.model.smoke_check.sample
 
 
 def champion_params(champion: Version | None) -> dict[str, Any]:
@@ -434,47 +656,55 @@ def open_registry(pipeline: Pipeline) -> Registry:
     uri = tracking_uri(pipeline.root)
     check_reachable(uri)
     if uri == tracking_uri(pipeline.root, environ={}):  # the embedded store: its paths follow the project
-        store.rebase(pipeline.root / MLFLOW_DIR)
+        try:
+            store.rebase(pipeline.root / MLFLOW_DIR)
+        except store.StoreError as error:  # a corrupt database, say: the registry failing, not a bug
+            raise RegistryError(f"the registry at {uri} cannot be opened: {error}") from None
     return Registry(uri, pipeline.model.name, lock_dir=pipeline.root / MLFLOW_DIR)
 
 
 def promote_version(pipeline: Pipeline, registry: Registry, number: str) -> str:
-    """`retrain promote VERSION`: make it the champion, smoke-check it when its run's sample is here."""
+    """`retrain promote VERSION`: make it the champion if it loads from the registry (else nothing moves),
+    then smoke-check it when its run's sample is here."""
+    assert pipeline.model is not None
+    spec = pipeline.model.smoke_check
     target = _existing(registry, number)
     current = registry.by_alias(CHAMPION)
     if current is not None and current.version == target.version:
         return f"version {number} is already the champion of {registry.name}"
+    sample = sample_of(pipeline, target)
+    trouble = load_check(registry, target, spec, IN_THIS_PROCESS)  # production never gets what cannot load
+    if trouble is not None:
+        raise RegistryError(
+            f"version {number} cannot be loaded from the registry ({trouble}): it was not made the"
+            f" champion (the champion is still {current.version if current else 'none'})"
+        )
     promote(registry, target, expected=current, reason="retrain promote")
     was = current.version if current else "none"
     said = f"version {number} is now the champion of {registry.name} (was {was})"
-    assert pipeline.model is not None
-    sample = (
-        pipeline.root
-        / REPORTS_DIR
-        / (target.lineage("run_id") or "-")
-        / PRODUCTS_DIR
-        / pipeline.model.smoke_check.sample
-    )
     if not sample.is_file():
-        return f"{said}; no smoke check: the sample of run {target.lineage('run_id')} is not here ({sample})"
+        unchecked = f"not checked: loaded from the registry; the sample of run {target.lineage('run_id')} is"
+        registry.tag(target.version, {SMOKE_CHECK: f"{unchecked} not here"})
+        return f"{said}; it loads, but no smoke check: the sample of its run is not here ({sample})"
     refit = target.lineage("refit_of") is not None
-    spec, metric = smoke_spec(pipeline, refit)
-    check = smoke.check(registry, spec, sample, metric, target.metrics, pipeline.root, refit=refit)
+    check_spec, metric = smoke_spec(pipeline, refit)
+    check = smoke.check(registry, check_spec, sample, metric, target.metrics, pipeline.root, refit=refit)
     if check.passed:
+        registry.tag(target.version, {SMOKE_CHECK: f"{PASSED}: {check.detail}"})
         return f"{said}; smoke check passed: {check.detail}"
-    why = f"smoke check failed: {check.detail}"
-    registry.tag(target.version, {f"{LINEAGE}smoke_check": why})
-    if current is not None:
-        roll_back(registry, current, target, why)
-    else:
-        registry.move_champion(None, expected=target.version, previous=None)
+    why = f"{FAILED}: {check.detail}"
+    registry.tag(target.version, {SMOKE_CHECK: why})
+    back_to, note = _loadable_target(registry, current, spec, IN_THIS_PROCESS)
+    _point_back(registry, target, back_to, why)
     raise RegistryError(
-        f"version {number} {why}; rolled back to {current.version if current else 'no champion'}"
+        f"version {number} {why}; rolled back to {back_to.version if back_to else 'no champion'}{note}"
     )
 
 
-def rollback_to(registry: Registry, number: str | None) -> str:
-    """`retrain rollback [--to VERSION]`: the previous champion (or VERSION) becomes the champion again."""
+def rollback_to(pipeline: Pipeline, registry: Registry, number: str | None) -> str:
+    """`retrain rollback [--to VERSION]`: the previous champion (or VERSION) becomes the champion again, if it
+    loads from the registry (a version whose files are gone is refused, and nothing moves)."""
+    assert pipeline.model is not None
     current = registry.by_alias(CHAMPION)
     if current is None:
         raise UsageError(f"{registry.name} has no champion: there is nothing to roll back")
@@ -488,6 +718,12 @@ def rollback_to(registry: Registry, number: str | None) -> str:
         target = _existing(registry, number)
     if target.version == current.version:
         raise UsageError(f"version {target.version} is already the champion of {registry.name}")
+    trouble = load_check(registry, target, pipeline.model.smoke_check, IN_THIS_PROCESS)
+    if trouble is not None:
+        raise RegistryError(
+            f"version {target.version} cannot be loaded from the registry ({trouble}): not rolled back, the"
+            f" champion is still {current.version}"
+        )
     roll_back(registry, target, current, "retrain rollback")
     return f"version {target.version} is the champion of {registry.name} again (was {current.version})"
 

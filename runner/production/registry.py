@@ -13,21 +13,27 @@ shared tracking server.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from runner.engine.kernels import IN_THIS_PROCESS, WorkerError, WorkerLost, Workers
 from runner.errors import RetrainError
+from runner.mlflow_http import bounded_http
 
 _DEFAULT_STORE = threading.Lock()  # held while MLflow's process-wide default store is set (as_default)
+# what MLflow answers for a model, version or alias that does not exist: "none", not a failure
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
 
 CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
 LINEAGE, METRIC = "retrain.", "metric."
@@ -90,6 +96,37 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+def _store_errors(method: Callable[Params, Result]) -> Callable[Params, Result]:
+    """A Registry method whose failures (MLflow's, its database's, the network's) become RegistryError naming
+    the store and what was asked of it, with MLflow's HTTP retries bounded while it runs."""
+
+    @functools.wraps(method)
+    def guarded(*args: Params.args, **kwargs: Params.kwargs) -> Result:
+        registry = args[0]
+        assert isinstance(registry, Registry)
+        try:
+            with bounded_http():
+                return method(*args, **kwargs)
+        except RetrainError:
+            raise
+        except Exception as error:  # whatever the store raised is the registry failing, not a bug of ours
+            raise RegistryError(
+                f"the registry at {registry.tracking_uri} failed ({method.__name__}): {describe(error)}"
+            ) from None
+
+    return guarded
+
+
+def describe(error: BaseException) -> str:
+    """'Type: first line of the message', bounded: what a person needs, not a driver's whole SQL."""
+    text = next(iter(str(error).strip().splitlines()), "")
+    return f"{type(error).__name__}: {text}"[:300]
+
+
+def _not_found(error: Exception) -> bool:
+    return getattr(error, "error_code", None) in _NOT_FOUND
+
+
 class Registry:
     """One registered model in one tracking store.
 
@@ -112,6 +149,11 @@ class Registry:
         """Run MLflow's calls in the run's workers, when they have MLflow imported (otherwise each worker
         would import it again: it is imported once, here)."""
         self._workers = workers
+
+    @property
+    def workers(self) -> Workers:
+        """Where the run's heavy calls go (set by `work_in`; this process otherwise)."""
+        return self._workers
 
     @property
     def elsewhere(self) -> bool:
@@ -162,6 +204,7 @@ class Registry:
                 return self.store.versions()
         return self.versions()
 
+    @_store_errors
     def tagged_runs(self, tag: str = "run_id") -> list[TrackedRun]:
         """The MLflow tracking runs that carry `tag` (a notebook tags its run with the retrain run id), oldest
         first; from the embedded store when there is one."""
@@ -184,6 +227,7 @@ class Registry:
         ]
         return sorted(runs, key=lambda run: run.started_at)
 
+    @_store_errors
     def find_by_fingerprint(self, fingerprint: str) -> Version | None:
         if self.store is not None:
             with suppress(StoreUnreadable):
@@ -192,6 +236,7 @@ class Registry:
         versions = [self._version(item) for item in self.client.search_model_versions(query)]
         return max(versions, key=lambda v: int(v.version)) if versions else None
 
+    @_store_errors
     def by_alias(self, alias: str) -> Version | None:
         if self.elsewhere:
             found: Version | None = self._in_worker("by_alias", alias=alias)
@@ -200,10 +245,13 @@ class Registry:
 
         try:
             found = self.client.get_model_version_by_alias(self.name, alias)
-        except MlflowException:  # no such model, or no such alias: the same for us
-            return None
+        except MlflowException as error:
+            if _not_found(error):  # no such model, or no such alias: the same for us
+                return None
+            raise
         return self._version(found)
 
+    @_store_errors
     def get(self, version: str) -> Version | None:
         if self.elsewhere:
             found: Version | None = self._in_worker("get", version=version)
@@ -212,17 +260,22 @@ class Registry:
 
         try:
             return self._version(self.client.get_model_version(self.name, version))
-        except MlflowException:
-            return None
+        except MlflowException as error:
+            if _not_found(error):
+                return None
+            raise
 
+    @_store_errors
     def versions(self) -> list[Version]:
         """Every version, newest first, with its aliases (which a search does not return)."""
         from mlflow.exceptions import MlflowException
 
         try:
             aliases = dict(self.client.get_registered_model(self.name).aliases or {})
-        except MlflowException:
-            return []  # nothing registered yet
+        except MlflowException as error:
+            if _not_found(error):
+                return []  # nothing registered yet
+            raise
         found = [self._version(item) for item in self.client.search_model_versions(f"name = '{self.name}'")]
         found = [
             replace(v, aliases=tuple(sorted(a for a, number in aliases.items() if str(number) == v.version)))
@@ -242,6 +295,7 @@ class Registry:
         )
 
     # --- writing ----------------------------------------------------------------------------------------
+    @_store_errors
     def register(self, model_uri: str, tags: Mapping[str, str]) -> Version:
         """A new version of the model from `model_uri`, tagged, with the `challenger` alias."""
         if self.elsewhere:
@@ -256,6 +310,7 @@ class Registry:
         assert found is not None
         return found
 
+    @_store_errors
     def tag(self, version: str, tags: Mapping[str, str]) -> None:
         if self.elsewhere:
             self._in_worker("tag", version=version, tags=dict(tags))
@@ -263,6 +318,7 @@ class Registry:
         for key, value in tags.items():
             self.client.set_model_version_tag(self.name, version, key, value)
 
+    @_store_errors
     def move_champion(self, to: str | None, expected: str | None, previous: str | None) -> None:
         """Point `champion` at version `to` (None: no champion) and `previous` at `previous`.
 
@@ -319,7 +375,7 @@ class Registry:
         """
         import mlflow
 
-        with _DEFAULT_STORE:
+        with _DEFAULT_STORE, bounded_http():  # the runner's own calls: MLflow's HTTP retries bounded
             before = os.environ.get("MLFLOW_TRACKING_URI")
             mlflow.set_tracking_uri(self.tracking_uri)
             try:
@@ -343,7 +399,7 @@ class Registry:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-WORKER_TIMEOUT_S = 300  # one registry call in a worker: MLflow's own retries against a server fit in it
+WORKER_TIMEOUT_S = 120  # one registry call in a worker: its requests, each with HTTP_BOUNDS, fit in it
 
 
 def call_in_worker(

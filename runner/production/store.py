@@ -21,7 +21,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,10 +155,12 @@ def _connect(database: Path) -> Iterator[sqlite3.Connection]:
         yield connection
         connection.execute("COMMIT")
     except sqlite3.Error as error:
-        connection.execute("ROLLBACK")
+        with suppress(sqlite3.Error):  # no transaction when BEGIN itself failed (not a database)
+            connection.execute("ROLLBACK")
         raise StoreError(f"{database}: {error}") from None
     except BaseException:
-        connection.execute("ROLLBACK")
+        with suppress(sqlite3.Error):
+            connection.execute("ROLLBACK")
         raise
     finally:
         connection.close()

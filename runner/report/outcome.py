@@ -188,6 +188,8 @@ class Outcome:
     duration: str
     predictions: Predictions | None = None
     other_output: tuple[str, ...] = ()  # what the kernel server and its workers wrote (MLflow's log lines)
+    recheck: str = ""  # the champion's smoke check done again (a stopped run had left it unchecked)
+    warnings: tuple[str, ...] = ()  # what went wrong without changing the outcome
 
 
 def outcome_of(record: RunRecord) -> Outcome:
@@ -245,8 +247,18 @@ def outcome_of(record: RunRecord) -> Outcome:
         duration=duration_text(record.duration_s),
         predictions=_predictions(record),
         other_output=tuple(record.output),
+        recheck=_recheck(record),
+        warnings=tuple(record.warnings),
     )
     return _with_words(outcome, record)
+
+
+def _recheck(record: RunRecord) -> str:
+    found = record.champion_recheck
+    if found is None:
+        return ""
+    verdict = "passed" if found.passed else "failed"
+    return f"v{found.version}, left unchecked by a stopped run, checked again: {verdict}: {found.detail}"
 
 
 def metric_lines(record: RunRecord, numbers: Numbers) -> list[MetricLine]:
@@ -391,6 +403,8 @@ def _reason(outcome: Outcome, record: RunRecord) -> str:
         return f"Stage {outcome.failure.stage} failed: {outcome.failure.message}."
     if state == "failed" and model is not None and model.error:
         return f"{model.error}."
+    if state == "failed" and record.error:
+        return f"{record.error[:1].upper()}{record.error[1:]}."
     if state == "running":
         finished = sum(line.status not in ("pending", "running") for line in outcome.stages)
         return f"Running: {finished} of {len(outcome.stages)} stages done."
@@ -598,6 +612,8 @@ def facts(outcome: Outcome) -> list[Fact]:
         found.append(Fact("Other metrics", "; ".join(f"{line.title} {_against(line)}" for line in others)))
     if outcome.decision:
         found.append(Fact("Decision", outcome.decision))
+    if outcome.recheck:
+        found.append(Fact("Champion checked again", outcome.recheck))
     if outcome.smoke_check:
         found.append(Fact("Smoke check", outcome.smoke_check))
     if outcome.quarantine is not None:
@@ -617,4 +633,6 @@ def facts(outcome: Outcome) -> list[Fact]:
     found.append(Fact("Started", started))
     if outcome.gates_total:
         found.append(Fact("Gates", f"{outcome.gates_passed}/{outcome.gates_total} passed"))
+    if outcome.warnings:
+        found.append(Fact("Warnings", "; ".join(outcome.warnings)))
     return found

@@ -52,11 +52,12 @@ class BackgroundRenders:
             stage.timings.render_s = future.result()
             stage.html = job.html.name
 
-    def close(self) -> None:
-        """Wait for the renders still running (no thread writes once the run is over), raising nothing."""
-        self._pool.shutdown(wait=True)
+    def close(self, wait: bool = True) -> None:
+        """Wait for the renders still running (no thread writes once the run is over), raising nothing.
+        `wait=False` (a cancelled run): the pages not started are dropped, the one being rendered finishes."""
+        self._pool.shutdown(wait=True, cancel_futures=not wait)
         for stage, job, future in self._jobs:
-            if future.exception() is None:
+            if not future.cancelled() and future.exception() is None:
                 stage.timings.render_s, stage.html = future.result(), job.html.name
         self._jobs.clear()
 

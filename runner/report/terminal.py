@@ -2,6 +2,9 @@
 
 On a terminal: a live table, one line per stage with its status and elapsed time. Elsewhere (CI logs): one
 plain line per stage event, since a log cannot redraw.
+
+Everything shown here may quote a user's text (a trigger, an error message, a gate): it is always a rich
+`Text`, never a string rich would read as markup (`[bold]`, `:x:`).
 """
 
 from __future__ import annotations
@@ -60,10 +63,9 @@ class RunProgress:
 
     def run_started(self, record: RunRecord, run_dir: Path) -> None:
         self.record = record
-        self.console.print(
-            f"[bold]{record.pipeline}[/] run [cyan]{record.run_id}[/] "
-            f"(trigger {record.trigger}, mode {record.mode})"
-        )
+        said = f" (trigger {record.trigger}, mode {record.mode})"
+        title = Text.assemble((record.pipeline, "bold"), " run ", (record.run_id, "cyan"), said)
+        self.console.print(title, soft_wrap=True)
         if self.console.is_terminal:
             self.live = Live(self, console=self.console, refresh_per_second=4, transient=True)
             self.live.start()
@@ -71,7 +73,7 @@ class RunProgress:
     def stage_started(self, stage: StageRecord) -> None:
         self.started[stage.name] = time.monotonic()
         if self.live is None:
-            self.console.print(f"  {stage.name}: running ...")
+            self.console.print(Text(f"  {stage.name}: running ..."))
 
     def stage_finished(self, stage: StageRecord) -> None:
         if self.live is None:  # a log: one line per stage; a terminal's table says it at the end
@@ -79,6 +81,10 @@ class RunProgress:
             line.append(stage.status, style=STYLE[stage.status])
             line.append(f"  {_duration(stage)}  {_gates_cell(stage)}")
             self.console.print(line)
+
+    def step(self, text: str) -> None:
+        """A step outside the stages (the model's release, the new data): a plain line, markup off."""
+        self.console.print(Text(f"  {text}"), soft_wrap=True)
 
     def __rich__(self) -> Table:
         table = Table(show_header=False, box=None, padding=(0, 2))
@@ -89,18 +95,19 @@ class RunProgress:
                         time.monotonic() - self.started[stage.name] if stage.name in self.started else 0.0
                     )
                     shown = f"{elapsed:5.1f}s" if stage.status == "running" else ""
-                    table.add_row(stage.name, Text(stage.status, style=STYLE[stage.status]), shown)
+                    table.add_row(Text(stage.name), Text(stage.status, style=STYLE[stage.status]), shown)
         return table
 
 
 def summary(outcome: Outcome) -> Table:
     """The table printed when the run ends: stage, status, duration, gates or why it did not run."""
-    table = Table(title=f"{outcome.pipeline} · {outcome.run_id}", title_justify="left")
+    table = Table(title=Text(f"{outcome.pipeline} · {outcome.run_id}"), title_justify="left")
     for column in ("stage", "status", "duration", "gates"):
         table.add_column(column, justify="right" if column == "duration" else "left")
     for line in outcome.stages:
         status = "cancelled" if line.word == "cancelled" else line.status
-        table.add_row(line.name, Text(line.word, style=STYLE[status]), line.duration, line.gates or line.note)
+        word = Text(line.word, style=STYLE[status])
+        table.add_row(Text(line.name), word, Text(line.duration), Text(line.gates or line.note))  # no markup
     return table
 
 

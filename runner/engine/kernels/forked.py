@@ -23,12 +23,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 START_TIMEOUT_S = 60  # the server's preload and each fork; a kernel start has the same bound
+CLOSE_WAIT_S = 1.0  # an idle server ends within its poll (0.2 s) of its stdin closing
 # Forking a process that imported libraries is safe on Linux; elsewhere (macOS: system frameworks that do not
 # survive fork) kernels start the usual way.
 SUPPORTED = sys.platform == "linux"
@@ -77,9 +78,17 @@ class ForkedProcess:
         return code
 
     def send_signal(self, signum: int) -> None:
+        """Signal the kernel. One not forked yet (the server is still warming up) is not waited for: the
+        signal reaches it the moment the server forks it (a server that ends first never does), and a
+        SIGKILL counts at once, so that stopping or shutting down a stage, Ctrl-C included, never waits for
+        a warm-up to finish."""
         if self.poll() is not None:
             return
-        self.hurry()  # a kernel still waiting for the server's warm-up: fork it now, to signal it
+        if not self.started.done():
+            if signum == signal.SIGKILL:
+                self.returncode = -signal.SIGKILL
+            self.started.add_done_callback(lambda started: _signal_once_forked(started, signum))
+            return
         pid = self.pid
         try:
             os.killpg(pid, signum)  # the kernel leads its own process group: its children get it too
@@ -179,12 +188,21 @@ class KernelServer:
             if not handle.started.done() and self.usable:
                 self._write({"hurry": number})
 
-    def call(self, target: str, kwargs: dict[str, Any], cwd: Path, timeout_s: float) -> Any:
+    def call(
+        self,
+        target: str,
+        kwargs: dict[str, Any],
+        cwd: Path,
+        timeout_s: float,
+        env: Mapping[str, str] | None = None,
+    ) -> Any:
         """Run `module:function`(**kwargs) (JSON arguments) in a worker forked now, with this process's
-        environment; return what it returns. What it raised is raised here when it is one of the runner's
-        own exceptions, else WorkerError ("Type: message"); KernelServerError: no answer (it is killed)."""
+        environment (or `env`); return what it returns. What it raised is raised here when it is one of the
+        runner's own exceptions, else WorkerError ("Type: message"); KernelServerError: no answer (it is
+        killed)."""
         answer: Future[Any] = Future()
-        request = {"call": target, "kwargs": kwargs, "env": dict(os.environ), "cwd": str(cwd)}
+        environment = dict(os.environ if env is None else env)
+        request = {"call": target, "kwargs": kwargs, "env": environment, "cwd": str(cwd)}
         number, handle = self._request(request, answer, spill=True)
         try:
             return answer.result(timeout=timeout_s)
@@ -195,15 +213,20 @@ class KernelServer:
             self._calls.pop(number, None)
 
     def close(self) -> None:
-        """Stop the server; it kills any kernel it forked that is still alive."""
+        """Stop the server; it kills any kernel or worker it forked that is still alive. A server busy in a
+        warm-up statement (an import of seconds) does not see its stdin close: after CLOSE_WAIT_S it is
+        killed, and so is every process it said it forked (each leads its own process group)."""
         with self._lock, contextlib.suppress(OSError):
             if self.process.stdin is not None:
                 self.process.stdin.close()
         try:
-            self.process.wait(timeout=5)
+            self.process.wait(timeout=CLOSE_WAIT_S)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+            for pid in list(self._forked):
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
         self._reader.join(timeout=5)
         if self.process.stdout is not None and not self._reader.is_alive():
             self.process.stdout.close()  # the reader is done with it: a process running many runs keeps none
@@ -278,6 +301,12 @@ class KernelServer:
             answer.set_exception(said["raised"])
         else:
             answer.set_exception(WorkerError(said.get("failed", "the worker failed")))
+
+
+def _signal_once_forked(started: Future[int], signum: int) -> None:
+    if started.exception() is None:
+        with contextlib.suppress(OSError):
+            os.killpg(started.result(), signum)
 
 
 def notebook_imports(notebook: Path) -> frozenset[str]:

@@ -12,16 +12,19 @@ which still keeps them out of the runner (the smoke check loads a model's flavou
 
 What the call raised comes back as itself when it is one of the runner's own exceptions (a RegistryConflict
 stays a RegistryConflict); anything else as WorkerError("Type: message"). WorkerLost: no answer came (the
-worker died or ran past its time, and was killed): whether its work happened is not known.
+worker died or ran past its time, and was killed): whether its work happened is not known. A worker's
+environment bounds MLflow's HTTP retries (runner/mlflow_http.py): its calls are the runner's own.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runner.engine.kernels.forked import KernelServerError, WorkerError
+from runner.mlflow_http import bounded_environ
 
 if TYPE_CHECKING:
     from runner.engine.kernels.forked import KernelServer
@@ -54,8 +57,9 @@ class Workers:
         if server is None or not self.elsewhere(needs):
             return function(**kwargs)
         target = f"{function.__module__}:{function.__qualname__}"
+        env = {**os.environ, **bounded_environ(os.environ)}  # a worker makes the runner's own MLflow calls
         try:
-            return server.call(target, kwargs, cwd, timeout_s)
+            return server.call(target, kwargs, cwd, timeout_s, env)
         except KernelServerError as error:
             raise WorkerLost(f"{function.__qualname__}: {error}") from None
 
