@@ -173,10 +173,12 @@ class RunState:
     cache: StageCache
     kernels: KernelPool
     deploy: frozenset[str]  # the model's deploy stages: they run after promotion
+    refit: str | None  # the model's refit stage: it runs once the model is judged, before it is registered
     redact: Redactor  # every file this run writes goes through it
     observer: Observer
     renders: BackgroundRenders  # stage pages, rendered while the next stages execute
     stopper: Stopper  # stops the stages executing in worker threads when the run is interrupted
+    released: bool = False  # the model went through the registry (release_model runs once)
 
 
 def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) -> tuple[RunRecord, Path]:
@@ -215,8 +217,9 @@ def run_locked(
     )
     stage_cache = StageCache(pipeline.root, run_dir.parent, redact)
     renders, stopper = BackgroundRenders(redact), Stopper()
+    refit = pipeline.model.refit_stage if pipeline.model else None
     run = RunState(
-        pipeline, options, record, run_dir, None, stage_cache, kernels, deploy, redact, observer,
+        pipeline, options, record, run_dir, None, stage_cache, kernels, deploy, refit, redact, observer,
         renders, stopper,
     )  # fmt: skip
     started = time.monotonic()
@@ -356,12 +359,16 @@ def note_what_stopped(run: RunState, stopped: BaseException | None) -> BaseExcep
 def start_stage(run: RunState, stage: Stage) -> schedule.Work | None:
     """Decide a stage whose needs are done: skip it, reuse it from the cache (None: it is settled), or
     return the work that executes it (in a worker thread when stages run in parallel)."""
+    if run.production is not None and stage.name == run.refit:
+        judge_model(run)  # the policy decides before the refit: a held model is not refit
     if run.production is not None and stage.name in run.deploy:
         if run.record.mode == "full" and run.record.first_problem is None and executed_any(run.record):
             run.kernels.start(stage.name, stage.warmup, notebook=stage.notebook, now=True)  # boots meanwhile
         release_model(run)
     current = run.record.stages[stage.name]
     reason = skip_reason(stage, run.record, run.options, run.deploy) or already_deployed(run, stage)
+    if not reason and stage.name == run.refit:
+        reason = lifecycle.refit_reason(run.record)
     if reason:
         run.kernels.discard(stage.name)
         current.status, current.skip_reason = "skipped", reason
@@ -406,7 +413,7 @@ def reuse_cached(run: RunState, stage: Stage, current: StageRecord) -> bool:
     """Take the stage's products, scraps, gates and pages from an earlier run with the same fingerprint."""
     started = time.monotonic()
     current.fingerprint = stage_fingerprint(run, stage)
-    if forced(run.options, stage.name):
+    if forced(run.options, stage.name) or stage.name == run.refit:  # a refit is never reused
         return False
     hit = run.cache.lookup(stage.name, current.fingerprint)
     if hit is None:
@@ -517,11 +524,10 @@ def needs_champion(stage: Stage) -> bool:
     return "champion_uri" in stage.declared or any(name.startswith("champion.") for name in named)
 
 
-def release_model(run: RunState) -> None:
-    """Register and promote the candidate once, when the stages that judge it succeeded. The smoke check
-    runs in one of the run's workers, when it has them."""
-    pipeline, record, production = run.pipeline, run.record, run.production
-    model = pipeline.model
+def judge_model(run: RunState) -> None:
+    """Judge the candidate once, when the stages that judge it succeeded: already registered? what does the
+    promotion policy decide? (lifecycle.judge; the comparison runs in one of the run's workers)."""
+    model, record, production = run.pipeline.model, run.record, run.production
     assert model is not None and production is not None
     judged = (record.stages[model.candidate_stage], record.stages[model.metrics])
     if record.model is not None or record.first_problem is not None:
@@ -530,8 +536,24 @@ def release_model(run: RunState) -> None:
         if record.options.get("deploy_only"):  # `retrain deploy`: the champion as it is, nothing judged
             record.model = lifecycle.as_deployed(model.name, production.champion)
         return  # otherwise not selected by --only: there is no candidate to judge
+    registry, champion = production.registry, production.champion
+    record.model = lifecycle.judge(run.pipeline, record, registry, champion, run.kernels.workers)
+
+
+def release_model(run: RunState) -> None:
+    """Register and promote the judged candidate once (and its refit), as the policy decided. The smoke check
+    runs in one of the run's workers, when it has them. `lifecycle.release` keeps `record.model` as the
+    record from its start, so an interrupt or a registry failure halfway leaves what was done on record."""
+    judge_model(run)
+    record, production = run.record, run.production
+    assert production is not None
+    if record.model is None or run.released or record.first_problem is not None:
+        return
+    if record.options.get("deploy_only"):  # the champion as it is: nothing to register
+        return
+    run.released = True
     registry, champion, workers = production.registry, production.champion, run.kernels.workers
-    lifecycle.release(pipeline, record, run.run_dir, registry, champion, workers, say=run.observer.step)
+    lifecycle.release(run.pipeline, record, run.run_dir, registry, champion, workers, say=run.observer.step)
 
 
 def settle_data(pipeline: Pipeline, record: RunRecord, drops: list[intake.Drop], redact: Redactor) -> None:
@@ -742,7 +764,8 @@ def finish_run(pipeline: Pipeline, record: RunRecord, started: float) -> None:
     """The run's status, decided here and nowhere else (README, "How a run ends"):
 
         cancelled     Ctrl-C or SIGTERM arrived before the outcome was decided (set when it came)
-        gate_failed   the first stage that did not succeed was stopped by its gates
+        gate_failed   the first stage that did not succeed was stopped by its gates; or the promotion
+                      policy refused the model (`model.decision`)
         failed        a stage failed; or the registry, a write or the runner itself failed (`error`); or a
                       full run of a pipeline with a model registered none; or a stage never finished
         succeeded     none of the above
@@ -761,10 +784,18 @@ def finish_run(pipeline: Pipeline, record: RunRecord, started: float) -> None:
         record.status = "failed"
     elif unfinished:
         record.status, record.error = "failed", f"stages {', '.join(unfinished)} never finished"
+    elif verdict(record) == "refuse":  # the promotion policy refused it: ends as a refused gate does
+        record.status = "gate_failed"
     elif (missing := no_model_registered(pipeline, record)) is not None:
         record.status, record.error = "failed", missing
     else:
         record.status = "succeeded"
+
+
+def verdict(record: RunRecord) -> str | None:
+    """The promotion policy's verdict on the run's model (promote, hold, refuse), or None without one."""
+    model = record.model
+    return model.decision.verdict if model is not None and model.decision is not None else None
 
 
 def no_model_registered(pipeline: Pipeline, record: RunRecord) -> str | None:
@@ -772,6 +803,8 @@ def no_model_registered(pipeline: Pipeline, record: RunRecord) -> str | None:
     if pipeline.model is None or record.mode != "full" or record.options.get("only"):
         return None
     if record.model is not None and record.model.version is not None:
+        return None
+    if verdict(record) in ("refuse", "hold"):  # registers nothing on purpose, or keeps the champion
         return None
     said = f" ({record.model.detail})" if record.model is not None and record.model.detail else ""
     return f"the run registered no model{said}: its new data is kept for the next run"

@@ -157,7 +157,8 @@ class ModelRecord:
 
     name: str
     action: Literal["registered", "unchanged", "not_registered"] = "not_registered"
-    version: str | None = None
+    version: str | None = None  # the version that ships: the refit, when the pipeline refits
+    evaluated: str | None = None  # with a refit: the evaluated model's version, registered beside it
     champion_before: str | None = None
     champion_after: str | None = None
     promoted: bool = False

@@ -1,14 +1,15 @@
 """Run records built by hand, one per outcome a team reads: promoted, promoted while worse within the margin,
-held, refused by the data (quarantined), refused by a model gate, failed, cancelled. Used by the channel tests
+held (the decision's interval in words), refused by the promotion policy, refused by the data (quarantined),
+refused by a model gate, failed, cancelled. Used by the channel tests
 (every surface states the same facts) and the notification tests (delivery)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from runner.production.promotion import Comparison, Policy, decide
 from runner.records import (
     DataRecord,
-    Decision,
     GateResult,
     KeyMetric,
     MetricFormat,
@@ -106,37 +107,24 @@ def promoted() -> RunRecord:
     return record("succeeded", stages, model(), data=data)
 
 
+def comparison(difference: float, low: float, high: float, champion: float = 0.084) -> Comparison:
+    """Paired rows of 4 backtests of 8 weeks of 7 departments, summed up."""
+    return Comparison(champion + difference, champion, difference, low, high, 0.9, 224, 32, 4)
+
+
 def promoted_worse() -> RunRecord:
-    decision = Decision(
-        "non_inferior",
-        "promote",
-        "v13 promoted: 0.2 points worse, within the margin of 0.5 (interval 0.6 worse to 0.2 better)",
-        0.002,
-        -0.002,
-        0.006,
-        0.9,
-        0.005,
-        True,
-    )
+    policy = Policy("non_inferior", margin=0.005)
+    decision = decide(policy, comparison(0.002, -0.002, 0.004), KEY, who="v13")
     stages = [validate(), stage("train"), evaluate(0.086), stage("deploy")]
     return record("succeeded", stages, model(metrics={"wape": 0.086, "mae": 3800.0}, decision=decision))
 
 
 def held() -> RunRecord:
-    decision = Decision(
-        "superior",
-        "hold",
-        "v12 held: the new model is 0.3 points better, but the 90% interval runs from 0.9 better to 0.4"
-        " worse",
-        -0.003,
-        -0.009,
-        0.004,
-        0.9,
-    )
+    decision = decide(Policy("superior"), comparison(-0.003, -0.009, 0.004), KEY, who="v13")
     found = model(
         promoted=False,
         champion_after="12",
-        detail="registered as version 13; held by the policy",
+        detail="registered as version 13; held by the promotion policy: the champion stays",
         decision=decision,
         metrics={"wape": 0.081, "mae": 3600.0},
     )
@@ -147,6 +135,29 @@ def held() -> RunRecord:
         stage("deploy", "skipped", 0.0, skip_reason="not run"),
     ]
     return record("succeeded", stages, found)
+
+
+def refused_by_policy() -> RunRecord:
+    """Every gate passed, but the promotion policy refused the model: wholly worse beyond the margin."""
+    policy = Policy("non_inferior", margin=0.005)
+    decision = decide(policy, comparison(0.012, 0.008, 0.016), KEY)
+    found = model(
+        action="not_registered",
+        version=None,
+        promoted=False,
+        champion_after="12",
+        detail="refused by the promotion policy: nothing was registered",
+        smoke_check=None,
+        decision=decision,
+        metrics={"wape": 0.096, "mae": 4100.0},
+    )
+    stages = [
+        validate(),
+        stage("train"),
+        evaluate(0.096),
+        stage("deploy", "skipped", 0.0, skip_reason="not run"),
+    ]
+    return record("gate_failed", stages, found)
 
 
 def refused_data() -> RunRecord:
@@ -250,6 +261,7 @@ OUTCOMES = {
     "promoted": promoted,
     "promoted_worse": promoted_worse,
     "held": held,
+    "refused_by_policy": refused_by_policy,
     "refused_data": refused_data,
     "refused_model": refused_model,
     "failed": failed,

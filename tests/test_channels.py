@@ -26,6 +26,7 @@ from runner.secrets import NO_SECRETS
 from tests.outcome_records import OUTCOMES
 
 pytestmark = pytest.mark.unit
+STATE_OF = {"refused_by_policy": "refused_model"}  # the records whose name is not their state
 
 
 def plain(text: str) -> str:
@@ -88,7 +89,7 @@ def channels(name: str, tmp_path: Path) -> tuple[Outcome, dict[str, str]]:
 @pytest.mark.parametrize("name", list(OUTCOMES))
 def test_every_channel_states_the_same_facts(name: str, tmp_path: Path) -> None:
     outcome, texts = channels(name, tmp_path)
-    assert outcome.state == name
+    assert outcome.state == STATE_OF.get(name, name)
     for channel, text in texts.items():
         said = f"{channel} of a {name} run"
         assert plain(outcome.headline) in text, said
@@ -104,6 +105,31 @@ def test_every_channel_states_the_same_facts(name: str, tmp_path: Path) -> None:
             assert "sales-2012-04-13.csv" in text and "not a number" in text, said
         if outcome.failure is not None:
             assert plain(outcome.failure.message) in text, said
+
+
+@pytest.mark.parametrize("name", ["held", "promoted_worse", "refused_by_policy"])
+def test_every_channel_states_the_decision_and_its_interval(name: str, tmp_path: Path) -> None:
+    """The promotion policy's verdict in a manager's words, the interval with it, on every surface."""
+    outcome, texts = channels(name, tmp_path)
+    interval = re.search(r"the 90% interval runs from [^:,]+", outcome.decision)
+    assert interval is not None, outcome.decision
+    for channel, text in texts.items():
+        assert plain(outcome.decision) in text and interval.group(0) in text, channel
+    page = plain((tmp_path / "reports" / "index.html").read_text())
+    assert interval.group(0) in page  # the history's row
+
+
+def test_the_held_sentence() -> None:
+    outcome = outcome_of(OUTCOMES["held"]())
+    assert outcome.reason == (
+        "v13 held: the new model is 0.3 points better, but the 90% interval runs from 0.9 better to 0.4 worse"
+    )
+    worse = outcome_of(OUTCOMES["promoted_worse"]())
+    assert worse.state == "promoted_worse" and worse.colour == "amber"
+    assert worse.reason.startswith("v13 promoted: the new model is 0.2 points worse")
+    refused = outcome_of(OUTCOMES["refused_by_policy"]())
+    assert refused.headline.startswith("demand-forecast: new model refused by the promotion policy")
+    assert refused.reason.startswith("Refused: the new model is 1.2 points worse")
 
 
 @pytest.mark.parametrize("name", list(OUTCOMES))
@@ -122,6 +148,7 @@ def test_states_words_and_colours() -> None:
         "promoted": ("Promoted", "green"),
         "promoted_worse": ("Promoted, worse within the margin", "amber"),
         "held": ("Held", "amber"),
+        "refused_by_policy": ("Refused: the model", "red"),
         "refused_data": ("Refused: the data", "red"),
         "refused_model": ("Refused: the model", "red"),
         "failed": ("Failed", "red"),

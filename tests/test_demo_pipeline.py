@@ -39,7 +39,7 @@ def test_demo_pipeline_trains_a_real_forecast(demo_first_run: tuple[Path, dict])
     demo_project, result = demo_first_run
     assert result["code"] == 0, result["output"][-3000:]
     record = latest_run(demo_project)
-    assert [stage["status"] for stage in record["stages"].values()] == ["succeeded"] * 5
+    assert [stage["status"] for stage in record["stages"].values()] == ["succeeded"] * 6
     validate, train, evaluate = (
         record["stages"][name]["scraps"] for name in ("validate", "train", "evaluate")
     )
@@ -52,10 +52,12 @@ def test_demo_pipeline_trains_a_real_forecast(demo_first_run: tuple[Path, dict])
         page = (run_dir / f"{name}.html").read_text()
         assert "<script src=" not in page and "https://" not in page.split("<body", 1)[-1].split("<a ", 1)[0]
     assert (demo_project / "mlruns" / "mlflow.db").is_file()  # the embedded tracking store, no server
-    model = record["model"]
-    assert (model["version"], model["promoted"], model["smoke_check"]["passed"]) == ("1", True, True)
+    model = record["model"]  # version 1 was evaluated, version 2 is its refit on every week: it ships
+    assert (model["evaluated"], model["version"], model["promoted"]) == ("1", "2", True)
+    assert model["smoke_check"]["passed"] and "of the refit within" in model["smoke_check"]["detail"]
+    assert record["stages"]["refit"]["scraps"]["data_until"] == "2012-03-30"  # the newest week of the history
     deploy = record["stages"]["deploy"]["scraps"]
-    assert deploy["deployed_version"] == "1" and deploy["bundle_loads"] is True
+    assert deploy["deployed_version"] == "2" and deploy["bundle_loads"] is True
     bundle = demo_project / deploy["serving_path"]
     assert (bundle / "model" / "MLmodel").is_file() and (bundle / "metadata.json").is_file()
     assert len((bundle / "forecast.csv").read_text().splitlines()) == 1 + 4 * 7
@@ -107,15 +109,15 @@ def test_demo_gate_failing_on_purpose_exits_3(demo_project: Path, capsys):
 def test_drift_is_weighed_by_the_champion_and_published_pages_hold_no_machine_path(
     demo_project: Path, tmp_path: Path
 ):
-    """The two runs above: the first had no champion, the second was judged against version 1 (the first's
-    model). Drift is weighed equally, then by version 1's importance; every page in reports/ and every file
-    `retrain github pages` would publish is free of the machine's paths."""
+    """The two runs above: the first had no champion, the second was judged against version 2 (the first's
+    refit, the champion). Drift is weighed equally, then by version 2's importance; every page in reports/
+    and every file `retrain github pages` would publish is free of the machine's paths."""
     runs = [json.loads(path.read_text()) for path in sorted((demo_project / "reports").glob("*/run.json"))]
     assert len(runs) >= 2, "runs after test_demo_gate_failing_on_purpose_exits_3 on the module's copy"
     first, second = (record["stages"]["validate"]["scraps"] for record in runs[:2])
     assert first["drift_weighing"].startswith("Features weighed equally: there is no champion yet")
-    assert "by the champion's feature importance (version 1," in second["drift_weighing"]
-    logged = runs[0]["stages"]["train"]["scraps"]["feature_importance"]  # what version 1's training logged
+    assert "by the champion's feature importance (version 2," in second["drift_weighing"]
+    logged = runs[0]["stages"]["refit"]["scraps"]["feature_importance"]  # what version 2's refit logged
     assert sum(logged.values()) == pytest.approx(1.0)
     rows = [dict(zip(second["drift"]["columns"], row, strict=True)) for row in second["drift"]["rows"]]
     by_feature = {row["feature"]: row for row in rows}

@@ -21,7 +21,7 @@ from runner.engine import intake
 from runner.engine.config import load_pipeline
 from runner.errors import exit_code_for_status
 from runner.pipeline import finish_run
-from runner.records import ModelRecord, RunRecord, StageRecord
+from runner.records import Decision, ModelRecord, RunRecord, StageRecord
 from tests.conftest import assert_reports_readable, eventually, kernels_in, temp_files
 
 MODEL_PIPELINE = """\
@@ -39,6 +39,10 @@ model:
   metrics: train
   deploy: [deploy]
 """
+
+
+REFUSED = Decision("non_inferior", "refuse", "Refused: worse by more than the margin")
+HELD = Decision("non_inferior", "hold", "Held: it may be worse by more than the margin")
 
 
 def run_record(pipeline, mode: str = "full") -> RunRecord:
@@ -75,6 +79,12 @@ def test_the_outcome_rule(make_project) -> None:
         (with_model, settled(with_model, statuses=("gate_failed", "skipped")), "gate_failed", False),
         (with_model, settled(with_model, statuses=("succeeded", "pending"), version="3"), "failed", False),
         (with_model, settled(with_model, mode="evaluate", version=None), "succeeded", False),
+        # the promotion policy: a refusal registers nothing on purpose and ends as a refused gate does; a
+        # held model is registered beside the champion, which stays
+        (with_model, settled(with_model, decision=REFUSED), "gate_failed", False),
+        (with_model, settled(with_model, version="3", decision=HELD), "succeeded", True),
+        (with_model, settled(with_model, decision=HELD), "succeeded", False),
+        (with_model, settled(with_model, version="3", decision=REFUSED, error="x"), "failed", False),
         (without, settled(without), "succeeded", True),
         (without, settled(without, statuses=("failed", "skipped")), "failed", False),
     ]

@@ -13,7 +13,21 @@ from pathlib import Path
 import pytest
 
 from runner.commands import main
-from tests.conftest import IN_WORKERS, ON_THE_SERVER, aliases, free_port, make_model_project, spawn_run
+from tests.conftest import (
+    IN_WORKERS,
+    ON_THE_SERVER,
+    TOY_MODEL_PIPELINE,
+    aliases,
+    free_port,
+    make_model_project,
+    spawn_run,
+)
+
+
+def points(weeks: int) -> str:
+    """The toy's data with a week column: 8 points a week, y = 2x give or take 0.5."""
+    rows = [f"{x},{2 * x + (1 if x % 2 else -1) * 0.5},{(x - 1) // 8 + 1}" for x in range(1, 8 * weeks + 1)]
+    return "x,y,week\n" + "\n".join(rows) + "\n"
 
 
 def run(capsys: pytest.CaptureFixture[str], pipeline: Path, *args: str) -> tuple[int, dict, str]:
@@ -96,6 +110,70 @@ def test_register_promote_dedupe_smoke_check_and_roll_back(store, tmp_path, caps
     code, said = command(capsys, "promote", "3", str(pipeline))
     assert code == 1 and "smoke check failed" in said
     assert aliases(pipeline, name)["champion"] == "2"
+
+
+# The toy with a promotion policy and a refit: the evaluate stage records paired rows (each week an origin),
+# the refit stage trains the same factor on every week; deploy comes after the refit.
+WITH_POLICY = (
+    TOY_MODEL_PIPELINE.replace(
+        "  deploy:\n    notebook: notebooks/deploy.ipynb\n    needs: [evaluate]\n",
+        "  refit:\n    notebook: notebooks/refit.ipynb\n    needs: [evaluate]\n"
+        "  deploy:\n    notebook: notebooks/deploy.ipynb\n    needs: [refit]\n",
+    )
+    .replace('      - "wape <= champion.wape * 1.5"\n', "")
+    .replace(
+        '  smoke_check: {{score: "notebooks.toy_scores:wape"}}\n',
+        '  smoke_check: {{score: "notebooks.toy_scores:wape", refit_tolerance: 0.01,'
+        " max_seconds: 600}}\n"
+        "  promotion_policy: {{rule: non_inferior, margin: 0.01}}\n"
+        "  refit: refit.model_uri\n",
+    )
+)
+
+
+@pytest.mark.e2e
+def test_the_policy_ships_a_refit_that_saw_the_latest_week_and_refuses_worse(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    pipeline, name = make_model_project(tmp_path)
+    pipeline.write_text(WITH_POLICY.format(name=name, promotion="auto", warmup=""))
+    (pipeline.parent / "data" / "points.csv").write_text(points(5))  # 5 weeks: each an origin of a backtest
+
+    code, first, out = run(capsys, pipeline)
+    assert code == 0, out
+    model = first["model"]
+    assert (model["evaluated"], model["version"], model["champion_after"]) == ("1", "2", "2")
+    assert model["decision"]["sentence"] == "v2 promoted: the first champion"
+    assert "predictions of the refit within 0.01 of the evaluated model's" in model["smoke_check"]["detail"]
+    assert first["stages"]["refit"]["scraps"]["data_until"] == 5
+    assert first["stages"]["deploy"]["scraps"]["deployed_version"] == "2"  # what serving holds: the refit
+    assert aliases(pipeline, name) == {"champion": "2", "challenger": "2"}
+
+    (pipeline.parent / "data" / "points.csv").write_text(points(6))  # a new week arrives
+    code, second, out = run(capsys, pipeline)
+    assert code == 0, out
+    model = second["model"]
+    assert (model["evaluated"], model["version"], model["champion_after"]) == ("3", "4", "4")
+    assert model["promoted"] and model["decision"]["verdict"] == "promote"
+    assert "scores as the champion" in model["decision"]["sentence"]  # the same factor on the same weeks
+    assert second["stages"]["refit"]["scraps"]["data_until"] == 6  # the production model saw the latest week
+    assert second["stages"]["deploy"]["scraps"]["deployed_version"] == "4"
+    from runner.production.registry import Registry
+    from runner.project import tracking_uri
+
+    registry = Registry(tracking_uri(pipeline.parent), name, lock_dir=pipeline.parent / "mlruns")
+    refit, evaluated = registry.get("4"), registry.get("3")
+    assert refit is not None and evaluated is not None
+    assert refit.lineage("refit_of") == "3" and evaluated.lineage("refit") == "4"  # linked both ways
+    assert refit.metrics["wape"] == evaluated.metrics["wape"]  # judged by the evaluation's numbers
+
+    code, worse, out = run(capsys, pipeline, "-p", "factor=2.5")
+    assert code == 3, out
+    model = worse["model"]
+    assert worse["status"] == "gate_failed" and model["decision"]["verdict"] == "refuse"
+    assert model["version"] is None and model["champion_after"] == "4"
+    assert [worse["stages"][stage]["status"] for stage in ("refit", "deploy")] == ["skipped", "skipped"]
+    assert "Refused: the new model is" in out and "wholly beyond the margin" in out
+    assert aliases(pipeline, name) == {"champion": "4", "previous": "2", "challenger": "4"}
 
 
 @pytest.mark.e2e

@@ -34,6 +34,7 @@ from runner.engine.params import (
     resolve,
 )
 from runner.errors import ConfigError, Problem, did_you_mean
+from runner.paired import Policy
 from runner.project import REPORTS_DIR, outside_project
 from runner.records import KeyMetric, MetricFormat
 from runner.secrets import Redactor, secret_names
@@ -105,6 +106,9 @@ class SmokeCheckSpec(BaseModel):
     score: str | None = None
     tolerance: float = Field(default=1e-6, ge=0, description="relative difference allowed")
     max_seconds: float = Field(default=30, gt=0, description="loading and predicting the sample")
+    # with `model.refit`: how far the refit's predictions on the sample may be from the evaluated model's
+    # (relative difference, largest over the rows): it learned from more data, so it differs, but not wildly
+    refit_tolerance: float | None = Field(default=None, gt=0, description="relative difference allowed")
 
     @model_validator(mode="before")
     @classmethod
@@ -117,6 +121,25 @@ class SmokeCheckSpec(BaseModel):
             if "metric" in data:
                 data.setdefault("score", data.pop("metric"))
         return data
+
+
+class PromotionPolicySpec(BaseModel):
+    """`model.promotion_policy`: when the challenger may replace the champion, judged on paired rows of
+    backtests with a bootstrap interval (runner/paired.py; the decision: runner/production/promotion.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rule: Literal["superior", "non_inferior", "threshold"] = "non_inferior"
+    margin: float | None = Field(default=None, ge=0, description="in the key metric's units")
+    relative_margin: float | None = Field(default=None, ge=0, description="a share of the champion's value")
+    confidence: float = Field(default=0.9, gt=0.5, lt=1)
+    block: int = Field(default=1, ge=1, description="consecutive periods resampled together")
+    resamples: int = Field(default=2000, ge=100, le=100_000)
+
+    def policy(self) -> Policy:
+        return Policy(
+            self.rule, self.margin, self.relative_margin, self.confidence, self.block, self.resamples
+        )
 
 
 class ModelSpec(BaseModel):
@@ -136,6 +159,13 @@ class ModelSpec(BaseModel):
         return [MetricFormatSpec(name=item) if isinstance(item, str) else item for item in self.show_metrics]
 
     promotion: Literal["auto", "manual"] = "auto"
+    # how sure the evidence must be before the champion is replaced; None: the gates alone decide
+    promotion_policy: PromotionPolicySpec | None = None
+    # <stage>.<scrap>: once the gates pass and the policy promotes, this stage refits the evaluated settings
+    # on all the data; its model is the one registered as the champion, smoke-checked and deployed
+    refit: (
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*\.[A-Za-z_][A-Za-z0-9_]*$")] | None
+    ) = None
     deploy: list[StageName] = Field(default_factory=list)  # stages run after promotion, with the new champion
     data: list[str] = Field(default_factory=list)  # globs: the files whose contents fingerprint the data
     smoke_check: SmokeCheckSpec = Field(default_factory=SmokeCheckSpec)
@@ -147,6 +177,14 @@ class ModelSpec(BaseModel):
     @property
     def candidate_scrap(self) -> str:
         return self.candidate.partition(".")[2]
+
+    @property
+    def refit_stage(self) -> str | None:
+        return self.refit.partition(".")[0] if self.refit else None
+
+    @property
+    def refit_scrap(self) -> str:
+        return self.refit.partition(".")[2] if self.refit else ""
 
 
 class SlackSpec(BaseModel):
@@ -355,6 +393,8 @@ def _section_model(loc: list[int | str]) -> type[BaseModel]:
     }
     if loc[0] == "model" and len(loc) > 2 and loc[1] == "smoke_check":
         return SmokeCheckSpec
+    if loc[0] == "model" and len(loc) > 2 and loc[1] == "promotion_policy":
+        return PromotionPolicySpec
     return sections.get(loc[0], StageSpec)
 
 
@@ -674,6 +714,65 @@ def _check_model(file: str, model: ModelSpec, spec: PipelineSpec) -> list[Proble
             users = ", ".join(needed_by) or stage
             message = f"deploy stage '{stage}' runs after promotion, but {users} needs it before"
             problems.append(Problem(file, f"model.deploy[{index}]", message, "deploy only the last stages"))
+    problems.extend(_check_refit(file, model, spec))
+    problems.extend(_check_policy(file, model))
+    return problems
+
+
+def _check_refit(file: str, model: ModelSpec, spec: PipelineSpec) -> list[Problem]:
+    """The refit stage runs once the model is judged and before it is registered: after the stages that
+    judge it, before the deploy stages, and with a declared tolerance for its smoke check."""
+    stage = model.refit_stage
+    if stage is None:
+        return []
+    if stage not in spec.stages:
+        fix = did_you_mean(stage, list(spec.stages)) or f"stages: {', '.join(spec.stages)}"
+        return [Problem(file, "model.refit", f"unknown stage '{stage}'", fix)]
+    needs = {name: item.needs for name, item in spec.stages.items()}
+    problems = []
+    before = graph.upstream_of(stage, needs)
+    judged = [name for name in (model.candidate_stage, model.metrics) if name not in before]
+    if judged:
+        message = f"refit stage '{stage}' runs once the model is judged, but it does not need {judged[0]}"
+        problems.append(Problem(file, "model.refit", message, f"add {judged[0]} to stages.{stage}.needs"))
+    if stage in model.deploy:
+        problems.append(
+            Problem(file, "model.refit", f"'{stage}' is a deploy stage", "refit before deploying")
+        )
+    after = sorted(name for name in graph.downstream_of(stage, needs) if name not in model.deploy)
+    if after:
+        message = f"refit stage '{stage}' runs after the model is judged, but {', '.join(after)} needs it"
+        problems.append(Problem(file, "model.refit", message, "only deploy stages may come after the refit"))
+    for index, deploy in enumerate(model.deploy):
+        if deploy in spec.stages and stage not in graph.upstream_of(deploy, needs):
+            message = f"deploy stage '{deploy}' deploys the refit, so it must run after '{stage}'"
+            problems.append(Problem(file, f"model.deploy[{index}]", message, f"add {stage} to its needs"))
+    if model.smoke_check.refit_tolerance is None:
+        message = "a refit model is smoke-checked against the evaluated one: declare how far it may differ"
+        fix = "e.g. refit_tolerance: 0.5 (the largest relative difference of a prediction)"
+        problems.append(
+            Problem(file, "model.smoke_check.refit_tolerance", "required with model.refit: " + message, fix)
+        )
+    return problems
+
+
+def _check_policy(file: str, model: ModelSpec) -> list[Problem]:
+    policy = model.promotion_policy
+    if policy is None:
+        return []
+    where, problems = "model.promotion_policy", []
+    if model.key_metric is None:
+        message = "a promotion policy compares the key metric: declare model.key_metric (name, better)"
+        problems.append(Problem(file, where, message))
+    given = [name for name in ("margin", "relative_margin") if getattr(policy, name) is not None]
+    if policy.rule == "superior" and given:
+        message = f"the superior rule takes no {given[0]}: it promotes only a model better beyond doubt"
+        problems.append(Problem(file, f"{where}.{given[0]}", message, "use rule: non_inferior for a margin"))
+    elif policy.rule != "superior" and len(given) != 1:
+        said = "both margin and relative_margin" if given else "no margin"
+        message = f"the {policy.rule} rule needs one margin, got {said}"
+        fix = "margin: 0.005 (in the key metric's units) or relative_margin: 0.02 (2% of the champion's)"
+        problems.append(Problem(file, where, message, fix))
     return problems
 
 

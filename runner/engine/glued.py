@@ -1,11 +1,11 @@
 """What a notebook records, read from its code without running it: the names of its scraps.
 
-`retrain check` uses it to catch a gate, `model.candidate`, `model.key_metric` or `champion.*` that names a
-scrap no notebook records ("did you mean 'wape'?"), which would otherwise surface only when the run gets
-there. A call counts when it is `glue(...)` through any name (`sb.glue`, `scrapbook.glue`, the notebook
-library's `nb.glue`) with the scrap's name as a literal string; `record_predictions(...)` records
-`predictions`. A name built at run time (an f-string, a variable) makes the notebook's list incomplete, and
-then nothing is reported for it.
+`retrain check` uses it to catch a gate, `model.candidate`, `model.refit`, `model.key_metric`, `champion.*` or
+a promotion policy that names a scrap no notebook records ("did you mean 'wape'?"), which would otherwise
+surface only when the run gets there. A call counts when it is `glue(...)` through any name (`sb.glue`,
+`scrapbook.glue`, the notebook library's `nb.glue`) with the scrap's name as a literal string;
+`record_predictions(...)` records `predictions`, `record_paired(...)` records `paired`. A name built at run
+time (an f-string, a variable) makes the notebook's list incomplete, and then nothing is reported for it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from runner.engine.gates import GateSyntaxError, parse_gate
 from runner.engine.notebook_json import code_cells
 from runner.errors import Problem, did_you_mean
+from runner.paired import PAIRED  # the scrap `runner.nb.record_paired` glues, the decision reads
 
 if TYPE_CHECKING:
     from runner.engine.config import PipelineSpec
@@ -54,6 +55,8 @@ def glued_names(notebook: Path) -> Glued:
             called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
             if called == "record_predictions":
                 names.add(PREDICTIONS)
+            if called == "record_paired":
+                names.add(PAIRED)
             if called != "glue":
                 continue
             name = _first_argument(node)
@@ -122,6 +125,11 @@ def scrap_name_problems(file: str, root: Path, spec: PipelineSpec) -> list[Probl
             missing("model.key_metric.name", model.metrics, model.key_metric.name, "names")
         for index, shown in enumerate(model.shown):
             missing(f"model.show_metrics[{index}]", model.metrics, shown.name, "names")
+        if model.refit_stage is not None:
+            missing("model.refit", model.refit_stage, model.refit_scrap, "names")
+        policy = model.promotion_policy
+        if policy is not None and policy.rule != "threshold":
+            missing("model.promotion_policy", model.metrics, PAIRED, "compares the paired rows")
     return problems
 
 

@@ -11,11 +11,23 @@
     header = nb.check_file(path, name, problems)   # encoding, binary, delimiter, header, rows, last line
     nb.drift.drift_table(reference, current, numeric=[...], categorical=[...], weights=..., trending=[...])
     nb.importance.champion_weighing(champion_uri, ROOT)   # the champion's feature importance, to weigh drift
+    nb.backtest_origins(weeks, horizon=8, count=4)   # rolling origins, newest first
+    nb.recorded_params(champion_uri)           # the settings the champion was trained with (its MLflow run)
+    nb.record_paired(rows, origin=..., period=..., actual=..., prediction=..., champion=...)
+    nb.compare(paired, score)                  # the difference and its interval, under the pipeline's policy
 
 The names the runner reads from what notebooks record are listed in README.md ("What the runner reads").
 """
 
 from runner.nb import drift, importance
+from runner.nb.compare import (
+    backtest_origins,
+    compare,
+    paired_table,
+    promotion_policy,
+    record_paired,
+    recorded_params,
+)
 from runner.nb.figures import show
 from runner.nb.files import FILE_RULES, PROBLEM_COLUMNS, Problems, check_file, count_lines, first_non_utf8
 from runner.nb.glue import PREDICTIONS, GlueError, glue, record_predictions
@@ -27,14 +39,20 @@ __all__ = [
     "PROBLEM_COLUMNS",
     "GlueError",
     "Problems",
+    "backtest_origins",
     "check_file",
+    "compare",
     "count_lines",
     "drift",
     "first_non_utf8",
     "glue",
     "importance",
+    "paired_table",
     "products",
+    "promotion_policy",
+    "record_paired",
     "record_predictions",
+    "recorded_params",
     "root",
     "show",
 ]

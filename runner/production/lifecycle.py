@@ -1,10 +1,14 @@
-"""The model's way to production: register, promote, smoke check, roll back.
+"""The model's way to production: judge, refit, register, promote, smoke check, roll back.
 
-    gates passed -> fingerprint (data files + notebooks' code + parameters) -> already registered? reuse it
-    -> register (lineage tags, `challenger`) -> promotion policy: manual stops here, auto moves `champion`
-    (compare-and-set against the champion the run started with; the old one becomes `previous`)
-    -> smoke check: load models:/<name>@champion fresh, predict the evaluate stage's sample, compare
-    -> failed: roll `champion` back to where it was, tag the version with why, fail the run.
+    gates passed -> judge: fingerprint (data files + notebooks' code + parameters): already registered? reuse
+    it; the promotion policy's decision on the paired rows of the backtests (promotion.py): promote, hold or
+    refuse -> the refit stage, when the pipeline has one and the decision promotes (the evaluated settings
+    trained on all the data) -> register (lineage tags, `challenger`; the evaluated model and its refit,
+    linked) -> refuse: nothing is registered; hold: the champion stays; manual: stops here; auto: `champion`
+    moves to the refit, or to the evaluated model (compare-and-set against the champion the run started
+    with; the old one becomes `previous`) -> smoke check: load models:/<name>@champion fresh, predict the
+    evaluate stage's sample, compare (a refit: within `refit_tolerance` of the evaluated model's
+    predictions, and finite) -> failed: roll `champion` back, tag the version with why, fail the run.
 
 The smoke check's state is a tag of the version (`retrain.smoke_check`), so that it survives a kill: `pending`
 is set before the alias moves, `passed: ...` or `smoke check failed: ...` once the check has spoken. A run
@@ -25,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +39,7 @@ from runner.engine.notebook_json import code_cells
 from runner.errors import RetrainError, UsageError
 from runner.interrupts import shielded
 from runner.mlflow_http import bounded_http
-from runner.production import smoke, store
+from runner.production import promotion, smoke, store
 from runner.production.registry import (
     CHAMPION,
     LINEAGE,
@@ -48,7 +53,7 @@ from runner.production.registry import (
     describe,
 )
 from runner.project import MLFLOW_DIR, PRODUCTS_DIR, REPORTS_DIR, tracking_uri
-from runner.records import ChampionRecheck, ModelRecord, RunRecord, SmokeCheck
+from runner.records import ChampionRecheck, Decision, ModelRecord, RunRecord, SmokeCheck
 
 SMOKE_CHECK = f"{LINEAGE}smoke_check"  # where the check stands: pending, passed: ..., smoke check failed: ...
 PENDING, PASSED, FAILED = "pending", "passed", "smoke check failed"
@@ -98,6 +103,107 @@ def _file_digest(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
+def judge(
+    pipeline: Pipeline,
+    record: RunRecord,
+    registry: Registry,
+    champion: Version | None,
+    workers: Workers = IN_THIS_PROCESS,
+) -> ModelRecord:
+    """What the run's model is before anything is registered: its metrics beside the champion's, whether a
+    version already holds it (same data, code and parameters), and the promotion policy's decision."""
+    model = pipeline.model
+    assert model is not None
+    result = ModelRecord(name=model.name, champion_before=champion.version if champion else None)
+    result.champion_after = result.champion_before
+    result.metrics = numeric_scraps(record.stages[model.metrics].scraps)
+    scraps = {name: stage.scraps for name, stage in record.stages.items()}
+    result.champion_metrics = numeric_scraps(champion_scope(champion, scraps) or {})
+    result.champion_params = champion_params(champion)
+    if record.mode == "full":
+        started = time.monotonic()
+        existing = registry.find_by_fingerprint(fingerprints(pipeline)["fingerprint"])
+        result.seconds["fingerprint"] = round(time.monotonic() - started, 3)
+        if existing is not None:
+            result.action, result.version = "unchanged", existing.version
+            result.detail = (
+                f"version {existing.version} already holds this model (same data, code and parameters):"
+                " not registered again"
+            )
+            if champion is not None and existing.version == champion.version:
+                return result  # the champion itself: there is nothing to decide
+    result.decision = decision(pipeline, record, champion, result, workers)
+    if result.decision is not None and result.version is not None:
+        result.decision = promotion.named(result.decision, result.version)
+    return result
+
+
+def decision(
+    pipeline: Pipeline, record: RunRecord, champion: Version | None, result: ModelRecord, workers: Workers
+) -> Decision | None:
+    """The promotion policy's verdict (None: the pipeline has none, and the gates alone decide)."""
+    model, key = pipeline.model, pipeline.key_metric
+    assert model is not None
+    if model.promotion_policy is None or key is None:
+        return None
+    policy = model.promotion_policy.policy()
+    if champion is None:
+        return promotion.decide(policy, None, key)
+    paired = record.stages[model.metrics].scraps.get(promotion.PAIRED)
+    comparison = None
+    if isinstance(paired, dict):
+        started = time.monotonic()
+        score = model.smoke_check.score or key.name
+        try:
+            comparison = compared(paired, score, policy, pipeline.root, workers)
+        except (promotion.PairedError, ValueError, TypeError, WorkerError, WorkerLost) as error:
+            why = f"the paired rows of stage {model.metrics} could not be compared ({error})"[:400]
+            return Decision(policy.rule, "hold", f"Held: {why}, so the champion stays")
+        result.seconds["compare"] = round(time.monotonic() - started, 3)
+    challenger, theirs = result.metrics.get(key.name), result.champion_metrics.get(key.name)
+    return promotion.decide(policy, comparison, key, challenger=challenger, champion=theirs)
+
+
+COMPARE_TIMEOUT_S = 300
+
+
+def compared(
+    paired: dict[str, Any], score: str, policy: promotion.Policy, root: Path, workers: Workers
+) -> promotion.Comparison:
+    """The paired comparison, in one of the run's workers when it has them: the score may be the project's
+    own function, whose module imports what the runner itself never does (pandas, say)."""
+    job: dict[str, Any] = {"paired": paired, "score": score, "policy": asdict(policy), "root": str(root)}
+    if workers.elsewhere(None):
+        found = workers.call(compare_in_worker, needs=None, timeout_s=COMPARE_TIMEOUT_S, cwd=root, **job)
+    else:
+        found = compare_in_worker(**job)
+    return promotion.Comparison(**found)
+
+
+def compare_in_worker(
+    paired: dict[str, Any], score: str, policy: dict[str, Any], root: str
+) -> dict[str, Any]:
+    """In a worker (or here): the comparison of the paired rows, as a plain dict."""
+    from runner.production import scores
+
+    found = promotion.compare(paired, scores.resolve(score, Path(root)), promotion.Policy(**policy))
+    return found.to_json()
+
+
+def refit_reason(record: RunRecord) -> str | None:
+    """Why the refit stage does not run (None: it runs): it refits only a model on its way to production."""
+    model = record.model
+    if record.mode != "full":
+        return f"not run: mode {record.mode} refits nothing"
+    if model is None:
+        return None
+    if model.action == "unchanged":
+        return f"not run: {model.detail}"
+    if model.decision is not None and model.decision.verdict != "promote":
+        return f"not run: {model.decision.sentence}"
+    return None
+
+
 def release(
     pipeline: Pipeline,
     record: RunRecord,
@@ -107,33 +213,34 @@ def release(
     workers: Workers = IN_THIS_PROCESS,
     say: Say = _quiet,
 ) -> ModelRecord:
-    """Register the run's candidate and, with automatic promotion, make it the champion (or roll back).
+    """Register the judged model (and its refit) and, as the decision and the promotion setting say, make
+    the one that ships the champion (or roll back). Judges the model first unless `record.model` holds it.
 
     The record is `record.model` from the start, so that what was done is on record even when a failure or
     an interrupt stops the release halfway."""
     model = pipeline.model
     assert model is not None
-    result = ModelRecord(name=model.name, champion_before=champion.version if champion else None)
+    result = record.model or judge(pipeline, record, registry, champion, workers)
     record.model = result
-    result.champion_after = result.champion_before
-    result.metrics = numeric_scraps(record.stages[model.metrics].scraps)
     scraps = {name: stage.scraps for name, stage in record.stages.items()}
-    result.champion_metrics = numeric_scraps(champion_scope(champion, scraps) or {})
-    result.champion_params = champion_params(champion)
     unscored = champion_trouble(champion, scraps)
-    compared = f"; {unscored}: compared with its registered metrics" if unscored else ""
+    compared_with = f"; {unscored}: compared with its registered metrics" if unscored else ""
     if record.mode != "full":
-        result.detail = f"mode {record.mode}: the registry is left as it is{compared}"
+        result.detail = f"mode {record.mode}: the registry is left as it is{compared_with}"
         return result
-    uri = record.stages[model.candidate_stage].scraps.get(model.candidate_scrap)
-    if not isinstance(uri, str) or not uri:
-        result.error = (
-            f"stage '{model.candidate_stage}' did not record the model URI '{model.candidate_scrap}'"
-        )
+    verdict = result.decision.verdict if result.decision is not None else "promote"
+    if verdict == "refuse":
+        result.detail = f"refused by the promotion policy: nothing was registered{compared_with}"
+        say(f"model: {result.detail}")
         return result
-    candidate = _register(pipeline, record, registry, uri, result)
+    candidate = _existing_or_registered(pipeline, record, registry, result)
+    if candidate is None:
+        return result
     say(f"model: {result.detail}")
-    result.detail += compared
+    result.detail += compared_with
+    if verdict == "hold":
+        result.detail += "; held by the promotion policy: the champion stays"
+        return result
     rolled_back = candidate.lineage("rolled_back")
     if rolled_back and (champion is None or candidate.version != champion.version):
         # a person (or a smoke check) took it out of production: a rerun on the same data must not undo that
@@ -161,9 +268,12 @@ def release(
     result.promoted, result.champion_after = True, candidate.version
     say(f"model: version {candidate.version} is the champion; smoke check: loading it from the registry")
     sample = run_dir / PRODUCTS_DIR / model.smoke_check.sample
-    metric, root = key_metric_name(pipeline), pipeline.root
+    refit = candidate.lineage("refit_of") is not None
+    spec, metric = smoke_spec(pipeline, refit)
     try:
-        checked = smoke.check(registry, model.smoke_check, sample, metric, result.metrics, root, workers)
+        checked = smoke.check(
+            registry, spec, sample, metric, result.metrics, pipeline.root, workers, refit=refit
+        )
         result.smoke_check = checked
     except KeyboardInterrupt:
         _undo_interrupted(registry, candidate, champion, result)
@@ -179,6 +289,42 @@ def release(
         return result
     _roll_back_failed(registry, candidate, champion, result, model.smoke_check, workers)
     return result
+
+
+def _existing_or_registered(
+    pipeline: Pipeline, record: RunRecord, registry: Registry, result: ModelRecord
+) -> Version | None:
+    """The version that would ship: the one that already holds this model, or the one registered now (the
+    refit, when there is one); None when the stages did not record what to register (`result.error`)."""
+    model = pipeline.model
+    assert model is not None
+    if result.action == "unchanged" and result.version is not None:
+        return registry.get(result.version)
+    uri = record.stages[model.candidate_stage].scraps.get(model.candidate_scrap)
+    refit = refit_model_uri(pipeline, record)
+    # the candidate must be there; the refit only when its stage ran (None: it did not)
+    for stage, scrap, found in (
+        (model.candidate_stage, model.candidate_scrap, uri or ""),
+        (model.refit_stage, model.refit_scrap, refit),
+    ):
+        if found is not None and (not isinstance(found, str) or not found):
+            result.error = f"stage '{stage}' did not record the model URI '{scrap}'"
+            return None
+    assert isinstance(uri, str)
+    version = _register(pipeline, record, registry, uri, refit, result)
+    if result.decision is not None:
+        result.decision = promotion.named(result.decision, version.version)
+    return version
+
+
+def smoke_spec(pipeline: Pipeline, refit: bool) -> tuple[SmokeCheckSpec, str | None]:
+    """The smoke check's settings and the metric it recomputes: a refit learned from more data, so its
+    predictions may differ from the evaluated model's by `refit_tolerance`, and its metric is not compared."""
+    assert pipeline.model is not None
+    spec = pipeline.model.smoke_check
+    if refit and spec.refit_tolerance is not None:
+        return spec.model_copy(update={"tolerance": spec.refit_tolerance}), None
+    return spec, key_metric_name(pipeline)
 
 
 UNDO_BUDGET_S = 2.0  # a cancelled run ends in seconds: a longer rollback is left to the next run
@@ -237,19 +383,17 @@ def as_deployed(name: str, champion: Version | None) -> ModelRecord:
 
 
 def _register(
-    pipeline: Pipeline, record: RunRecord, registry: Registry, uri: str, result: ModelRecord
+    pipeline: Pipeline,
+    record: RunRecord,
+    registry: Registry,
+    uri: str,
+    refit: str | None,
+    result: ModelRecord,
 ) -> Version:
+    """Register the evaluated model and, with a refit, the refit too, each tagged with the other. The version
+    returned is the one that would ship: the refit when there is one."""
     started = time.monotonic()
     prints = fingerprints(pipeline)
-    existing = registry.find_by_fingerprint(prints["fingerprint"])
-    if existing is not None:
-        result.action, result.version = "unchanged", existing.version
-        result.detail = (
-            f"version {existing.version} already holds this model (same data, code and parameters):"
-            " not registered again"
-        )
-        result.seconds["register"] = round(time.monotonic() - started, 3)
-        return existing
     tags = {
         f"{LINEAGE}run_id": record.run_id,
         f"{LINEAGE}git_sha": record.git_sha or "unknown",
@@ -259,11 +403,33 @@ def _register(
         **{f"{LINEAGE}{key}": value for key, value in prints.items()},
         **{f"{METRIC}{key}": repr(value) for key, value in result.metrics.items()},
     }
-    version = registry.register(uri, tags)
+    # the fingerprint goes on the version that ships: an identical later run finds it (the refit)
+    first = {key: value for key, value in tags.items() if not refit or key != f"{LINEAGE}fingerprint"}
+    version = registry.register(uri, first)
     result.action, result.version = "registered", version.version
     result.detail = f"registered as version {version.version}"
+    if refit:
+        evaluated = version
+        version = registry.register(refit, {**tags, f"{LINEAGE}refit_of": evaluated.version})
+        registry.tag(evaluated.version, {f"{LINEAGE}refit": version.version})
+        result.evaluated, result.version = evaluated.version, version.version
+        result.detail = (
+            f"registered as version {evaluated.version} (evaluated) and {version.version} (its settings"
+            " refit on all the data)"
+        )
     result.seconds["register"] = round(time.monotonic() - started, 3)
     return version
+
+
+def refit_model_uri(pipeline: Pipeline, record: RunRecord) -> str | None:
+    """The refit's model URI: None when the pipeline has no refit stage or it did not run, "" when it ran
+    and recorded none."""
+    model = pipeline.model
+    stage = model.refit_stage if model is not None else None
+    if model is None or stage is None or record.stages[stage].status not in ("succeeded", "cached"):
+        return None
+    uri = record.stages[stage].scraps.get(model.refit_scrap)
+    return uri if isinstance(uri, str) else ""
 
 
 def promote(registry: Registry, version: Version, expected: Version | None, reason: str) -> None:
@@ -397,8 +563,10 @@ def recheck_champion(
     say(f"model: version {champion.version} is the champion but its smoke check never ended: checking it")
     sample = sample_of(pipeline, champion)
     if sample.is_file():
-        metric, root = key_metric_name(pipeline), pipeline.root
-        check = smoke.check(registry, model.smoke_check, sample, metric, champion.metrics, root, workers)
+        refit = champion.lineage("refit_of") is not None  # checked as its release checked it
+        spec, metric = smoke_spec(pipeline, refit)
+        root = pipeline.root
+        check = smoke.check(registry, spec, sample, metric, champion.metrics, root, workers, refit=refit)
     else:  # the run that promoted it is not on this machine: it must load, at least
         started = time.monotonic()
         trouble = load_check(registry, champion, model.smoke_check, workers)
@@ -518,8 +686,9 @@ def promote_version(pipeline: Pipeline, registry: Registry, number: str) -> str:
         unchecked = f"not checked: loaded from the registry; the sample of run {target.lineage('run_id')} is"
         registry.tag(target.version, {SMOKE_CHECK: f"{unchecked} not here"})
         return f"{said}; it loads, but no smoke check: the sample of its run is not here ({sample})"
-    metric = key_metric_name(pipeline)
-    check = smoke.check(registry, spec, sample, metric, target.metrics, pipeline.root)
+    refit = target.lineage("refit_of") is not None
+    check_spec, metric = smoke_spec(pipeline, refit)
+    check = smoke.check(registry, check_spec, sample, metric, target.metrics, pipeline.root, refit=refit)
     if check.passed:
         registry.tag(target.version, {SMOKE_CHECK: f"{PASSED}: {check.detail}"})
         return f"{said}; smoke check passed: {check.detail}"

@@ -28,9 +28,12 @@ def check(
     metrics: Mapping[str, float],
     root: Path,
     workers: Workers = IN_THIS_PROCESS,
+    refit: bool = False,
 ) -> SmokeCheck:
     """Load the champion and check it reproduces the evaluation: its predictions on the sample, and
-    `metric` (the key metric's name; None: predictions only) against the value in `metrics`.
+    `metric` (the key metric's name; None: predictions only) against the value in `metrics`. A `refit`
+    (the evaluated settings trained on all the data) is checked against the evaluated model's predictions
+    within the spec's tolerance (the caller gives it `refit_tolerance`), and must predict finite numbers.
 
     When the run has workers, the loading and predicting happen in one (a new process with the flavour's
     libraries imported there or by the worker itself: scikit-learn, skops, LightGBM, ~2 s and ~100 MB this
@@ -60,7 +63,7 @@ def check(
         why = f"the champion could not predict: {type(error).__name__}: {error}"[:500]
         return SmokeCheck(False, why, _since(started))
     seconds = _since(started)
-    return _verdict(scored, spec, metric, metrics.get(metric) if metric else None, seconds)
+    return _verdict(scored, spec, metric, metrics.get(metric) if metric else None, seconds, refit)
 
 
 def _verdict(
@@ -69,6 +72,7 @@ def _verdict(
     metric: str | None,
     expected: float | None,
     seconds: float,
+    refit: bool = False,
 ) -> SmokeCheck:
     problems = []
     if scored["problem"]:
@@ -90,6 +94,11 @@ def _verdict(
     if problems:
         return SmokeCheck(False, "; ".join(problems), seconds, diff, value)
     said = f"{scored['rows']} predictions match"
+    if refit:
+        said = (
+            f"{scored['rows']} predictions of the refit within {spec.tolerance:g} of the evaluated model's"
+            f" (largest relative difference {diff or 0:.3g})"
+        )
     if metric and value is not None:
         said += f", {metric} {value:.4g}"
     return SmokeCheck(True, f"{said}, {seconds:.2f} s", seconds, diff, value)

@@ -307,6 +307,8 @@ def _state(record: RunRecord, key: MetricLine | None) -> State:
     if record.status == "gate_failed" and problem is not None:
         data_stage = record.data is not None and record.data.action == "quarantined"
         return "refused_data" if data_stage else "refused_model"
+    if record.status == "gate_failed" and _refused_by_policy(record):
+        return "refused_model"
     if record.status != "succeeded" or (model is not None and model.error):
         return "failed"
     if model is None:
@@ -320,6 +322,11 @@ def _state(record: RunRecord, key: MetricLine | None) -> State:
     if model.action == "unchanged" and model.champion_after == model.version:
         return "unchanged"
     return "held"
+
+
+def _refused_by_policy(record: RunRecord) -> bool:
+    model = record.model
+    return model is not None and model.decision is not None and model.decision.verdict == "refuse"
 
 
 def _with_words(outcome: Outcome, record: RunRecord) -> Outcome:
@@ -363,6 +370,8 @@ def _headline(outcome: Outcome, record: RunRecord) -> str:
     if state == "refused_model":
         gate = outcome.failed_gates[0] if outcome.failed_gates else None
         by = f" by `{gate.expr}`" if gate else ""
+        if gate is None and model is not None and model.decision is not None:
+            by = f" by the promotion policy ({model.decision.policy.replace('_', '-')})"
         return f"{outcome.pipeline}: new model refused{by}{measured}; {outcome.serving}"
     if state == "failed":
         where = f" at {outcome.failure.stage}" if outcome.failure else ""
@@ -376,6 +385,8 @@ def _reason(outcome: Outcome, record: RunRecord) -> str:
     """Why, in one sentence."""
     model, state = record.model, outcome.state
     if outcome.decision and state in ("promoted", "promoted_worse", "held", "evaluated"):
+        return outcome.decision
+    if outcome.decision and state == "refused_model" and _refused_by_policy(record):
         return outcome.decision
     if state == "refused_data" and outcome.quarantine is not None and outcome.quarantine.problems:
         # the broken rule and where it is, which is what someone fixing the file needs; not the gate's sum
