@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from runner.engine.execute import execute_notebook
-from runner.engine.kernels import Kernel
+from runner.engine.kernels import Kernel, close_channels
 from runner.secrets import NO_SECRETS
 from tests.conftest import ASSETS, eventually
 
@@ -29,3 +29,26 @@ def test_a_kernel_killed_after_it_was_ready_fails_its_stage_as_a_dead_kernel(tmp
     )
     assert result.failure is not None and result.failure.kind == "dead_kernel", result.failure
     assert (tmp_path / "ok.ipynb").is_file()  # the notebook saved, flagged where it stopped
+
+
+def test_a_client_stopped_while_it_opens_its_channels_opens_nothing_more_and_never_raises(tmp_path):
+    """A SIGTERM in a stage's first second stops its client while it opens its channels. jupyter_client's
+    stop_channels opens each channel not opened yet before closing it, and a socket ZeroMQ cannot make
+    ("Too many open files") turned the cancelled run into a bug (exit 70): only what is open is closed."""
+    import zmq
+    import zmq.asyncio
+    from jupyter_client.asynchronous import AsyncKernelClient
+
+    context = zmq.asyncio.Context()
+    context.max_sockets = 2  # room for the two channels opened before the signal: the next socket fails
+    ports = {
+        f"{name}_port": number for number, name in enumerate(("shell", "iopub", "stdin", "hb", "control"), 1)
+    }
+    client = AsyncKernelClient(context=context, transport="ipc", ip=str(tmp_path / "kernel"), **ports)
+    shell, iopub = client.shell_channel, client.iopub_channel
+    with pytest.raises(zmq.ZMQError, match="Too many open files"):
+        client.stdin_channel  # noqa: B018  # what stop_channels reaches next: a new socket
+    close_channels(client)
+    assert not shell.is_alive() and not iopub.is_alive()
+    assert not client.channels_running  # the channels it had not opened stay unopened
+    context.term()

@@ -134,7 +134,7 @@ class Kernel:
         except Exception as error:  # whatever broke, the stage gets a fresh kernel instead
             self._error = self._error or f"the kernel is not usable: {error}"
         finally:
-            client.stop_channels()
+            close_channels(client)
             release_thread_loop()
 
     def _reply(self, client: Any, send: Any, deadline: float, *, resend: bool) -> dict[str, Any] | None:
@@ -157,6 +157,32 @@ class Kernel:
                 return reply
         self._error = "stopped before it was ready"
         return None
+
+
+_CHANNELS = ("_shell_channel", "_iopub_channel", "_stdin_channel", "_hb_channel", "_control_channel")
+
+
+def close_channels(client: Any) -> None:
+    """Stop the channels a kernel client opened and close its ZeroMQ context; never raises.
+
+    jupyter_client's own `stop_channels` reaches each channel through a property that opens the channel
+    when it was not opened yet: on a client interrupted while starting its channels (a Ctrl-C or SIGTERM in
+    a stage's first second) it opens new sockets only to close them, and an error there (ZeroMQ's "Too many
+    open files" when a socket cannot be made) escaped the stage as a bug of the runner instead of the
+    cancellation it was. Here only the channels that exist are stopped, each on its own, and what fails to
+    close is left to the process's end: stopping a client is cleanup, never the run's outcome."""
+    for name in _CHANNELS:
+        channel = getattr(client, name, None)  # jupyter_client's attributes (channels_running reads them)
+        if channel is None:
+            continue
+        with contextlib.suppress(Exception):
+            if channel.is_alive():
+                channel.stop()
+    context = getattr(client, "context", None)
+    if getattr(client, "_created_context", False) and context is not None:
+        with contextlib.suppress(Exception):
+            if not context.closed:
+                context.destroy(linger=100)
 
 
 def release_thread_loop() -> None:
