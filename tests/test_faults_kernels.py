@@ -52,3 +52,22 @@ def test_a_client_stopped_while_it_opens_its_channels_opens_nothing_more_and_nev
     assert not shell.is_alive() and not iopub.is_alive()
     assert not client.channels_running  # the channels it had not opened stay unopened
     context.term()
+
+
+def test_a_client_whose_context_keeps_a_socket_nothing_closes_is_stopped_within_a_second(tmp_path):
+    """A signal that comes between ZeroMQ making a socket and pyzmq tracking it leaves a socket that the
+    context's end waits for: the cancelled run hung there for good (the campaign's SIGTERMs found it)."""
+    import time
+
+    import zmq
+    from jupyter_client.asynchronous import AsyncKernelClient
+
+    client = AsyncKernelClient(transport="ipc", ip=str(tmp_path / "kernel"), shell_port=1)
+    shell = client.shell_channel  # the client made its own context: stopping the client ends it
+    untracked = zmq.Context.shadow(client.context.underlying).socket(zmq.REQ)  # not the client's to close
+    started = time.monotonic()
+    close_channels(client)
+    assert time.monotonic() - started < 3, "stopping the client waited for a socket nothing closes"
+    assert not shell.is_alive()
+    untracked.close(linger=0)  # the context's end, waiting in its thread, now completes
+    assert eventually(lambda: client.context.closed, 10)

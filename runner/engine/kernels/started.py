@@ -21,6 +21,7 @@ from typing import Any
 
 KERNEL_NAME = "python3"  # in a virtualenv this is the venv's own interpreter: no kernelspec to install
 KERNEL_START_TIMEOUT_S = 60
+CONTEXT_END_WAIT_S = 1.0  # a client's ZeroMQ context ends within its sockets' linger (0.1 s) unless stuck
 
 
 class Kernel:
@@ -170,7 +171,8 @@ def close_channels(client: Any) -> None:
     a stage's first second) it opens new sockets only to close them, and an error there (ZeroMQ's "Too many
     open files" when a socket cannot be made) escaped the stage as a bug of the runner instead of the
     cancellation it was. Here only the channels that exist are stopped, each on its own, and what fails to
-    close is left to the process's end: stopping a client is cleanup, never the run's outcome."""
+    close is left to the process's end: stopping a client is cleanup, never the run's outcome, and never
+    waits more than CONTEXT_END_WAIT_S."""
     for name in _CHANNELS:
         channel = getattr(client, name, None)  # jupyter_client's attributes (channels_running reads them)
         if channel is None:
@@ -179,10 +181,18 @@ def close_channels(client: Any) -> None:
             if channel.is_alive():
                 channel.stop()
     context = getattr(client, "context", None)
-    if getattr(client, "_created_context", False) and context is not None:
-        with contextlib.suppress(Exception):
-            if not context.closed:
-                context.destroy(linger=100)
+    if getattr(client, "_created_context", False) and context is not None and not context.closed:
+        # Terminating a context waits for every socket made in it to close, and a signal that came while
+        # the client made one (between ZeroMQ making it and pyzmq tracking it) leaves one that nothing
+        # closes: the run hung there for good. The context ends in a thread of its own, waited for briefly.
+        ending = threading.Thread(target=_destroy, args=(context,), name="zmq-context-end", daemon=True)
+        ending.start()
+        ending.join(timeout=CONTEXT_END_WAIT_S)
+
+
+def _destroy(context: Any) -> None:
+    with contextlib.suppress(Exception):
+        context.destroy(linger=100)
 
 
 def release_thread_loop() -> None:
