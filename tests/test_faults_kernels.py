@@ -12,6 +12,10 @@ from tests.conftest import ASSETS, eventually
 
 pytestmark = pytest.mark.kernel
 
+# a client's channels, as a kernel's connection file gives them (ipc: files named <ip>-<port>)
+CHANNELS = ("shell", "iopub", "stdin", "hb", "control")
+PORTS = {f"{name}_port": number for number, name in enumerate(CHANNELS, 1)}
+
 
 def test_a_kernel_killed_after_it_was_ready_fails_its_stage_as_a_dead_kernel(tmp_path):
     kernel = Kernel(tmp_path)
@@ -41,10 +45,7 @@ def test_a_client_stopped_while_it_opens_its_channels_opens_nothing_more_and_nev
 
     context = zmq.asyncio.Context()
     context.max_sockets = 2  # room for the two channels opened before the signal: the next socket fails
-    ports = {
-        f"{name}_port": number for number, name in enumerate(("shell", "iopub", "stdin", "hb", "control"), 1)
-    }
-    client = AsyncKernelClient(context=context, transport="ipc", ip=str(tmp_path / "kernel"), **ports)
+    client = AsyncKernelClient(context=context, transport="ipc", ip=str(tmp_path / "kernel"), **PORTS)
     shell, iopub = client.shell_channel, client.iopub_channel
     with pytest.raises(zmq.ZMQError, match="Too many open files"):
         client.stdin_channel  # noqa: B018  # what stop_channels reaches next: a new socket
@@ -71,3 +72,23 @@ def test_a_client_whose_context_keeps_a_socket_nothing_closes_is_stopped_within_
     assert not shell.is_alive()
     untracked.close(linger=0)  # the context's end, waiting in its thread, now completes
     assert eventually(lambda: client.context.closed, 10)
+
+
+def test_a_stage_client_opens_no_heartbeat_channel(tmp_path):
+    """jupyter_client's heartbeat thread, stopped before it first ran (a signal while a stage's client opens
+    its channels), re-creates its socket without pause until ZeroMQ refuses one ("Too many open files"); the
+    kernel manager tells whether the kernel lives, so a stage's client has no such thread."""
+    import threading
+
+    from jupyter_client.channels import HBChannel
+
+    from runner.engine.kernels.client import StageClient
+
+    client = StageClient(transport="ipc", ip=str(tmp_path / "kernel"), **PORTS)
+    client.start_channels()
+    try:
+        assert client.channels_running
+        assert not [thread for thread in threading.enumerate() if isinstance(thread, HBChannel)]
+    finally:
+        close_channels(client)
+    assert not client.channels_running

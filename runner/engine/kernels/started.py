@@ -51,7 +51,8 @@ class Kernel:
             ip=str(self._sockets / "kernel"),
             # nbclient polls outputs, replies and liveness in one event loop: with a blocking client the
             # output poll blocks the loop, and neither timeouts nor a dead kernel are ever noticed
-            client_class="jupyter_client.asynchronous.AsyncKernelClient",
+            # (without a heartbeat channel: client.py)
+            client_class="runner.engine.kernels.client.StageClient",
         )
         if prepare is not None:
             prepare(self.manager)
@@ -113,7 +114,7 @@ class Kernel:
 
         client = BlockingKernelClient()
         client.load_connection_info(self.manager.get_connection_info())
-        client.start_channels()
+        client.start_channels(hb=False)  # the manager tells whether the kernel lives: see client.py
         try:
             deadline = time.monotonic() + KERNEL_START_TIMEOUT_S
             if self._reply(client, client.kernel_info, deadline, resend=True) is None:
