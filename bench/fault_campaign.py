@@ -292,6 +292,24 @@ def campaign(args: argparse.Namespace) -> int:
     plan += ["random"] * args.random + ["child"] * args.children
     plan += ["SIGTERM", "SIGINT"] * (args.signals // 2)
     rng.shuffle(plan)
+    try:
+        run_trials(args, plan, pipeline, invariants, tally, rng, run_s)
+    except KeyboardInterrupt:  # a campaign cut short still says what it found
+        print("interrupted: the tallies of the trials done so far", flush=True)
+    report(tally, time.monotonic() - started)
+    return 1 if tally.violations else 0
+
+
+def run_trials(
+    args: argparse.Namespace,
+    plan: list[str],
+    pipeline: Path,
+    invariants: Invariants,
+    tally: Tally,
+    rng: random.Random,
+    run_s: float,
+) -> None:
+    root = pipeline.parent
     drop_number = 0
     seen: set[str] = set()  # violations already counted (a record stays as it is from one check to the next)
     for trial, point in enumerate(plan, 1):
@@ -335,8 +353,6 @@ def campaign(args: argparse.Namespace) -> int:
         verdict = "ok" if not problems else f"{len(problems)} VIOLATIONS: {problems[:3]}"
         said = f"{trial:3d} {point:18s} exit {code:4d}{timing}; next run exit {green_code}: {verdict}"
         print(said, flush=True)
-    report(tally, time.monotonic() - started)
-    return 1 if tally.violations else 0
 
 
 def report(tally: Tally, elapsed_s: float) -> None:

@@ -41,7 +41,14 @@ from runner.errors import WriteError
 from runner.files import remove_stale_temporaries
 from runner.interrupts import shielded
 from runner.production import lifecycle, store_secrets
-from runner.production.registry import CHAMPION, Registry, RegistryError, Version, check_reachable
+from runner.production.registry import (
+    CHAMPION,
+    Registry,
+    RegistryError,
+    Version,
+    check_reachable,
+    release_connections,
+)
 from runner.production.store import RUN_LOG
 from runner.project import MLFLOW_DIR, PRODUCTS_DIR, REPORTS_DIR, git_commit, tracking_uri
 from runner.records import (
@@ -188,12 +195,15 @@ def run_pipeline(pipeline: Pipeline, options: RunOptions, observer: Observer) ->
     # the kernels inherit this process's environment: its secret values are what must not be written
     redact = Redactor.from_environ(pipeline.secrets, {**os.environ, **options.environ})
     reports = pipeline.root / REPORTS_DIR
-    with project_lock(reports, redact=redact, wait_s=options.lock_wait_s, on_wait=options.on_lock_wait):
-        # what a run killed mid-write left; no writer is at work now
-        for folder in (reports, *intake.folders(pipeline.data, pipeline.root)):
-            remove_stale_temporaries(folder)
-        close_abandoned_runs(reports, redact)
-        return run_locked(pipeline, options, observer, redact)
+    try:
+        with project_lock(reports, redact=redact, wait_s=options.lock_wait_s, on_wait=options.on_lock_wait):
+            # what a run killed mid-write left; no writer is at work now
+            for folder in (reports, *intake.folders(pipeline.data, pipeline.root)):
+                remove_stale_temporaries(folder)
+            close_abandoned_runs(reports, redact)
+            return run_locked(pipeline, options, observer, redact)
+    finally:  # a process that runs many pipelines (replay, the tests) keeps no connection of this one
+        release_connections()
 
 
 def run_locked(

@@ -45,6 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _main(argv)
         except KeyboardInterrupt:  # before the handlers below were in place
             return EXIT_INTERRUPTED
+        finally:  # a process that runs many commands (the tests, a service) keeps no connection of this one
+            if "mlflow.store.db.utils" in sys.modules:  # otherwise MLflow opened no database here
+                from runner.production.registry import release_connections
+
+                release_connections()
 
 
 def _main(argv: Sequence[str] | None) -> int:

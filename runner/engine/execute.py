@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.engine import imports
-from runner.engine.kernels import IN_THIS_PROCESS, KERNEL_NAME, Kernel, KernelPool
+from runner.engine.kernels import IN_THIS_PROCESS, KERNEL_NAME, Kernel, KernelPool, close_channels
 from runner.files import atomic_write_text
 from runner.records import FailureKind, StageFailure, StageTimings
 from runner.secrets import Redactor
@@ -338,7 +338,7 @@ def _run_cells(
         return _stopped("cancelled", why, "interrupted"), True
     finally:
         if client.kc is not None:  # nbclient leaves the channels of a client on a kernel it does not own
-            client.kc.stop_channels()
+            close_channels(client.kc)
         book.finish()
     return None, False
 

@@ -16,6 +16,7 @@ import fcntl
 import functools
 import os
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -397,6 +398,33 @@ class Registry:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# MLflow's SQLAlchemy stores, each caching one engine per database URI for the life of the process
+_STORE_MODULES = (
+    "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.store.model_registry.sqlalchemy_store",
+    "mlflow.store.jobs.sqlalchemy_store",
+)
+
+
+def release_connections() -> None:
+    """Close the database connections MLflow pooled in this process (what a run's registry calls opened).
+
+    MLflow keeps one SQLAlchemy engine per database URI for the life of the process, each with a pool of up
+    to five open connections, and has no public way to close them (mlflow#2650): a process that runs many
+    pipelines (the tests, `retrain demo replay`) would keep descriptors on every store it touched. Disposing
+    an engine closes its idle connections only; the stores MLflow cached stay usable and reconnect when next
+    asked. A process that never imported MLflow's stores has nothing to release (none is imported here)."""
+    for name in _STORE_MODULES:
+        module = sys.modules.get(name)
+        store = getattr(module, "SqlAlchemyStore", None)
+        engines = getattr(store, "_engine_map", None)  # MLflow's own cache, pinned with MLflow
+        if not isinstance(engines, dict):
+            continue
+        for engine in list(engines.values()):
+            with suppress(Exception):  # a connection that fails to close is the database's, not the run's
+                engine.dispose()
 
 
 WORKER_TIMEOUT_S = 120  # one registry call in a worker: its requests, each with HTTP_BOUNDS, fit in it

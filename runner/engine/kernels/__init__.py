@@ -9,12 +9,13 @@ inside.
     WorkerError  what such a call raised, when it is not one of the runner's own exceptions
     WorkerLost   the worker gave no answer
     release_thread_loop   what a thread that used a kernel calls before it ends
+    close_channels        how a kernel client is stopped: only what it opened, never raising
 
 Only this folder knows that kernels and workers may be forked (forked.py, server.py).
 """
 
 from runner.engine.kernels.pool import KernelPool
-from runner.engine.kernels.started import KERNEL_NAME, Kernel, release_thread_loop
+from runner.engine.kernels.started import KERNEL_NAME, Kernel, close_channels, release_thread_loop
 from runner.engine.kernels.workers import IN_THIS_PROCESS, WorkerError, WorkerLost, Workers
 
 __all__ = [
@@ -25,5 +26,6 @@ __all__ = [
     "WorkerError",
     "WorkerLost",
     "Workers",
+    "close_channels",
     "release_thread_loop",
 ]

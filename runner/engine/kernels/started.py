@@ -21,6 +21,7 @@ from typing import Any
 
 KERNEL_NAME = "python3"  # in a virtualenv this is the venv's own interpreter: no kernelspec to install
 KERNEL_START_TIMEOUT_S = 60
+CONTEXT_END_WAIT_S = 1.0  # a client's ZeroMQ context ends within its sockets' linger (0.1 s) unless stuck
 
 
 class Kernel:
@@ -50,7 +51,8 @@ class Kernel:
             ip=str(self._sockets / "kernel"),
             # nbclient polls outputs, replies and liveness in one event loop: with a blocking client the
             # output poll blocks the loop, and neither timeouts nor a dead kernel are ever noticed
-            client_class="jupyter_client.asynchronous.AsyncKernelClient",
+            # (without a heartbeat channel: client.py)
+            client_class="runner.engine.kernels.client.StageClient",
         )
         if prepare is not None:
             prepare(self.manager)
@@ -112,7 +114,7 @@ class Kernel:
 
         client = BlockingKernelClient()
         client.load_connection_info(self.manager.get_connection_info())
-        client.start_channels()
+        client.start_channels(hb=False)  # the manager tells whether the kernel lives: see client.py
         try:
             deadline = time.monotonic() + KERNEL_START_TIMEOUT_S
             if self._reply(client, client.kernel_info, deadline, resend=True) is None:
@@ -134,7 +136,7 @@ class Kernel:
         except Exception as error:  # whatever broke, the stage gets a fresh kernel instead
             self._error = self._error or f"the kernel is not usable: {error}"
         finally:
-            client.stop_channels()
+            close_channels(client)
             release_thread_loop()
 
     def _reply(self, client: Any, send: Any, deadline: float, *, resend: bool) -> dict[str, Any] | None:
@@ -157,6 +159,41 @@ class Kernel:
                 return reply
         self._error = "stopped before it was ready"
         return None
+
+
+_CHANNELS = ("_shell_channel", "_iopub_channel", "_stdin_channel", "_hb_channel", "_control_channel")
+
+
+def close_channels(client: Any) -> None:
+    """Stop the channels a kernel client opened and close its ZeroMQ context; never raises.
+
+    jupyter_client's own `stop_channels` reaches each channel through a property that opens the channel
+    when it was not opened yet: on a client interrupted while starting its channels (a Ctrl-C or SIGTERM in
+    a stage's first second) it opens new sockets only to close them, and an error there (ZeroMQ's "Too many
+    open files" when a socket cannot be made) escaped the stage as a bug of the runner instead of the
+    cancellation it was. Here only the channels that exist are stopped, each on its own, and what fails to
+    close is left to the process's end: stopping a client is cleanup, never the run's outcome, and never
+    waits more than CONTEXT_END_WAIT_S."""
+    for name in _CHANNELS:
+        channel = getattr(client, name, None)  # jupyter_client's attributes (channels_running reads them)
+        if channel is None:
+            continue
+        with contextlib.suppress(Exception):
+            if channel.is_alive():
+                channel.stop()
+    context = getattr(client, "context", None)
+    if getattr(client, "_created_context", False) and context is not None and not context.closed:
+        # Terminating a context waits for every socket made in it to close, and a signal that came while
+        # the client made one (between ZeroMQ making it and pyzmq tracking it) leaves one that nothing
+        # closes: the run hung there for good. The context ends in a thread of its own, waited for briefly.
+        ending = threading.Thread(target=_destroy, args=(context,), name="zmq-context-end", daemon=True)
+        ending.start()
+        ending.join(timeout=CONTEXT_END_WAIT_S)
+
+
+def _destroy(context: Any) -> None:
+    with contextlib.suppress(Exception):
+        context.destroy(linger=100)
 
 
 def release_thread_loop() -> None:
