@@ -98,6 +98,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
+def _tracking_uri_as_it_was() -> Iterator[None]:
+    """MLflow's `set_tracking_uri` also writes MLFLOW_TRACKING_URI into os.environ, for child processes: a
+    test whose runs used the registry in this process would point every later subprocess of its xdist worker
+    at that test's store ("Registered Model ... not found" far from the cause). Each test ends as it began."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+@pytest.fixture(autouse=True)
 def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """A unit test that starts a process (a kernel, a server, a command) fails, saying so: the tier is what
     `make test-fast` trusts. Fixtures of a wider scope were set up before this one and are not watched."""

@@ -147,7 +147,7 @@ def test_drift_is_weighed_by_the_champion_and_published_pages_hold_no_machine_pa
     # the run made in this copy (the first was made where the session's demo ran, another folder)
     notebook = json.loads((site / runs[1]["run_id"] / "validate.ipynb").read_text())
     assert notebook["metadata"]["papermill"]["input_path"] == "<project>/notebooks/01_validate.ipynb"
-    kept = next((demo_project / "reports").glob("*/validate.ipynb")).read_text()
+    kept = (demo_project / "reports" / runs[1]["run_id"] / "validate.ipynb").read_text()
     assert root in kept  # the executed notebook the runner reads back keeps its paths
 
 

@@ -233,7 +233,10 @@ def release(
         result.detail = f"refused by the promotion policy: nothing was registered{compared_with}"
         say(f"model: {result.detail}")
         return result
-    candidate = _existing_or_registered(pipeline, record, registry, result)
+    if champion is not None and result.action == "unchanged" and result.version == champion.version:
+        candidate: Version | None = champion  # known already: a rerun served by the cache imports no MLflow
+    else:
+        candidate = _existing_or_registered(pipeline, record, registry, result)
     if candidate is None:
         return result
     say(f"model: {result.detail}")
