@@ -145,6 +145,30 @@ def make_project(tmp_path: Path) -> MakeProject:
     return make
 
 
+@pytest.fixture
+def small_reports(make_project: MakeProject) -> Iterator[Path]:
+    """A project whose reports/ is a 1 MB tmpfs (root only), with a stage that prints `kilobytes` KB: a disk
+    that fills up during a run. Skipped where a tmpfs cannot be mounted."""
+    pipeline = make_project("""\
+        version: 1
+        name: toy
+        stages:
+          first:
+            notebook: notebooks/ok.ipynb
+          chatty:
+            notebook: notebooks/chatty.ipynb
+            needs: [first]
+        """)
+    reports = pipeline.parent / "reports"
+    reports.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(reports)]
+    mounted = subprocess.run(mount, capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    yield pipeline
+    subprocess.run(["umount", "-l", str(reports)], check=True)
+
+
 def spawn_run(pipeline: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """`retrain run PIPELINE ARGS...` as its own process in the project folder (for signals and kills),
     its output captured as text."""

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -214,30 +213,6 @@ def test_a_second_run_with_wait_queues_behind_the_first(model_project, capsys) -
 
 
 # --- a full disk, a read-only reports/ ----------------------------------------------------------------------
-@pytest.fixture
-def small_reports(make_project) -> Iterator[Path]:
-    """A project whose reports/ is a 1 MB tmpfs (root only)."""
-    pipeline = make_project("""\
-        version: 1
-        name: toy
-        stages:
-          first:
-            notebook: notebooks/ok.ipynb
-          chatty:
-            notebook: notebooks/chatty.ipynb
-            needs: [first]
-        """)
-    reports = pipeline.parent / "reports"
-    reports.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(reports)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
-    yield pipeline
-    subprocess.run(["umount", "-l", str(reports)], check=True)
-
-
 def test_a_full_disk_fails_the_run_with_a_message_and_no_partial_file(small_reports, capsys) -> None:
     pipeline = small_reports
     code = main(["run", str(pipeline), "-p", "kilobytes=2000"])  # the chatty stage prints 2 MB
