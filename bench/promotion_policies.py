@@ -31,6 +31,14 @@ challenger can be really better or worse than the champion. The columns:
     worse then      promoted while worse than the champion on the point estimate the decision saw
     worse after     promoted, and worse than the model it replaced on the following 4 weeks (pooled WAPE)
     worse > 0.5 pt  the same, by more than half a point of WAPE
+    worse beyond noise  worse than the model it replaced on every remaining week of the replay, the 90%
+                    paired bootstrap's interval (weeks resampled) wholly on the worse side
+    refreshes worse / changes worse   `worse after`, split: a refit of the champion's own settings on newer
+                    data, and a change of settings
+
+`--refresh-held` adds what-if policies the runner does not offer (`<policy>+refresh`): when a challenger is
+held or refused, the champion's own settings are refit on the new week and ship; unchanged settings always
+ship.
 """
 
 from __future__ import annotations
@@ -151,10 +159,18 @@ def run_week(
             theirs = wape(holdout["Weekly_Sales"], champion)
             promote, worse = challenger_wape <= theirs * 1.02, challenger_wape > theirs
         else:
-            paired = backtests(known, weeks[: last + 1], models, settings, tally.champion.settings)
-            found = compare(paired, wape, rules[name])
-            decision = decide(rules[name], found, WAPE)
-            promote, worse = decision.verdict == "promote", found.difference > 0
+            rule = rules[name.removesuffix("+refresh")]
+            if name.endswith("+refresh") and dict(settings) == dict(tally.champion.settings):
+                promote, worse = True, False  # the champion's own settings on newer data
+            else:
+                paired = backtests(known, weeks[: last + 1], models, settings, tally.champion.settings)
+                found = compare(paired, wape, rule)
+                decision = decide(rule, found, WAPE)
+                promote, worse = decision.verdict == "promote", found.difference > 0
+                if not promote and name.endswith("+refresh"):
+                    refreshed = Model(tally.champion.settings, refit.before, t)
+                    tally.promotions.append((t, refreshed, tally.champion))
+                    tally.champion = refreshed
         if promote:
             tally.promotions.append((t, new, tally.champion))
             tally.worse_then += worse
@@ -201,11 +217,19 @@ def live_week(
 
 def judged_after(
     tally: Tally, weeks: list[pd.Timestamp], features: pd.DataFrame, models: Models
-) -> tuple[int, int]:
-    """Promotions worse than the model they replaced on the following weeks: at all, and by > WORSE_BY."""
-    worse = much = 0
+) -> dict[str, int]:
+    """How the promotions fared against the model each replaced, on the weeks that followed.
+
+    `worse after`: pooled WAPE on the next FOLLOWING weeks; `much`: the same by more than WORSE_BY; `beyond
+    noise`: every remaining week of the replay, worse with the policy's own 90% paired bootstrap (weeks as
+    blocks) wholly on the worse side; `refreshes`/`changes`: `worse after` split between a refit of the same
+    settings and a change of settings."""
+    kinds = ("worse", "much", "noise", "refresh_worse", "refreshes", "change_worse", "changes")
+    counts = dict.fromkeys(kinds, 0)
     for week, new, old in tally.promotions:
         last = HISTORY_WEEKS - 1 + week
+        refresh = dict(new.settings) == dict(old.settings)
+        counts["refreshes" if refresh else "changes"] += 1
         following = weeks[last + 1 : last + 1 + FOLLOWING]
         if not following:
             continue
@@ -213,9 +237,19 @@ def judged_after(
         gap = wape(rows["Weekly_Sales"], models.predict(new.settings, new.before, rows)) - wape(
             rows["Weekly_Sales"], models.predict(old.settings, old.before, rows)
         )
-        worse += gap > 0
-        much += gap > WORSE_BY
-    return worse, much
+        counts["worse"] += gap > 0
+        counts["much"] += gap > WORSE_BY
+        counts["refresh_worse" if refresh else "change_worse"] += gap > 0
+        later = features[features["Date"].isin(weeks[last + 1 :])]
+        paired = {
+            "origin": ["after"] * len(later),
+            "period": [str(day.date()) for day in later["Date"]],
+            "actual": later["Weekly_Sales"].tolist(),
+            "challenger": models.predict(new.settings, new.before, later).tolist(),
+            "champion": models.predict(old.settings, old.before, later).tolist(),
+        }
+        counts["noise"] += compare(paired, wape, Policy("superior")).low > 0
+    return counts
 
 
 def replay(
@@ -224,9 +258,12 @@ def replay(
     n_weeks: int,
     schedule: Callable[[int], Mapping[str, Any]],
     rules: Mapping[str, Policy],
+    refresh_held: bool = False,
 ) -> tuple[list[dict[str, Any]], float]:
     models = Models(features)
     names = ["always", "never", "today", *rules]
+    if refresh_held:
+        names += [f"{name}+refresh" for name in rules if name != "threshold"]
     tallies = {name: Tally(name) for name in names}
     for t in range(1, n_weeks + 1):
         last = HISTORY_WEEKS - 1 + t
@@ -235,7 +272,7 @@ def replay(
         print(f"  week {t:2d}: {len(models.fitted)} models trained, {models.seconds:.0f} s", file=sys.stderr)
     rows = []
     for tally in tallies.values():
-        worse, much = judged_after(tally, weeks, features, models)
+        after = judged_after(tally, weeks, features, models)
         rows.append(
             {
                 "policy": tally.name,
@@ -244,8 +281,11 @@ def replay(
                 "weeks": tally.live_weeks,
                 "promotions": len(tally.promotions),
                 "worse then": tally.worse_then,
-                "worse after": worse,
-                "worse > 0.5 pt": much,
+                "worse after": after["worse"],
+                "worse > 0.5 pt": after["much"],
+                "worse beyond noise": after["noise"],
+                "refreshes worse": f"{after['refresh_worse']}/{after['refreshes']}",
+                "changes worse": f"{after['change_worse']}/{after['changes']}",
             }
         )
     return rows, models.seconds
@@ -273,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weeks", type=int, default=30, help="replay weeks (at most 30)")
     parser.add_argument("--scenario", choices=["weekly", "changes", "both"], default="both")
     parser.add_argument("--margin", type=float, action="append", help="non_inferior margins (default 0.005)")
+    parser.add_argument(
+        "--refresh-held", action="store_true",
+        help="also what-if policies (not offered by the runner): the champion's own settings refit when a "
+        "challenger is held or refused, and a refit of unchanged settings always promoted",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if not (ROOT / SOURCE).is_file():
         print(f"{SOURCE} is missing: run `.venv/bin/python data/walmart.py fetch` first", file=sys.stderr)
@@ -292,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = list(scenarios) if args.scenario == "both" else [args.scenario]
     for name in chosen:
         started = time.monotonic()
-        rows, training = replay(features, weeks, min(args.weeks, 30), scenarios[name], rules)
+        weeks_run = min(args.weeks, 30)
+        rows, training = replay(features, weeks, weeks_run, scenarios[name], rules, args.refresh_held)
         took = time.monotonic() - started
         said = f"{min(args.weeks, 30)} replay weeks ({took:.0f} s, {training:.0f} s training)"
         print(f"\n## Scenario `{name}`: {said}\n")

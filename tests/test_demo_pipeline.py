@@ -152,6 +152,28 @@ def test_drift_is_weighed_by_the_champion_and_published_pages_hold_no_machine_pa
 
 
 @pytest.mark.e2e
+@ON_THE_DEMO
+def test_a_refit_champion_left_pending_is_checked_again_as_a_refit(demo_project: Path, capsys):
+    """A run killed between moving the alias to the refit (version 2) and its smoke check's verdict leaves the
+    check `pending`; the next run checks it again as its release did: the refit's forecasts against the
+    evaluated model's (version 1), within `refit_tolerance`, not the evaluated model's own score."""
+    from runner.production.lifecycle import PENDING, SMOKE_CHECK
+    from runner.production.registry import Registry
+    from runner.project import tracking_uri
+
+    pipeline = demo_project / "pipeline.yaml"
+    registry = Registry(tracking_uri(demo_project), "demand-forecast", lock_dir=demo_project / "mlruns")
+    registry.tag("2", {SMOKE_CHECK: PENDING})
+    code = main(["run", str(pipeline), "--no-notify"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    recheck = latest_run(demo_project)["champion_recheck"]
+    assert (recheck["version"], recheck["passed"]) == ("2", True), recheck
+    assert "of the refit within" in recheck["detail"]
+    assert registry.get("2").tags[SMOKE_CHECK].startswith("passed") and registry.by_alias("champion").version == "2"
+
+
+@pytest.mark.e2e
 def test_replay_registers_a_version_a_week_and_compares_with_the_champion(tmp_path: Path, capsys):
     """Two real weeks replayed: the first run creates the champion, the next weeks are judged against it."""
     root = tmp_path / "replay"
