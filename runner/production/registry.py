@@ -228,6 +228,16 @@ class Registry:
         ]
         return sorted(runs, key=lambda run: run.started_at)
 
+    def holds_fast(self, fingerprint: str) -> bool | None:
+        """Whether a version holds the model with this fingerprint, as the embedded store says without MLflow;
+        None when only MLflow could say (a tracking server, a store it cannot read)."""
+        if self.store is None:
+            return None
+        try:
+            return self.store.by_tag(f"{LINEAGE}fingerprint", fingerprint) is not None
+        except StoreUnreadable:
+            return None
+
     @_store_errors
     def find_by_fingerprint(self, fingerprint: str) -> Version | None:
         if self.store is not None:
