@@ -3,11 +3,14 @@
     .venv/bin/python bench/rerun_bench.py                 # a temporary copy of the demo, run cold once first
     .venv/bin/python bench/rerun_bench.py --project DIR   # a project that has already run once
     .venv/bin/python bench/rerun_bench.py --profile       # and where the CPU time of one rerun goes
+    .venv/bin/python bench/rerun_bench.py --baseline ../main/.venv/bin   # another install's rerun beside it
 
 Each rerun is a new `retrain run` process, as a user or a workflow step starts it. Printed per repetition and
 as medians: wall time, CPU time (user + sys of the process, from getrusage(RUSAGE_CHILDREN)), and, measured
 side by side in the same loop, the floor no Python command can go under (`python -c pass`) and the cost of
-importing what a rerun needs before it does anything (`import runner.commands, runner.pipeline`). On a busy
+importing what a rerun needs before it does anything (`import runner.commands, runner.pipeline`). With
+--baseline, the `retrain` of another install (another checkout's .venv/bin: the code before a change) reruns
+the same project in the same loop, so that before and after meet the same moments of a busy machine. On a busy
 machine wall times stretch and CPU times much less: compare the CPU columns, and ratios within one run.
 
 With --profile, one more rerun runs in this process under cProfile with a CPU clock (time.process_time, so
@@ -92,15 +95,21 @@ def main() -> int:
     parser.add_argument("--project", type=Path, help="a project that has already run (default: a demo copy)")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--profile", action="store_true", help="print where one rerun's CPU time goes")
+    parser.add_argument("--baseline", type=Path, help="the bin folder of another install to compare with")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rerun-bench-") as tmp:
         project = args.project.resolve() if args.project else demo_copy(Path(tmp))
         python, retrain = str(BIN / "python"), str(BIN / "retrain")
         rows: dict[str, list[tuple[float, float]]] = {"python -c pass": [], "imports": [], "retrain run": []}
-        for _ in range(args.repeat):  # interleaved, so that a busy moment weighs on all three alike
+        if args.baseline:
+            rows["baseline run"] = []
+        for _ in range(args.repeat):  # interleaved, so that a busy moment weighs on all of them alike
             rows["python -c pass"].append(timed([python, "-c", "pass"], project))
             rows["imports"].append(timed([python, "-c", "import runner.commands, runner.pipeline"], project))
             rows["retrain run"].append(timed([retrain, "run", "pipeline.yaml"], project))
+            if args.baseline:
+                baseline = str(args.baseline.resolve() / "retrain")
+                rows["baseline run"].append(timed([baseline, "run", "pipeline.yaml"], project))
         print(f"\n{args.repeat} repetitions, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
         print(f"{'':18}{'wall median':>12}{'wall min':>10}{'CPU median':>12}{'CPU min':>9}")
         for name, found in rows.items():

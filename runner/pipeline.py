@@ -472,11 +472,13 @@ def executed_any(record: RunRecord) -> bool:
 def start_next_kernel(run: RunState, after: Stage | None) -> None:
     """Start the kernel of the next stage that will probably execute, so that it is ready when its turn comes.
 
-    A guess: the next selected stage that the cache cannot serve. A wrong guess costs one kernel start; the
-    kernel is shut down unused. Before the first stage (`after` None) nothing runs: the kernel is needed at
-    once, not after the warm-up. A deploy stage's kernel is started when the model's release begins
-    (`start_stage`): the release takes about as long as a forked kernel's start, and an idle kernel beside
-    the stage that judges the model would add its memory (~60 MB on the demo) to the run's peak.
+    A guess: the next selected stage that the cache cannot serve, or the model's refit unless a version
+    already holds the model (`lifecycle.refit_expected`: so a rerun with nothing changed starts no kernel).
+    A wrong guess costs one kernel start; the kernel is shut down unused. Before the first stage (`after`
+    None) nothing runs: the kernel is needed at once, not after the warm-up. A deploy stage's kernel is
+    started when the model's release begins (`start_stage`): the release takes about as long as a forked
+    kernel's start, and an idle kernel beside the stage that judges the model would add its memory (~60 MB
+    on the demo) to the run's peak.
     """
     if not run.kernels.warm:
         return
@@ -491,6 +493,11 @@ def start_next_kernel(run: RunState, after: Stage | None) -> None:
             continue  # already started (stages run in parallel) or settled
         if stage.name in run.deploy:
             return
+        if run.production is not None and stage.name == run.refit:  # never reused: it runs unless judged out
+            if lifecycle.refit_expected(run.pipeline, run.production.registry, run.record.mode):
+                run.kernels.start(stage.name, stage.warmup, notebook=stage.notebook, now=now)
+                return
+            continue
         if run.production is not None and needs_champion(stage) and not run.production.champion_known:
             run.kernels.start(stage.name, stage.warmup, notebook=stage.notebook, now=now)  # no registry wait
             return

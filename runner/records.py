@@ -7,7 +7,7 @@ Field names follow the run-folder contract in DESIGN.md, so `to_json()` is the f
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 RunStatus = Literal["running", "succeeded", "failed", "gate_failed", "cancelled"]
@@ -237,7 +237,7 @@ class RunRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The `run.json` document; NaN and infinities become strings, as scrapbook stores them."""
-        document: dict[str, Any] = _json_safe(asdict(self))
+        document: dict[str, Any] = _json_safe(self)
         return document
 
     @classmethod
@@ -295,10 +295,17 @@ def _model_from_json(data: dict[str, Any]) -> ModelRecord:
 
 
 def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+    """`value` as JSON values: a record as a dict of its fields, in their order (what `dataclasses.asdict`
+    gives), tuples as lists, keys as strings, NaN and infinities as strings. One pass that builds only the
+    document: asdict deep-copies every scrap first, and run.json is written after every stage."""
+    if isinstance(value, str | int | None):  # bool is an int
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
     if isinstance(value, dict):
         return {str(key): _json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_json_safe(item) for item in value]
+    if hasattr(type(value), "__dataclass_fields__"):
+        return {item.name: _json_safe(getattr(value, item.name)) for item in fields(value)}
     return value

@@ -82,3 +82,33 @@ def test_imports_point_one_way(folder):
         for path in (RUNNER / folder).rglob("*.py")
     }
     assert {path: names for path, names in found.items() if names} == {}
+
+
+def test_each_command_family_declares_the_commands_it_adds(capsys):
+    """`retrain X` builds the parsers of X's family alone (commands/__init__.py): a family must declare in
+    COMMANDS exactly the commands it adds, and a command's parser is the same built alone or with all."""
+    import argparse
+
+    from runner.commands import FAMILIES, build_parser, main
+    from runner.commands.settings import Settings
+
+    def commands_of(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        found = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+        return dict(found[0].choices)
+
+    settings = Settings.from_environ({})
+    every = commands_of(build_parser(settings))
+    for family in FAMILIES:
+        alone = argparse.ArgumentParser().add_subparsers()
+        family.add_parsers(alone, settings)
+        assert tuple(alone.choices) == family.COMMANDS, family.__name__
+        for name in family.COMMANDS:
+            built = commands_of(build_parser(settings, name))
+            assert list(built) == list(family.COMMANDS)
+            assert built[name].format_help() == every[name].format_help()
+    assert sorted(every) == sorted(name for family in FAMILIES for name in family.COMMANDS)
+    for argv in (["--help"], ["nonsense"]):  # every command listed, or named as the choices
+        with pytest.raises(SystemExit):
+            main(argv)
+        said = capsys.readouterr()
+        assert all(name in said.out + said.err for name in every), argv

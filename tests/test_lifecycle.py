@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,9 +115,20 @@ def test_register_promote_dedupe_smoke_check_and_roll_back(store, tmp_path, caps
 
 
 # The toy with a promotion policy and a refit: the evaluate stage records paired rows (each week an origin),
-# the refit stage trains the same factor on every week; deploy comes after the refit.
+# the refit stage trains the same factor on every week; deploy comes after the refit. Train and evaluate
+# declare what they read and write, so that a rerun with nothing changed reuses them from the cache.
 WITH_POLICY = (
     TOY_MODEL_PIPELINE.replace(
+        "    notebook: notebooks/train.ipynb\n",
+        '    notebook: notebooks/train.ipynb\n    inputs: ["data/*.csv"]\n'
+        '    outputs: ["products/model.json"]\n',
+    )
+    .replace(
+        "    notebook: notebooks/evaluate.ipynb\n",
+        '    notebook: notebooks/evaluate.ipynb\n    inputs: ["data/*.csv"]\n'
+        '    outputs: ["products/holdout.parquet"]\n',
+    )
+    .replace(
         "  deploy:\n    notebook: notebooks/deploy.ipynb\n    needs: [evaluate]\n",
         "  refit:\n    notebook: notebooks/refit.ipynb\n    needs: [evaluate]\n"
         "  deploy:\n    notebook: notebooks/deploy.ipynb\n    needs: [refit]\n",
@@ -148,6 +161,26 @@ def test_the_policy_ships_a_refit_that_saw_the_latest_week_and_refuses_worse(tmp
     assert first["stages"]["deploy"]["scraps"]["deployed_version"] == "2"  # what serving holds: the refit
     assert aliases(pipeline, name) == {"champion": "2", "challenger": "2"}
 
+    code, again, out = run(capsys, pipeline)  # nothing changed: v2 already holds the model, no refit
+    assert code == 0 and again["model"]["action"] == "unchanged", out
+    assert again["stages"]["refit"]["status"] == "skipped"
+    # ... and once every stage comes from the cache, not even a kernel for the refit is started ahead of it
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "runner", "run", str(pipeline), "--no-notify"],
+        cwd=pipeline.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if "|" in line}
+    assert not {"jupyter_client", "mlflow"} & imported
+    latest = max(path for path in (pipeline.parent / "reports").iterdir() if path.is_dir())
+    cached = json.loads((latest / "run.json").read_text())
+    assert cached["run_id"] != again["run_id"] and cached["status"] == "succeeded"
+    assert {name: stage["status"] for name, stage in cached["stages"].items()} == {
+        "train": "cached", "evaluate": "cached", "refit": "skipped", "deploy": "skipped"
+    }  # fmt: skip
     (pipeline.parent / "data" / "points.csv").write_text(points(6))  # a new week arrives
     code, second, out = run(capsys, pipeline)
     assert code == 0, out

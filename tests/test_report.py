@@ -4,9 +4,12 @@ summary."""
 from __future__ import annotations
 
 import json
+import math
 import re
+from dataclasses import asdict
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell
@@ -23,6 +26,7 @@ from runner.report.pages import (
     write_step_summary,
 )
 from runner.secrets import NO_SECRETS
+from tests import outcome_records as outcomes
 from tests.conftest import PLOT, STAGES, execute_cells, failed_run, gate_failed_run, succeeded_run
 
 LOADING_TAGS = {"script", "link", "img", "iframe", "source", "video", "audio", "embed", "object", "input"}
@@ -81,6 +85,30 @@ def test_run_json_round_trips(tmp_path: Path) -> None:
         assert data == record.to_json()
         assert RunRecord.from_json(data) == record
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary file left behind
+
+
+@pytest.mark.unit
+def test_run_json_is_what_asdict_gives_made_json_safe() -> None:
+    """`to_json` builds the document in one pass (run.json is written after every stage): the same document,
+    key order included, as `dataclasses.asdict` made JSON-safe, which it replaced."""
+
+    def safe(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        if isinstance(value, dict):
+            return {str(key): safe(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [safe(item) for item in value]
+        return value
+
+    odd = succeeded_run()
+    odd.stages["train"].scraps.update(
+        {"nan": math.nan, "inf": -math.inf, "pair": (1, 2.5), "nested": {"rows": [{"x": math.inf}], 3: True}}
+    )
+    records = [odd, gate_failed_run(), failed_run()]
+    records += [make() for make in outcomes.OUTCOMES.values()]
+    for record in records:
+        assert json.dumps(record.to_json(), indent=2) == json.dumps(safe(asdict(record)), indent=2)
 
 
 @pytest.mark.unit

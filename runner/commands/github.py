@@ -13,6 +13,8 @@ from runner.errors import EXIT_OK, UsageError
 from runner.github import MONITORING_BRANCH, STATE_BRANCH
 from runner.project import MLFLOW_DIR, REPORTS_DIR
 
+COMMANDS = ("github",)  # the commands add_parsers adds
+
 
 def add_parsers(commands: Any, settings: Settings) -> None:
     github = commands.add_parser("github", help="the steps of the GitHub Actions workflow")

@@ -12,6 +12,8 @@ from runner.commands.settings import Settings
 from runner.commands.shared import Context
 from runner.errors import EXIT_OK
 
+COMMANDS = ("init",)  # the commands add_parsers adds
+
 
 def add_parsers(commands: Any, settings: Settings) -> None:
     from runner.init.scaffold import load_template, template_names

@@ -10,6 +10,8 @@ from runner.commands.settings import Settings
 from runner.commands.shared import Context, load, pipeline_argument
 from runner.errors import EXIT_OK
 
+COMMANDS = ("models", "promote", "rollback")  # the commands add_parsers adds
+
 
 def add_parsers(commands: Any, settings: Settings) -> None:
     models = commands.add_parser("models", help="list the registered versions, aliases and key metrics")

@@ -8,6 +8,8 @@ from typing import Any
 from runner.commands.settings import Settings
 from runner.commands.shared import Context, load, pipeline_argument
 
+COMMANDS = ("monitor",)  # the commands add_parsers adds
+
 
 def add_parsers(commands: Any, settings: Settings) -> None:
     monitor = commands.add_parser(

@@ -10,6 +10,8 @@ from runner.commands.shared import Context, load, pipeline_argument
 from runner.errors import EXIT_OK, UsageError
 from runner.project import MLFLOW_DIR, tracking_uri
 
+COMMANDS = ("registry",)  # the commands add_parsers adds
+
 
 def add_parsers(commands: Any, settings: Settings) -> None:
     registry = commands.add_parser("registry", help="the registry's store: move it to a tracking server")

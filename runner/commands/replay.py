@@ -11,6 +11,8 @@ from runner.commands.settings import Settings
 from runner.commands.shared import Context, load, pipeline_argument
 from runner.errors import EXIT_OK
 
+COMMANDS = ("replay",)  # the commands add_parsers adds
+
 
 def add_parsers(commands: Any, settings: Settings) -> None:
     replay = commands.add_parser(

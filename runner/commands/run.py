@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 Subparsers = Any  # argparse's private _SubParsersAction
 
+COMMANDS = ("run", "deploy", "check", "report", "notify")  # the commands add_parsers adds
+
 
 def add_parsers(commands: Subparsers, settings: Settings) -> None:
     run = commands.add_parser("run", help="run the pipeline")

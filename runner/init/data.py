@@ -9,7 +9,6 @@ one file per month, are drops to replay (`retrain replay --drops data/drops`) or
 from __future__ import annotations
 
 import csv
-import importlib.metadata
 import importlib.util
 import io
 from dataclasses import dataclass
@@ -65,6 +64,8 @@ def package_file(spec: DataSpec) -> Path:
 
 
 def source_version(spec: DataSpec) -> str:
+    import importlib.metadata  # here: ~10 ms that every `retrain` command would pay for `init` alone
+
     try:
         return importlib.metadata.version(spec.distribution)
     except importlib.metadata.PackageNotFoundError:

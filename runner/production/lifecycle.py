@@ -204,6 +204,16 @@ def refit_reason(record: RunRecord) -> str | None:
     return None
 
 
+def refit_expected(pipeline: Pipeline, registry: Registry, mode: str) -> bool:
+    """A guess, to start the refit stage's kernel ahead of it: whether `refit_reason` will let it run. It will
+    not in a mode other than full, nor when a version already holds this model (the judgement then finds it
+    unchanged), which the embedded store tells without MLflow; when only MLflow could tell, it probably runs.
+    """
+    if mode != "full":
+        return False
+    return registry.holds_fast(fingerprints(pipeline)["fingerprint"]) is not True
+
+
 def release(
     pipeline: Pipeline,
     record: RunRecord,
