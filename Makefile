@@ -43,7 +43,7 @@ lint-workflows: $(VENV)/.test $(ACTIONLINT)
 	$(BIN)/zizmor --offline --no-progress .github/workflows
 	$(BIN)/pytest -q -p no:cacheprovider tests/test_workflows.py -k "actionlint or zizmor or linters"
 
-# Known vulnerabilities in the locked set (constraints.txt), from PyPI's advisory data. Fails on a finding AND
+# Known vulnerabilities in the locked set (constraints.txt), from pip-audit's advisory service. Fails on a finding AND
 # when a package could not be audited (--strict): an unreachable service is an error, never a silent pass.
 # Not part of `make test`: its answer changes with the world, not with the code (.ci/run calls both).
 audit: $(VENV)/.test
@@ -78,7 +78,7 @@ $(VENV)/.test: $(VENV)/.runtime
 	$(PIP) -e '.[test]'
 	touch $@
 
-# CI: the runtime from the lock with uv (a PyPI wheel: `pip install uv`), into .venv. On a .venv restored from
+# CI: the runtime from the lock with uv (a wheel: `pip install uv`), into .venv. On a .venv restored from
 # the workflow's cache (keyed by the lock's hash) this only checks it (about a second).
 install-ci:
 	@command -v uv >/dev/null 2>&1 || { echo "make install-ci needs uv: python -m pip install uv" >&2; exit 2; }
