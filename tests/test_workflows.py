@@ -685,6 +685,11 @@ def runner_environment(temp: Path) -> dict[str, str]:
     return env
 
 
+# under xdist, one worker plays the scenario for all the tests that read it (ungrouped, each worker that drew
+# one of them played all six events again)
+ON_THE_SCENARIO = pytest.mark.xdist_group("workflow_scenario")
+
+
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     root = tmp_path_factory.mktemp("workflow")
@@ -757,6 +762,7 @@ def outputs_of(job: JobRun, step: str) -> dict[str, str]:
 
 
 @pytest.mark.e2e
+@ON_THE_SCENARIO
 def test_push_of_new_data_retrains_registers_and_saves_the_registry(scenario: Scenario) -> None:
     job = scenario.of("push")
     assert job.job == "retrain" and not job.failed, [(s.name, s.outcome, s.log[-2000:]) for s in job.steps]
@@ -783,6 +789,7 @@ def test_push_of_new_data_retrains_registers_and_saves_the_registry(scenario: Sc
 
 
 @pytest.mark.e2e
+@ON_THE_SCENARIO
 def test_every_job_uploads_its_run_folder_and_writes_the_summary(scenario: Scenario) -> None:
     for event_name, jobs, _ in scenario.jobs:
         for job in jobs:
@@ -801,6 +808,7 @@ def test_every_job_uploads_its_run_folder_and_writes_the_summary(scenario: Scena
 
 
 @pytest.mark.e2e
+@ON_THE_SCENARIO
 def test_the_schedule_restores_the_registry_and_finds_the_same_model(scenario: Scenario) -> None:
     job = scenario.of("schedule")
     assert not job.failed and outputs_of(job, "Plan")["mode"] == "full"
@@ -815,6 +823,7 @@ def test_the_schedule_restores_the_registry_and_finds_the_same_model(scenario: S
 
 
 @pytest.mark.e2e
+@ON_THE_SCENARIO
 def test_a_pull_request_evaluates_and_keeps_one_comment_up_to_date(scenario: Scenario) -> None:
     first, second = scenario.of("pull_request", 0), scenario.of("pull_request", 1)
     for job in (first, second):
@@ -849,6 +858,7 @@ def test_a_pull_request_evaluates_and_keeps_one_comment_up_to_date(scenario: Sce
 
 
 @pytest.mark.e2e
+@ON_THE_SCENARIO
 def test_a_manual_dispatch_runs_as_asked(scenario: Scenario) -> None:
     job = scenario.of("workflow_dispatch")
     assert not job.failed
@@ -867,6 +877,7 @@ def test_a_manual_dispatch_runs_as_asked(scenario: Scenario) -> None:
 
 
 @pytest.mark.e2e
+@ON_THE_SCENARIO
 def test_a_monitoring_dispatch_whose_gate_fails_shows_red_after_upload_and_notify(scenario: Scenario) -> None:
     job = scenario.of("repository_dispatch")
     assert job.failed
