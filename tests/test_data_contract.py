@@ -2,7 +2,8 @@
 (runner/engine/intake.py), without kernels: the same checks the validate stage runs (drift: test_drift.py).
 Each kind of bad drop also goes the way a run takes it after the validate stage, in this process: its findings
 glued and read back as scraps, judged by the demo's gate, printed in the log, and the drop moved to quarantine
-with its reasons (tests/test_data_intake.py runs three of them through a whole `retrain run`)."""
+with its reasons (tests/test_data_intake.py runs two, a binary file and a drop overlapping the history,
+through a whole `retrain run`)."""
 
 from __future__ import annotations
 
