@@ -17,6 +17,10 @@ accept. Each trial starts `python -m runner run` and, at its moment, does one of
     SIGTERM, SIGINT     the signal at a random moment (SIGINT inherited ignored, as by a background job);
                         the time from the signal to the process's end is measured (the promise: 5 s)
 
+Right after each fault, before any run sweeps, the project must hold the old state or the new one
+(tests/test_crash.py's checks, there for one kill in each phase): every run.json, page and executed notebook
+whole; a temporary file only as a killed writer's in-flight write; the champion the one before the run or a
+version it registered; the notebooks untouched.
 Then the next run (no new drop) must be green, and after it the invariants must hold: the champion loads
 (MLflow's pyfunc loader, by alias) and its smoke check passed (tag `retrain.smoke_check`); every drop is
 in the history exactly once and its original in data/accepted/ exactly once; every accepted drop was
@@ -35,7 +39,9 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -46,12 +52,19 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nbformat
 import psutil
 
 PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
-from tests.conftest import IN_WORKERS, add_drop, kernels_in, make_drops_project  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    IN_WORKERS,
+    add_drop,
+    assert_reports_readable,
+    kernels_in,
+    make_drops_project,
+)
 
 CHOSEN = {
     # point -> the line of the run's output that marks it (runner/pipeline.py, production/lifecycle.py)
@@ -61,6 +74,7 @@ CHOSEN = {
     "data settling": "data: settling",
 }
 EXIT_FOR = {"succeeded": 0, "failed": 1, "gate_failed": 3, "cancelled": 130}
+TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp$")  # runner/files.py's mkstemp names
 CANCEL_PROMISE_S = 5.0
 
 
@@ -133,6 +147,15 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def tree_digest(folder: Path) -> str:
+    """One digest of every file under `folder`, with its path."""
+    whole = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            whole.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return whole.hexdigest()
+
+
 def project_processes(root: Path) -> list[psutil.Process]:
     """Processes working in the project: kernels, the kernel server and its workers, runs."""
     found = set(kernels_in(root))
@@ -168,6 +191,44 @@ class Invariants:
 
         self.mlflow = mlflow
         mlflow.set_tracking_uri(f"sqlite:///{self.root / 'mlruns' / 'mlflow.db'}")
+
+    def versions(self) -> tuple[str | None, set[str]]:
+        """The champion and every registered version, read straight from the store's sqlite file."""
+        database = f"file:{self.root / 'mlruns' / 'mlflow.db'}?mode=ro"
+        store = sqlite3.connect(database, uri=True, timeout=30)
+        try:
+            query = "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = 'champion'"
+            champion = store.execute(query, (self.name,)).fetchone()
+            query = "SELECT version FROM model_versions WHERE name = ?"
+            known = store.execute(query, (self.name,)).fetchall()
+        finally:
+            store.close()
+        return (str(champion[0]) if champion else None), {str(row[0]) for row in known}
+
+    def after_kill(self, before: tuple[str | None, set[str]], notebooks: str) -> list[str]:
+        """What must hold right after a kill, before the next run sweeps: every record, page and executed
+        notebook whole; a temporary file only as a killed writer's in-flight write; the champion the one
+        before the run or a version it registered; the notebooks untouched (tests/test_crash.py's checks)."""
+        problems = []
+        reports = self.root / "reports"
+        try:
+            assert_reports_readable(reports)
+        except (AssertionError, ValueError, KeyError, TypeError) as error:
+            problems.append(f"a report is not whole: {error}")
+        for notebook in reports.glob("*/*.ipynb"):
+            try:
+                nbformat.read(notebook, as_version=4)
+            except Exception as error:  # any failure is the finding
+                problems.append(f"{notebook.relative_to(self.root)} is not a whole notebook: {error}")
+        for leftover in reports.rglob(".*.tmp"):
+            if not TEMPORARY.match(leftover.name):
+                problems.append(f"not a temporary file of runner/files.py: {leftover.relative_to(self.root)}")
+        (champion_before, known_before), (champion, known) = before, self.versions()
+        if champion not in {champion_before, *(known - known_before)}:
+            problems.append(f"champion v{champion}: neither v{champion_before} nor one this run registered")
+        if tree_digest(self.root / "notebooks") != notebooks:
+            problems.append("the notebooks changed")
+        return problems
 
     def check(self) -> list[str]:
         return [*self._champion(), *self._drops(), *self._records(), *self._temporaries()]
@@ -310,6 +371,7 @@ def run_trials(
     run_s: float,
 ) -> None:
     root = pipeline.parent
+    notebooks = tree_digest(root / "notebooks")
     drop_number = 0
     seen: set[str] = set()  # violations already counted (a record stays as it is from one check to the next)
     for trial, point in enumerate(plan, 1):
@@ -317,6 +379,7 @@ def run_trials(
             drop_number += 1
             drop = add_drop(pipeline, drop_number)
             invariants.drops[drop.name] = digest(drop)
+            before = invariants.versions()
             run = Watched(pipeline, ignore_sigint=point == "SIGINT")
             landed, cancel_s = kill_at(run, point, run_s, rng)
             code = run.finish()
@@ -336,6 +399,7 @@ def run_trials(
         if cancel_s is not None:
             tally.cancel_s[point].append(cancel_s)
         problems = no_orphans(root)
+        problems += invariants.after_kill(before, notebooks)
         green_started = time.monotonic()
         green = Watched(pipeline)
         green_code = green.finish()

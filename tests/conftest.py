@@ -1134,3 +1134,47 @@ def s3_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Ser
             server.wait(timeout=30)
         log.close()
         moto.stop()
+
+
+# --- the fault tests' shared set-ups (test_crash.py, test_faults*.py, test_leaks.py) ------------------------
+# Self-contained: only what is defined above is used, and nothing above is changed.
+@pytest.fixture(scope="session")
+def _drops_champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The toy model's drops project (`make_drops_project`) after one full run on the embedded store:
+    version 1 is the champion. Trained once per session (per xdist worker); tests get copies."""
+    from runner.commands import main
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        pipeline, name = make_drops_project(tmp_path_factory.mktemp("drops-champion"))
+        assert main(["run", str(pipeline), "--no-notify"]) == 0
+        assert aliases(pipeline, name)["champion"] == "1"
+    return pipeline, name
+
+
+@pytest.fixture
+def drops_champion_project(
+    _drops_champion: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, str]:
+    """A copy of the drops project whose version 1 is the champion (embedded store), for this test alone:
+    its pipeline and the model's name."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    template, name = _drops_champion
+    root = copy_project(template.parent, tmp_path / "project")
+    return root / "pipeline.yaml", name
+
+
+def read_until(process: subprocess.Popen[str], said: str, limit_s: float = 600) -> list[str]:
+    """A spawned run's output lines up to the first one containing `said` (the run is still running then,
+    unless that was its last line). Start the run with PYTHONUNBUFFERED=1 so that lines come as printed."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if said in line:
+            return lines
+    raise AssertionError(f"the run never said {said!r}:\n" + "".join(lines))

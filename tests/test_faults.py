@@ -10,7 +10,6 @@ a `fault` parameter, so that the champion can be checked too. Servers (MLflow, t
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -25,7 +24,6 @@ from tests.conftest import (
     assert_reports_readable,
     eventually,
     kernels_in,
-    make_model_project,
     spawn_run,
     temp_files,
 )
@@ -39,15 +37,17 @@ FAULTS = {
     "exit": "dead_kernel",
     "sigkill": "dead_kernel",
 }
+TRAIN_TIMEOUT_S = 300  # a bound on a hanging cell a signal failed to stop; loaded, training can take 30 s
+HANG_TIMEOUT_S = 4  # the train stage's limit in the hang case: its first cells (parameters, fault) take ms
 
 
 @pytest.fixture
 def model_project(champion_project: tuple[Path, str]) -> tuple[Path, str]:
-    """A copy of the toy project whose version 1 is the champion, its train stage limited to 30 s (a hanging
-    cell ends soon; the champion was trained without the limit, which a loaded machine can exceed)."""
+    """A copy of the toy project whose version 1 is the champion, its train stage limited (a hanging cell
+    ends, even if a signal fails to stop it; the hang case sets a short limit of its own)."""
     pipeline, name = champion_project
     text = pipeline.read_text().replace(
-        "notebook: notebooks/train.ipynb", "notebook: notebooks/train.ipynb\n    timeout: 30"
+        "notebook: notebooks/train.ipynb", f"notebook: notebooks/train.ipynb\n    timeout: {TRAIN_TIMEOUT_S}"
     )
     pipeline.write_text(text)
     return pipeline, name
@@ -70,6 +70,9 @@ def assert_clean_end(pipeline: Path) -> list[dict]:
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_a_faulty_training_stage_fails_the_run_and_leaves_the_champion(model_project, capsys, fault) -> None:
     pipeline, name = model_project
+    if fault == "hang":  # the stage's clock starts once its kernel is ready: the hanging cell is its second
+        text = pipeline.read_text().replace(f"timeout: {TRAIN_TIMEOUT_S}", f"timeout: {HANG_TIMEOUT_S}")
+        pipeline.write_text(text)
     code = main(["run", str(pipeline), "-p", f"fault={fault}", "-p", "factor=2.01"])
     out = capsys.readouterr().out
     record = newest_run(pipeline)
@@ -106,36 +109,6 @@ def test_a_cancelled_model_run_keeps_the_champion(model_project, signum) -> None
     assert aliases(pipeline, name)["champion"] == "1"
     assert "cancelled" in out.strip().splitlines()[-1]
     assert_clean_end(pipeline)
-
-
-# --- the registry's server goes away ------------------------------------------------------------------------
-def test_the_tracking_server_going_away_mid_run_fails_the_run_and_leaves_the_champion(
-    tmp_path, capsys, monkeypatch, own_mlflow_server
-) -> None:
-    url, start = own_mlflow_server
-    server = start()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    pipeline, name = make_model_project(tmp_path)
-    assert main(["run", str(pipeline)]) == 0
-    capsys.readouterr()
-    # the client retries a dead server for minutes by default: a short leash keeps the test short
-    patience = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-    process = spawn_run(pipeline, "-p", "factor=2.01", env=patience)
-    reports = pipeline.parent / "reports"
-    before = {path.name for path in reports.iterdir()}
-    assert eventually(lambda: {p.name for p in reports.iterdir() if p.is_dir()} - before), "no new run"
-    os.killpg(server.pid, signal.SIGKILL)  # the run has passed its reachability check: it is under way
-    server.wait(timeout=30)
-    out, _ = process.communicate(timeout=300)
-    assert process.returncode == 1, out
-    assert "Traceback" not in out
-    record = newest_run(pipeline)
-    assert record["status"] == "failed"
-    assert record["stages"]["train"]["status"] == "failed" or (record["model"] or {}).get("error")
-    assert_clean_end(pipeline)
-    start()
-    assert aliases(pipeline, name)["champion"] == "1"
 
 
 # --- Slack answers 500, or never answers --------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tests.conftest import (
     kernels_in,
     make_drops_project,
     newest_record,
+    read_until,
     spawn_run,
     temp_files,
 )
@@ -44,24 +44,11 @@ def version_tags(pipeline: Path, name: str, version: str) -> dict[str, str]:
     return dict(found.tags)
 
 
-def read_until(process: subprocess.Popen[str], said: str, limit_s: float = 600) -> list[str]:
-    """The run's output lines up to the first one containing `said` (the run is still running then)."""
-    assert process.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if said in line:
-            return lines
-    raise AssertionError(f"the run never said {said!r}:\n" + "".join(lines))
-
-
-def test_the_tracking_server_dying_after_evaluate_fails_the_run_keeps_the_drop_and_never_hangs(
+def test_the_tracking_server_dying_mid_run_or_after_evaluate_fails_the_run_keeps_the_drop_and_never_hangs(
     tmp_path, capsys, monkeypatch, own_mlflow_server
 ):
+    """The server killed twice, restarted each time: as soon as a run is under way (past its reachability
+    check, the client on a short leash), then after the stages (MLflow's own retries)."""
     url, start = own_mlflow_server
     server = start()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
@@ -71,6 +58,27 @@ def test_the_tracking_server_dying_after_evaluate_fails_the_run_keeps_the_drop_a
     pipeline, name = make_drops_project(tmp_path)
     assert main(["run", str(pipeline), "--no-notify"]) == 0
     capsys.readouterr()
+    reports = pipeline.parent / "reports"
+
+    # mid-run: the client retries a dead server for minutes by default, a short leash keeps this part short
+    patience = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    patience["PYTHONUNBUFFERED"] = "1"  # and its lines as they are printed
+    process = spawn_run(pipeline, "--no-notify", "-p", "factor=2.01", env=patience)
+    read_until(process, "train: running")  # past its reachability check, the first stage begins
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=30)
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 1, out
+    assert "Traceback" not in out
+    record = newest_record(pipeline)
+    assert record["status"] == "failed"
+    assert record["stages"]["train"]["status"] == "failed" or (record["model"] or {}).get("error")
+    assert eventually(lambda: not kernels_in(pipeline.parent)) and temp_files(reports) == []
+    assert_reports_readable(reports)
+    server = start()
+    assert aliases(pipeline, name)["champion"] == "1"
+
+    # after evaluate, MLflow's defaults: the run ends, in time, and its recorded outcome is its exit code
     drop = add_drop(pipeline, 1)
     process = spawn_run(pipeline, "--no-notify", env={"PYTHONUNBUFFERED": "1"})
     read_until(process, "evaluate: succeeded")  # the stages are done: the release is next
@@ -90,17 +98,15 @@ def test_the_tracking_server_dying_after_evaluate_fails_the_run_keeps_the_drop_a
         assert drop.is_file() and record["data"]["action"] == "kept"  # no model, no acceptance
     assert ended_s < 300, f"the run took {ended_s:.0f} s to end once the server was gone"
     assert eventually(lambda: not kernels_in(pipeline.parent)) and temp_files(pipeline.parent) == []
-    assert_reports_readable(pipeline.parent / "reports")
+    assert_reports_readable(reports)
     start()
     assert aliases(pipeline, name)["champion"] == "1"
 
 
 def test_a_run_killed_between_promotion_and_smoke_check_leaves_the_check_to_the_next_run(
-    tmp_path, capsys, monkeypatch
+    drops_champion_project, capsys
 ):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    pipeline, name = make_drops_project(tmp_path)
-    assert main(["run", str(pipeline), "--no-notify"]) == 0
+    pipeline, name = drops_champion_project
     drop = add_drop(pipeline, 1)
     process = spawn_run(pipeline, "--no-notify", env={"PYTHONUNBUFFERED": "1"})
     read_until(process, "smoke check: loading it")  # the alias has moved; the check begins
@@ -128,11 +134,9 @@ def test_a_run_killed_between_promotion_and_smoke_check_leaves_the_check_to_the_
 
 
 def test_a_champion_whose_files_are_gone_is_said_to_be_so_and_is_never_rolled_back_to(
-    tmp_path, capsys, monkeypatch
+    drops_champion_project, capsys
 ):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    pipeline, name = make_drops_project(tmp_path)
-    assert main(["run", str(pipeline), "--no-notify"]) == 0
+    pipeline, name = drops_champion_project
     shutil.rmtree(pipeline.parent / "mlruns" / "artifacts" / "models")  # version 1's model files
     capsys.readouterr()
 
@@ -158,11 +162,9 @@ def test_a_champion_whose_files_are_gone_is_said_to_be_so_and_is_never_rolled_ba
 
 
 def test_a_corrupt_registry_database_fails_commands_and_runs_cleanly_with_a_report(
-    tmp_path, capsys, monkeypatch
+    drops_champion_project, capsys
 ):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    pipeline, _ = make_drops_project(tmp_path)
-    assert main(["run", str(pipeline), "--no-notify"]) == 0
+    pipeline, _ = drops_champion_project
     database = pipeline.parent / "mlruns" / "mlflow.db"
     database.write_bytes(b"this is not a database, it was overwritten " * 200)
     drop = add_drop(pipeline, 1)

@@ -45,7 +45,7 @@ def test_runs_in_one_process_leave_no_descriptor_and_no_thread_behind(make_proje
     pipeline = make_project(PIPELINE)
     assert main(["run", str(pipeline), "--no-notify"]) == 0  # the first run makes what stays: a loop, imports
     after_first, threads = open_descriptors(), threading.active_count()
-    for _ in range(3):
+    for _ in range(2):  # a leak of every run grows run by run; one of only the second run shows too
         assert main(["run", str(pipeline), "--force", "--no-notify"]) == 0, capsys.readouterr().out
     assert open_descriptors() - after_first == set(), "a run left file descriptors open"
     assert threading.active_count() == threads, [thread.name for thread in threading.enumerate()]
@@ -76,10 +76,11 @@ def test_model_runs_with_the_registry_and_slack_leave_nothing_behind(tmp_path, m
     try:
         assert main(["run", str(pipeline)]) == 0, capsys.readouterr().out  # MLflow's imports, pools, a loop
         after_first, threads = open_descriptors(), threading.active_count()
-        for number in range(2):  # each registers, promotes and smoke-checks a version, and tells Slack
-            add_drop(pipeline, number)
-            assert main(["run", str(pipeline)]) == 0, capsys.readouterr().out
-            assert "slack: sent" in capsys.readouterr().out
+        # a run with a champion: it registers, compares, promotes and smoke-checks a version, and tells Slack;
+        # what a run leaves grows run by run, so one such run shows it
+        add_drop(pipeline, 0)
+        assert main(["run", str(pipeline)]) == 0, capsys.readouterr().out
+        assert "slack: sent" in capsys.readouterr().out
         assert open_descriptors() - after_first == set(), "a run left file descriptors open"
         assert threading.active_count() == threads, [thread.name for thread in threading.enumerate()]
     finally:
