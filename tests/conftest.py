@@ -17,6 +17,7 @@ than training; the MLflow server is one per session.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import importlib.util
 import json
 import os
@@ -494,7 +495,7 @@ def own_mlflow_server(tmp_path: Path) -> Iterator[tuple[str, Callable[[], subpro
             try:
                 with urllib.request.urlopen(url + "/health", timeout=2):
                     return True
-            except OSError:
+            except (OSError, http.client.HTTPException):  # not up yet, or another process's port answered
                 assert server.poll() is None, (folder / "server.log").read_text()
                 return False
 

@@ -83,13 +83,15 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     """Fail fast, naming the URI, when a tracking server does not answer (MLflow would retry for minutes)."""
     if not uri.startswith(("http://", "https://")):
         return
-    import urllib.error  # only for a tracking server: the embedded store's runs need no HTTP client
+    import http.client  # only for a tracking server: the embedded store's runs need no HTTP client
     import urllib.request
 
     try:
         with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as answer:
             answer.read()
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+    # OSError: refused, reset, timed out, URLError; HTTPException: a server that dies while it answers
+    # (IncompleteRead) or something else on its port (BadStatusLine)
+    except (OSError, http.client.HTTPException) as error:
         reason = getattr(error, "reason", error)
         raise RegistryError(
             f"MLflow tracking server {uri} is unreachable ({reason}); nothing was run or registered. "
