@@ -46,8 +46,13 @@ def command(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 
 
 @pytest.mark.e2e
-def test_register_promote_dedupe_smoke_check_and_roll_back(store, tmp_path, capsys):
-    pipeline, name = make_model_project(tmp_path, warmup=IN_WORKERS if "workers" in store else "")
+def test_register_promote_dedupe_smoke_check_and_roll_back(tmp_path, capsys, monkeypatch):
+    """The whole story once, on the embedded store with the registry's calls in workers forked from the
+    kernel server (what a project with MLflow in its warm-up runs). The same calls in the runner's own
+    process are made by the commands below (`promote` and `rollback` never use workers) and by the runs of
+    the tests after this one; on a tracking server, by `test_on_a_tracking_server_...`."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    pipeline, name = make_model_project(tmp_path, warmup=IN_WORKERS)
 
     code, first, out = run(capsys, pipeline)
     assert code == 0, out
@@ -225,26 +230,76 @@ def test_manual_promotion_stops_after_registration(tmp_path, capsys, monkeypatch
 
 @pytest.mark.e2e
 @ON_THE_SERVER
-def test_two_runs_at_once_never_both_promote(mlflow_server, tmp_path, capsys, monkeypatch):
-    """Two clones of a project (two CI machines, say) on one tracking server: the project lock cannot
-    serialise them (tests/test_faults.py covers two runs in one project); compare-and-set does."""
+def test_on_a_tracking_server_runs_register_promote_and_roll_back_and_two_at_once_never_both_promote(
+    mlflow_server, tmp_path, capsys, monkeypatch
+):
+    """The lifecycle's registry calls over HTTP, on the session's `mlflow server`: a run registers, promotes
+    and smoke-checks the first champion; the server finds the version that holds a model by its fingerprint
+    (what makes a rerun on the same data `unchanged`); two clones of the project (two CI machines, say) run
+    at once, which the project lock cannot serialise (tests/test_faults.py covers two runs in one project)
+    but compare-and-set does; a corrupted model is rolled back; `models`, `rollback` and `promote` work on
+    the server. What does not depend on where the registry is (the decision, evaluate mode) is the story
+    above, on the embedded store."""
+    from runner.engine.config import load_pipeline
+    from runner.production.lifecycle import fingerprints, open_registry
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     pipeline, name = make_model_project(tmp_path)
-    assert main(["run", str(pipeline)]) == 0  # version 1 is the champion both runs start from
-    capsys.readouterr()
+    code, first, out = run(capsys, pipeline)  # version 1 is the champion both runs below start from
+    assert code == 0, out
+    model = first["model"]
+    assert (model["action"], model["version"], model["promoted"], model["champion_after"]) == (
+        "registered",
+        "1",
+        True,
+        "1",
+    )
+    assert model["smoke_check"]["passed"] is True
+    assert "no champion yet" in first["stages"]["evaluate"]["gates"][1]["detail"]
+    assert aliases(pipeline, name) == {"champion": "1", "challenger": "1"}
+    loaded = load_pipeline(pipeline)
+    found = open_registry(loaded).find_by_fingerprint(fingerprints(loaded)["fingerprint"])
+    assert found is not None and found.version == "1"  # a rerun on the same data would find it: unchanged
+
     clone = tmp_path / "clone"
     shutil.copytree(pipeline.parent, clone, ignore=shutil.ignore_patterns("reports"))
+    projects = (pipeline.parent, clone)
     runs = [
         spawn_run(project / "pipeline.yaml", "-p", f"factor={factor}")
-        for project, factor in ((pipeline.parent, "2.01"), (clone, "2.02"))
+        for project, factor in zip(projects, ("2.01", "2.02"), strict=True)
     ]
     outputs = [process.communicate(timeout=300)[0] for process in runs]
-    codes = sorted(process.returncode for process in runs)
-    assert codes == [0, 1], outputs
-    loser = outputs[[process.returncode for process in runs].index(1)]
-    assert "changed during this run" in loser
+    codes = [process.returncode for process in runs]
+    assert sorted(codes) == [0, 1], outputs
+    assert "changed during this run" in outputs[codes.index(1)]
     final = aliases(pipeline, name)
     assert final["champion"] in ("2", "3") and final["previous"] == "1"
+    winner, won_in = final["champion"], projects[codes.index(0)] / "pipeline.yaml"
+
+    code, broken, out = run(capsys, pipeline, "-p", "broken=true")
+    assert code == 1, out
+    model = broken["model"]
+    assert model["version"] == "4" and model["promoted"] and model["rolled_back"]
+    assert model["champion_after"] == winner and broken["status"] == "failed"
+    assert "predictions differ" in model["smoke_check"]["detail"] and "rolled back" in model["error"]
+    assert aliases(pipeline, name)["champion"] == winner  # the champion from before the run
+
+    code, listing = command(capsys, "models", str(pipeline))
+    assert code == 0 and "smoke check failed" in listing and "champion" in listing
+    code, said = command(capsys, "rollback", str(pipeline))
+    assert code == 0 and "version 1 is the champion" in said
+    assert aliases(pipeline, name)["champion"] == "1" and "previous" not in aliases(pipeline, name)
+    code, said = command(capsys, "rollback", str(pipeline))
+    assert code == 2 and "no previous champion" in said
+    code, said = command(capsys, "rollback", "--to", "99", str(pipeline))
+    assert code == 2 and "has no version 99" in said
+    code, said = command(capsys, "promote", "99", str(pipeline))
+    assert code == 2 and "has no version 99 (versions: 4, 3, 2, 1)" in said
+    code, said = command(capsys, "promote", winner, str(won_in))  # the project that holds its run's sample
+    assert code == 0 and "smoke check passed" in said
+    code, said = command(capsys, "promote", "4", str(pipeline))
+    assert code == 1 and "smoke check failed" in said
+    assert aliases(pipeline, name)["champion"] == winner
 
 
 @pytest.mark.e2e

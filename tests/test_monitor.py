@@ -17,7 +17,7 @@ import pytest
 
 from runner.commands import main
 from runner.secrets import NO_SECRETS
-from tests.conftest import ASSETS, IN_WORKERS, PROJECT_ROOT, TOY_MODEL_PIPELINE, clone, git, load_walmart
+from tests.conftest import ASSETS, ON_THE_SERVER, PROJECT_ROOT, TOY_MODEL_PIPELINE, clone, git, load_walmart
 
 MONITOR = """
 monitor:
@@ -68,42 +68,46 @@ def outputs(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines())
 
 
-@pytest.mark.e2e
-def test_no_champion_no_data_healthy_then_decayed(store, tmp_path, capsys, monkeypatch):
-    name = f"toy-{secrets.token_hex(3)}"  # the server is shared by the session's tests
-    pipeline = toy_project(tmp_path / "project", name=name, warmup=IN_WORKERS if "workers" in store else "")
+@pytest.fixture
+def champion(champion_project: tuple[Path, str]) -> Path:
+    """A copy of the toy project whose version 1 is the champion (embedded store), with a monitor section."""
+    pipeline, _ = champion_project
+    pipeline.write_text(pipeline.read_text() + MONITOR.format(max_decay=0.5, min_weeks=1))
+    return pipeline
+
+
+@pytest.fixture
+def github_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """$GITHUB_OUTPUT and $GITHUB_STEP_SUMMARY, as in a workflow's step."""
     github_output, summary = tmp_path / "output.txt", tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_OUTPUT", str(github_output))
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    return github_output, summary
 
+
+def no_champion_yet(capsys: pytest.CaptureFixture[str], root: Path) -> None:
+    """A project whose model was never registered (on the store the environment names): nothing to check."""
+    pipeline = toy_project(root, name=f"toy-{secrets.token_hex(3)}")  # the server is shared by the session
     code, out = monitor(capsys, pipeline)
     assert code == 0 and "no_champion" in out and "has no champion yet" in out, out
+    assert [check["status"] for check in log_lines(pipeline)] == ["no_champion"]
 
-    assert main(["run", str(pipeline)]) == 0, capsys.readouterr().out
-    capsys.readouterr()
-    code, out = monitor(capsys, pipeline)
-    assert code == 0 and out.splitlines()[-1].startswith("no_data: no labeled period"), out
 
-    live_week(tmp_path / "project", "2026-01-02", factor=2.0)  # the same law as the training data
-    github_output.write_text("")
-    code, out = monitor(capsys, pipeline)
-    assert code == 0, out
-    assert outputs(github_output)["decay"] == "false" and outputs(github_output)["status"] == "ok"
-
-    live_week(tmp_path / "project", "2026-01-09", factor=6.0)  # sales tripled: the model now misses by far
+def decayed_on_two_weeks(
+    capsys: pytest.CaptureFixture[str], pipeline: Path, github_outputs: tuple[Path, Path]
+) -> dict:
+    """The champion (version 1, y = 2x) on a week of the same law and a week whose sales tripled: decay."""
+    github_output, summary = github_outputs
+    live_week(pipeline.parent, "2026-01-09", factor=6.0)  # sales tripled: the model now misses by far
     github_output.write_text("")
     code, out = monitor(capsys, pipeline)
     assert code == 4, out
     said = outputs(github_output)
     assert said["decay"] == "true" and said["status"] == "decay"
     assert float(said["live"]) > 0.3 > float(said["registered"]) * 1.5
-
-    checks = log_lines(pipeline)
-    assert [check["status"] for check in checks] == ["no_champion", "no_data", "ok", "decay"]
-    healthy, decayed = checks[2], checks[3]
-    registered = healthy["registered"]
+    decayed = log_lines(pipeline)[-1]
+    registered = decayed["registered"]
     assert registered == pytest.approx(20 / 1640)  # evaluate's wape: 40 misses of 0.5 over sales of 1640
-    assert healthy["live"] == pytest.approx(0.0) and healthy["decay"] == pytest.approx(-1.0)
     assert decayed["periods"] == ["2026-01-02", "2026-01-09"] and decayed["n_rows"] == 20
     # on both weeks: forecasts 2x against sales of 2x and 6x, i.e. misses of 4x over sales of 8x
     assert decayed["live"] == pytest.approx(0.5)
@@ -116,14 +120,50 @@ def test_no_champion_no_data_healthy_then_decayed(store, tmp_path, capsys, monke
     assert "retrain" in decayed["detail"] and "more than the 50% allowed" in decayed["detail"]
     assert "monitoring version 1: decay" in summary.read_text()
     assert not (pipeline.parent / "reports" / decayed["check_id"]).exists()  # not listed among the runs
+    return decayed
 
 
-@pytest.fixture
-def champion(champion_project: tuple[Path, str]) -> Path:
-    """A copy of the toy project whose version 1 is the champion (embedded store), with a monitor section."""
-    pipeline, _ = champion_project
-    pipeline.write_text(pipeline.read_text() + MONITOR.format(max_decay=0.5, min_weeks=1))
-    return pipeline
+@pytest.mark.e2e
+def test_no_champion_no_data_healthy_then_decayed(champion, github_outputs, tmp_path, capsys):
+    """On the embedded store; the champion is the session's toy champion (tests/conftest.py), trained by a
+    real `retrain run` (whether its registry calls ran in workers changes nothing here: the monitor makes
+    them in its own process, and runs its notebook in a kernel of its own)."""
+    no_champion_yet(capsys, tmp_path / "never-run")
+    shutil.rmtree(champion.parent / "data" / "live", ignore_errors=True)
+    github_output, _ = github_outputs
+    code, out = monitor(capsys, champion)
+    assert code == 0 and out.splitlines()[-1].startswith("no_data: no labeled period"), out
+
+    live_week(champion.parent, "2026-01-02", factor=2.0)  # the same law as the training data
+    github_output.write_text("")
+    code, out = monitor(capsys, champion)
+    assert code == 0, out
+    assert outputs(github_output)["decay"] == "false" and outputs(github_output)["status"] == "ok"
+    healthy = log_lines(champion)[-1]
+    assert healthy["registered"] == pytest.approx(20 / 1640)
+    assert healthy["live"] == pytest.approx(0.0) and healthy["decay"] == pytest.approx(-1.0)
+
+    decayed_on_two_weeks(capsys, champion, github_outputs)
+    assert [check["status"] for check in log_lines(champion)] == ["no_data", "ok", "decay"]
+
+
+@pytest.mark.e2e
+@ON_THE_SERVER
+def test_on_a_tracking_server_no_champion_then_decayed(
+    champion, mlflow_server, github_outputs, tmp_path, capsys, monkeypatch
+):
+    """The same champion on the session's `mlflow server` (copied there by `retrain registry migrate`, which
+    tests/test_registry_server.py checks): the monitor reads the champion and its registered metric from the
+    server, and its notebook loads the model through it."""
+    migrated = main(["registry", "migrate", str(champion), "--to", mlflow_server])
+    assert migrated == 0, capsys.readouterr()
+    capsys.readouterr()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    no_champion_yet(capsys, tmp_path / "never-run")
+    shutil.rmtree(champion.parent / "data" / "live", ignore_errors=True)
+    live_week(champion.parent, "2026-01-02", factor=2.0)
+    decayed_on_two_weeks(capsys, champion, github_outputs)
+    assert [check["status"] for check in log_lines(champion)] == ["decay"]
 
 
 def with_monitor(pipeline: Path, **settings: object) -> Path:
@@ -142,14 +182,18 @@ def with_monitor(pipeline: Path, **settings: object) -> Path:
 
 
 @pytest.mark.e2e
-def test_too_few_weeks_are_measured_but_not_judged(champion, capsys):
+def test_too_few_weeks_are_measured_but_not_judged_and_the_section_settings_reach_the_notebook(
+    champion, capsys
+):
     shutil.rmtree(champion.parent / "data" / "live", ignore_errors=True)
     live_week(champion.parent, "2026-02-06", factor=6.0)
-    code, out = monitor(capsys, with_monitor(champion, min_weeks=3))
+    code, out = monitor(capsys, with_monitor(champion, min_weeks=3, max_decay=0.75))
     assert code == 0, out
     check = log_lines(champion)[-1]
     assert check["status"] == "too_few_periods" and check["live"] == pytest.approx(2 / 3)
     assert "not judged before 3 new periods" in check["detail"]
+    executed = champion.parent / check["report_dir"] / "monitor.ipynb"
+    assert "max_decay = 0.75" in executed.read_text()
 
 
 @pytest.mark.e2e
@@ -171,14 +215,6 @@ def test_a_metric_the_champion_was_not_registered_with_fails(champion, capsys):
     code, out = monitor(capsys, with_monitor(champion, metric="accuracy", lower_is_better=False))
     assert code == 1, out
     assert "version 1 has no registered accuracy (tag metric.accuracy)" in log_lines(champion)[-1]["detail"]
-
-
-@pytest.mark.e2e
-def test_the_section_settings_reach_the_notebook(champion, capsys):
-    live_week(champion.parent, "2026-02-27", factor=2.0)
-    assert monitor(capsys, with_monitor(champion, max_decay=0.75))[0] == 0
-    executed = champion.parent / log_lines(champion)[-1]["report_dir"] / "monitor.ipynb"
-    assert "max_decay = 0.75" in executed.read_text()
 
 
 @pytest.mark.unit
