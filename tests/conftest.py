@@ -1099,6 +1099,7 @@ def s3_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Ser
     boto3.client("s3", endpoint_url=endpoint, **S3_CREDENTIALS).create_bucket(Bucket=bucket)
     env = {
         **os.environ,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # as MLFLOW_SERVER_ENV: no job runner
         "MLFLOW_S3_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",

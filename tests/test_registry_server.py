@@ -11,25 +11,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import S3Server, ToyOrigin, clone_toy, job_environment, retrain
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]  # a loaded 2-core machine: minutes
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _no_mlflow_job_runner() -> Iterator[None]:
-    """MLflow's job runner (eight processes polling all the time, ~25% of a core, and seconds to stop when the
-    server does) serves nothing the runner uses: the S3 server is started without it, as the session's
-    server is (tests/conftest.py, MLFLOW_SERVER_ENV). Autouse and module-scoped, so it is set up before
-    `s3_mlflow_server`, which starts the server with this process's environment; the jobs' environment
-    (`job_environment`) drops every MLFLOW_ variable."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
-        yield
 
 
 LOAD = (
