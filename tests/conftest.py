@@ -344,30 +344,42 @@ def aliases(pipeline: Path, name: str) -> dict[str, str]:
     return {alias: version.version for version in registry.versions() for alias in version.aliases}
 
 
-@pytest.fixture(scope="session")
-def _toy_champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The toy model's project after one full run on the embedded store: version 1 is the champion, its run
-    folder in reports/. Trained once; tests get copies (`champion_project`)."""
+def first_champion(make: Callable[[Path], tuple[Path, str]], folder: Path) -> tuple[Path, str]:
+    """The project `make` writes in `folder` after one full run on the embedded store: version 1 is the
+    champion, its run folder in reports/. Its pipeline and the model's name."""
     from runner.commands import main
 
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        pipeline, name = make_model_project(tmp_path_factory.mktemp("toy-champion"))
+        pipeline, name = make(folder)
         assert main(["run", str(pipeline), "--no-notify"]) == 0
         assert aliases(pipeline, name)["champion"] == "1"
     return pipeline, name
+
+
+def copy_for_test(
+    trained: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, str]:
+    """A copy of a `first_champion` project for one test alone (embedded store): its pipeline and name."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    template, name = trained
+    root = copy_project(template.parent, tmp_path / "project")
+    return root / "pipeline.yaml", name
+
+
+@pytest.fixture(scope="session")
+def _toy_champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The toy model's project (`make_model_project`) with its first champion. Trained once per session (per
+    xdist worker); tests get copies (`champion_project`)."""
+    return first_champion(make_model_project, tmp_path_factory.mktemp("toy-champion"))
 
 
 @pytest.fixture
 def champion_project(
     _toy_champion: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Path, str]:
-    """A copy of the toy project whose version 1 is the champion (embedded store), for this test alone:
-    its pipeline and the model's name."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    template, name = _toy_champion
-    root = copy_project(template.parent, tmp_path / "project")
-    return root / "pipeline.yaml", name
+    """A copy of the toy project whose version 1 is the champion, for this test alone."""
+    return copy_for_test(_toy_champion, tmp_path, monkeypatch)
 
 
 def copy_project(template: Path, root: Path) -> Path:
@@ -1139,31 +1151,19 @@ def s3_mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Ser
 
 
 # --- the fault tests' shared set-ups (test_crash.py, test_faults*.py, test_leaks.py) ------------------------
-# Self-contained: only what is defined above is used, and nothing above is changed.
 @pytest.fixture(scope="session")
 def _drops_champion(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The toy model's drops project (`make_drops_project`) after one full run on the embedded store:
-    version 1 is the champion. Trained once per session (per xdist worker); tests get copies."""
-    from runner.commands import main
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        pipeline, name = make_drops_project(tmp_path_factory.mktemp("drops-champion"))
-        assert main(["run", str(pipeline), "--no-notify"]) == 0
-        assert aliases(pipeline, name)["champion"] == "1"
-    return pipeline, name
+    """The toy model's drops project (`make_drops_project`) with its first champion. Trained once per session
+    (per xdist worker); tests get copies (`drops_champion_project`)."""
+    return first_champion(make_drops_project, tmp_path_factory.mktemp("drops-champion"))
 
 
 @pytest.fixture
 def drops_champion_project(
     _drops_champion: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[Path, str]:
-    """A copy of the drops project whose version 1 is the champion (embedded store), for this test alone:
-    its pipeline and the model's name."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    template, name = _drops_champion
-    root = copy_project(template.parent, tmp_path / "project")
-    return root / "pipeline.yaml", name
+    """A copy of the drops project whose version 1 is the champion, for this test alone."""
+    return copy_for_test(_drops_champion, tmp_path, monkeypatch)
 
 
 def read_until(process: subprocess.Popen[str], said: str, limit_s: float = 600) -> list[str]:
