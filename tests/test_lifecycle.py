@@ -39,6 +39,16 @@ def run(capsys: pytest.CaptureFixture[str], pipeline: Path, *args: str) -> tuple
     return code, json.loads((run_dir / "run.json").read_text()), out
 
 
+def assert_first_champion(first: dict) -> None:
+    """A first run's record: version 1 registered, promoted (no champion to beat) and smoke-checked."""
+    model = first["model"]
+    assert (model["action"], model["version"], model["promoted"], model["champion_after"]) == (
+        "registered", "1", True, "1",
+    )  # fmt: skip
+    assert model["smoke_check"]["passed"] is True
+    assert "no champion yet" in first["stages"]["evaluate"]["gates"][1]["detail"]
+
+
 def command(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     code = main(list(args))
     captured = capsys.readouterr()
@@ -56,15 +66,7 @@ def test_register_promote_dedupe_smoke_check_and_roll_back(tmp_path, capsys, mon
 
     code, first, out = run(capsys, pipeline)
     assert code == 0, out
-    model = first["model"]
-    assert (model["action"], model["version"], model["promoted"], model["champion_after"]) == (
-        "registered",
-        "1",
-        True,
-        "1",
-    )
-    assert model["smoke_check"]["passed"] is True
-    assert "no champion yet" in first["stages"]["evaluate"]["gates"][1]["detail"]
+    assert_first_champion(first)
     assert first["stages"]["deploy"]["scraps"]["deployed_version"] == "1"
     assert aliases(pipeline, name) == {"champion": "1", "challenger": "1"}
 
@@ -247,15 +249,7 @@ def test_on_a_tracking_server_runs_register_promote_and_roll_back_and_two_at_onc
     pipeline, name = make_model_project(tmp_path)
     code, first, out = run(capsys, pipeline)  # version 1 is the champion both runs below start from
     assert code == 0, out
-    model = first["model"]
-    assert (model["action"], model["version"], model["promoted"], model["champion_after"]) == (
-        "registered",
-        "1",
-        True,
-        "1",
-    )
-    assert model["smoke_check"]["passed"] is True
-    assert "no champion yet" in first["stages"]["evaluate"]["gates"][1]["detail"]
+    assert_first_champion(first)
     assert aliases(pipeline, name) == {"champion": "1", "challenger": "1"}
     loaded = load_pipeline(pipeline)
     found = open_registry(loaded).find_by_fingerprint(fingerprints(loaded)["fingerprint"])
