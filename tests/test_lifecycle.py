@@ -55,6 +55,22 @@ def command(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
     return code, captured.out + captured.err
 
 
+def rolled_back_to_1_then_refused(
+    capsys: pytest.CaptureFixture[str], pipeline: Path, name: str, versions: str
+) -> None:
+    """`retrain rollback` puts version 1 back (no `previous` left); a second rollback, a rollback or a
+    promotion to a version that does not exist are usage errors naming what exists (`versions`)."""
+    code, said = command(capsys, "rollback", str(pipeline))
+    assert code == 0 and "version 1 is the champion" in said
+    assert aliases(pipeline, name)["champion"] == "1" and "previous" not in aliases(pipeline, name)
+    code, said = command(capsys, "rollback", str(pipeline))
+    assert code == 2 and "no previous champion" in said
+    code, said = command(capsys, "rollback", "--to", "99", str(pipeline))
+    assert code == 2 and "has no version 99" in said
+    code, said = command(capsys, "promote", "99", str(pipeline))
+    assert code == 2 and f"has no version 99 (versions: {versions})" in said
+
+
 @pytest.mark.e2e
 def test_register_promote_dedupe_smoke_check_and_roll_back(tmp_path, capsys, monkeypatch):
     """The whole story once, on the embedded store with the registry's calls in workers forked from the
@@ -105,15 +121,7 @@ def test_register_promote_dedupe_smoke_check_and_roll_back(tmp_path, capsys, mon
     code, listing = command(capsys, "models", str(pipeline))
     assert "\n│ 4 " not in listing  # evaluate mode registered nothing
 
-    code, said = command(capsys, "rollback", str(pipeline))
-    assert code == 0 and "version 1 is the champion" in said
-    assert aliases(pipeline, name)["champion"] == "1" and "previous" not in aliases(pipeline, name)
-    code, said = command(capsys, "rollback", str(pipeline))
-    assert code == 2 and "no previous champion" in said
-    code, said = command(capsys, "rollback", "--to", "99", str(pipeline))
-    assert code == 2 and "has no version 99" in said
-    code, said = command(capsys, "promote", "99", str(pipeline))
-    assert code == 2 and "has no version 99 (versions: 3, 2, 1)" in said
+    rolled_back_to_1_then_refused(capsys, pipeline, name, "3, 2, 1")
     code, said = command(capsys, "promote", "2", str(pipeline))
     assert code == 0 and "smoke check passed" in said
     code, said = command(capsys, "promote", "3", str(pipeline))
@@ -280,15 +288,7 @@ def test_on_a_tracking_server_runs_register_promote_and_roll_back_and_two_at_onc
 
     code, listing = command(capsys, "models", str(pipeline))
     assert code == 0 and "smoke check failed" in listing and "champion" in listing
-    code, said = command(capsys, "rollback", str(pipeline))
-    assert code == 0 and "version 1 is the champion" in said
-    assert aliases(pipeline, name)["champion"] == "1" and "previous" not in aliases(pipeline, name)
-    code, said = command(capsys, "rollback", str(pipeline))
-    assert code == 2 and "no previous champion" in said
-    code, said = command(capsys, "rollback", "--to", "99", str(pipeline))
-    assert code == 2 and "has no version 99" in said
-    code, said = command(capsys, "promote", "99", str(pipeline))
-    assert code == 2 and "has no version 99 (versions: 4, 3, 2, 1)" in said
+    rolled_back_to_1_then_refused(capsys, pipeline, name, "4, 3, 2, 1")
     code, said = command(capsys, "promote", winner, str(won_in))  # the project that holds its run's sample
     assert code == 0 and "smoke check passed" in said
     code, said = command(capsys, "promote", "4", str(pipeline))
