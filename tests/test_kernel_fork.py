@@ -18,6 +18,7 @@ import pytest
 
 from runner.commands import main
 from runner.engine.kernels.forked import KernelServer, KernelServerError, WorkerError
+from runner.engine.kernels.server import Preload, preloaded_packages
 from tests.conftest import eventually, is_stage_kernel, kernels_alive, kernels_in, spawn_run
 
 PIPELINE = """\
@@ -42,6 +43,18 @@ def scraps_of(pipeline: Path) -> tuple[dict, dict[str, dict]]:
     run_json = max((pipeline.parent / "reports").glob("*/run.json"))
     record = json.loads(run_json.read_text())
     return record, {name: stage["scraps"] for name, stage in record["stages"].items()}
+
+
+@pytest.mark.unit
+def test_ipykernel_and_scrapbook_are_preloaded_before_any_warmup() -> None:
+    """Every stage records its results with scrapbook: its import (pandas, pyarrow, papermill) is paid once
+    in the server, never by each kernel, and a worker reads the scraps (the runner never imports it)."""
+    packages = [sorted(imported) for _, imported in Preload("import colorsys, numpy").statements]
+    assert packages == [["ipykernel"], ["scrapbook"], ["colorsys"], ["numpy"]]
+    assert preloaded_packages("") == {"ipykernel", "scrapbook"}
+    assert preloaded_packages("import lightgbm.sklearn") == {"ipykernel", "scrapbook", "lightgbm"}
+    assert preloaded_packages("import (") == frozenset()  # not Python: the server runs none of it
+    assert not Preload("import (").pending and Preload("import (").error.startswith("SyntaxError")
 
 
 @pytest.mark.e2e

@@ -114,13 +114,11 @@ class KernelServer:
     def __init__(self, cwd: Path, preload: str, output: Path | None = None) -> None:
         """`output`: the file that receives what the server and its workers write (a warm-up's warnings,
         MLflow's log lines); None: the runner's stderr."""
-        from runner.engine.kernels.server import imported_packages
+        from runner.engine.kernels.server import preloaded_packages
 
         self.preload = preload
-        try:  # what a worker finds imported (once the preload got there): worth a worker, not an import
-            self.preloaded = frozenset(imported_packages(ast.parse(preload)))
-        except (SyntaxError, ValueError):
-            self.preloaded = frozenset()
+        # what a worker finds imported (once the preload got there): worth a worker, not an import
+        self.preloaded = preloaded_packages(preload)
         self._lock = threading.Lock()  # one writer on the server's stdin at a time
         self._ids = itertools.count(1)
         self._requests: dict[int, ForkedProcess] = {}
