@@ -133,6 +133,7 @@ class Production:
         with self._creating:
             if self._new_store and not self._champion.done():
                 self._champion.set_result(self.registry.by_alias(CHAMPION))
+                lifecycle.keep_new_store(self.registry)  # the next new store of this machine is a copy
 
     def prepare(self) -> None:
         """A stage runs, so registering will probably follow: unless MLflow's calls go to workers, MLflow is

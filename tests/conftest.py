@@ -29,6 +29,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -66,6 +67,25 @@ def load_walmart() -> ModuleType:
 
 # --- tiers --------------------------------------------------------------------------------------------------
 TIERS = ("unit", "kernel", "e2e")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """What the runner keeps in the user's cache (the empty MLflow store new stores are copied from) goes to a
+    folder of this session instead: the suite leaves the user's ~/.cache alone. Set here, in the process
+    that starts the xdist workers, it is theirs too: one empty store made per session, then copied."""
+    if "RETRAIN_TEST_CACHE" not in os.environ:
+        os.environ["RETRAIN_TEST_CACHE"] = tempfile.mkdtemp(prefix="retrain-test-cache-")
+        os.environ["XDG_CACHE_HOME"] = os.environ["RETRAIN_TEST_CACHE"]
+        config.stash[_OWN_CACHE] = os.environ["RETRAIN_TEST_CACHE"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _OWN_CACHE in config.stash:
+        shutil.rmtree(config.stash[_OWN_CACHE], ignore_errors=True)
+        os.environ.pop("RETRAIN_TEST_CACHE", None)
+
+
+_OWN_CACHE = pytest.StashKey[str]()
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -39,7 +39,7 @@ from runner.engine.notebook_json import code_cells
 from runner.errors import RetrainError, UsageError
 from runner.interrupts import shielded
 from runner.mlflow_http import bounded_http
-from runner.production import promotion, smoke, store
+from runner.production import promotion, smoke, store, store_template
 from runner.production.registry import (
     CHAMPION,
     LINEAGE,
@@ -669,11 +669,22 @@ def open_registry(pipeline: Pipeline) -> Registry:
     uri = tracking_uri(pipeline.root)
     check_reachable(uri)
     if uri == tracking_uri(pipeline.root, environ={}):  # the embedded store: its paths follow the project
+        store_template.seed(
+            pipeline.root / MLFLOW_DIR
+        )  # a new one as a copy, when it can: else MLflow makes it
         try:
             store.rebase(pipeline.root / MLFLOW_DIR)
         except store.StoreError as error:  # a corrupt database, say: the registry failing, not a bug
             raise RegistryError(f"the registry at {uri} cannot be opened: {error}") from None
     return Registry(uri, pipeline.model.name, lock_dir=pipeline.root / MLFLOW_DIR)
+
+
+def keep_new_store(registry: Registry) -> None:
+    """The store MLflow has just made for `registry`: kept, empty, as the copy the next new store of this
+    machine starts from (store_template.py)."""
+    uri = registry.tracking_uri
+    if uri.startswith("sqlite:///"):
+        store_template.keep(Path(uri.removeprefix("sqlite:///")).parent)
 
 
 def promote_version(pipeline: Pipeline, registry: Registry, number: str) -> str:

@@ -1,0 +1,123 @@
+"""A new embedded store as a copy of an empty one, instead of MLflow's schema migrations.
+
+MLflow makes a new sqlite store by running every migration of its schema since the first, one after the other
+(about fifty, many of them copying a table on sqlite): seconds of CPU after MLflow's own import, during which
+no stage may start (a kernel opening the store at the same time would run the same migrations and fail). The
+store it makes is the same every time for one MLflow version: the schema, and the Default experiment, whose
+artifact location names the folder it was made in.
+
+So the first new store of a machine is kept, empty, in the user's cache (one per MLflow version), and the next
+new store is a copy of it: a file copy, then `store.rebase` rewrites the folder it names to the new project's
+(the runner's usual step for a store that moved). Best effort: a cache that cannot be read or written leaves
+MLflow to make the store as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from runner.production.store import DB_FILE, STORE_FILE, recorded_root
+
+CACHE_DIR = "notebook-retrain"  # under $XDG_CACHE_HOME, or ~/.cache
+# the tables an empty store of MLflow 3 holds rows in: the Default experiment only
+_EMPTY = {"experiments": 1, "runs": 0, "registered_models": 0, "model_versions": 0, "logged_models": 0}
+
+
+def templates(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The folder keeping the empty store of the installed MLflow version; None without MLflow."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    env = os.environ if environ is None else environ
+    try:
+        mlflow = version("mlflow")
+    except PackageNotFoundError:
+        return None
+    cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / CACHE_DIR / "stores" / f"mlflow-{mlflow}"
+
+
+def seed(store: Path) -> bool:
+    """Make the new store `store` (a project's mlruns/) a copy of the kept empty one, still naming the folder
+    it was made in (`store.rebase` then rewrites it). False, with nothing written, when `store` holds a
+    database already or no whole empty copy is kept."""
+    template = templates()
+    if template is None or (store / DB_FILE).exists() or not _empty(template / DB_FILE):
+        return False
+    made_in = recorded_root(template)
+    if made_in is None:
+        return False
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        copy = _copy_of(template / DB_FILE, store)
+    except (OSError, sqlite3.Error):
+        return False
+    try:
+        (store / STORE_FILE).write_text(json.dumps({"root": made_in}) + "\n", encoding="utf-8")
+        os.link(copy, store / DB_FILE)  # never over a store that another process made meanwhile
+    except OSError:  # FileExistsError among them
+        return False
+    finally:
+        copy.unlink(missing_ok=True)
+    return True
+
+
+def keep(store: Path) -> None:
+    """Keep a copy of the store MLflow has just made at `store` when it is empty, names no folder but its
+    own, and none is kept yet. The copy and the folder it names appear together or not at all."""
+    template = templates()
+    here = str(store.resolve())
+    if template is None or template.exists() or not _empty(store / DB_FILE, under=here):
+        return
+    with contextlib.suppress(OSError, sqlite3.Error):
+        template.parent.mkdir(parents=True, exist_ok=True)
+        making = Path(tempfile.mkdtemp(prefix=f".{template.name}.", dir=template.parent))
+        try:
+            _copy_of(store / DB_FILE, making).rename(making / DB_FILE)
+            (making / STORE_FILE).write_text(json.dumps({"root": here}) + "\n", encoding="utf-8")
+            making.rename(template)  # a folder's rename: whole; another process's kept first wins
+        finally:
+            shutil.rmtree(making, ignore_errors=True)
+
+
+def _empty(database: Path, under: str | None = None) -> bool:
+    """A whole sqlite database of MLflow's schema holding the rows of an empty store and nothing more (and,
+    given `under`, whose Default experiment is inside that folder)."""
+    if not database.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)) as db:
+            if db.execute("PRAGMA quick_check").fetchone() != ("ok",):
+                return False
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "alembic_version" not in tables or not set(_EMPTY) <= tables:
+                return False
+            counts = {table: db.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0] for table in _EMPTY}
+            location = db.execute("SELECT artifact_location FROM experiments").fetchone()
+    except sqlite3.Error:
+        return False
+    inside = under is None or str(location[0] or "").removeprefix("file://").startswith(under + "/")
+    return counts == _EMPTY and inside
+
+
+def _copy_of(database: Path, folder: Path) -> Path:
+    """A consistent copy of `database` in a new file of `folder` (sqlite's backup: never a torn copy)."""
+    handle, name = tempfile.mkstemp(prefix=f".{DB_FILE}.", suffix=".tmp", dir=folder)
+    os.close(handle)
+    copy = Path(name)
+    try:
+        with (
+            contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)) as source,
+            contextlib.closing(sqlite3.connect(copy)) as target,
+        ):
+            source.backup(target)
+    except BaseException:
+        copy.unlink(missing_ok=True)
+        raise
+    return copy
