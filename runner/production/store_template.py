@@ -23,7 +23,9 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from runner import files
 from runner.production.store import DB_FILE, STORE_FILE, recorded_root
+from runner.secrets import Redactor
 
 CACHE_DIR = "notebook-retrain"  # under $XDG_CACHE_HOME, or ~/.cache
 # the tables an empty store of MLflow 3 holds rows in: the Default experiment only
@@ -45,26 +47,22 @@ def templates(environ: Mapping[str, str] | None = None) -> Path | None:
 
 def seed(store: Path) -> bool:
     """Make the new store `store` (a project's mlruns/) a copy of the kept empty one, still naming the folder
-    it was made in (`store.rebase` then rewrites it). False, with nothing written, when `store` holds a
-    database already or no whole empty copy is kept."""
+    it was made in (`store.rebase` then rewrites it). False, with no database written, when `store` holds one
+    already or no whole empty copy is kept."""
     template = templates()
     if template is None or (store / DB_FILE).exists() or not _empty(template / DB_FILE):
         return False
     made_in = recorded_root(template)
     if made_in is None:
         return False
+    nothing = Redactor()  # the copy of a database that holds no value of anyone's
     try:
-        store.mkdir(parents=True, exist_ok=True)
-        copy = _copy_of(template / DB_FILE, store)
-    except (OSError, sqlite3.Error):
+        files.atomic_write_text(store / STORE_FILE, json.dumps({"root": made_in}) + "\n", redact=nothing)
+        # never over a store another process made meanwhile (FileExistsError); the kept copy is never
+        # written again once kept, so reading it whole is reading a consistent database
+        files.create_new_bytes(store / DB_FILE, (template / DB_FILE).read_bytes(), redact=nothing)
+    except OSError:
         return False
-    try:
-        (store / STORE_FILE).write_text(json.dumps({"root": made_in}) + "\n", encoding="utf-8")
-        os.link(copy, store / DB_FILE)  # never over a store that another process made meanwhile
-    except OSError:  # FileExistsError among them
-        return False
-    finally:
-        copy.unlink(missing_ok=True)
     return True
 
 
@@ -79,8 +77,12 @@ def keep(store: Path) -> None:
         template.parent.mkdir(parents=True, exist_ok=True)
         making = Path(tempfile.mkdtemp(prefix=f".{template.name}.", dir=template.parent))
         try:
-            _copy_of(store / DB_FILE, making).rename(making / DB_FILE)
-            (making / STORE_FILE).write_text(json.dumps({"root": here}) + "\n", encoding="utf-8")
+            with (  # sqlite's backup: a consistent copy even of a database that is open elsewhere
+                contextlib.closing(sqlite3.connect(f"file:{store / DB_FILE}?mode=ro", uri=True)) as source,
+                contextlib.closing(sqlite3.connect(making / DB_FILE)) as copy,
+            ):
+                source.backup(copy)
+            files.atomic_write_text(making / STORE_FILE, json.dumps({"root": here}) + "\n", redact=Redactor())
             making.rename(template)  # a folder's rename: whole; another process's kept first wins
         finally:
             shutil.rmtree(making, ignore_errors=True)
@@ -104,20 +106,3 @@ def _empty(database: Path, under: str | None = None) -> bool:
         return False
     inside = under is None or str(location[0] or "").removeprefix("file://").startswith(under + "/")
     return counts == _EMPTY and inside
-
-
-def _copy_of(database: Path, folder: Path) -> Path:
-    """A consistent copy of `database` in a new file of `folder` (sqlite's backup: never a torn copy)."""
-    handle, name = tempfile.mkstemp(prefix=f".{DB_FILE}.", suffix=".tmp", dir=folder)
-    os.close(handle)
-    copy = Path(name)
-    try:
-        with (
-            contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)) as source,
-            contextlib.closing(sqlite3.connect(copy)) as target,
-        ):
-            source.backup(target)
-    except BaseException:
-        copy.unlink(missing_ok=True)
-        raise
-    return copy
