@@ -67,6 +67,11 @@ BAD = [
         ["stages.first.timout: unknown key 'timout' (did you mean 'timeout'?)"],
     ),
     (
+        "empty notebook path (it named the project folder: a bug, exit 70, found by the fuzz test)",
+        GOOD.replace("notebooks/ok.ipynb", "''"),
+        ["stages.first.notebook: String should have at least 1 character (got '')"],
+    ),
+    (
         "missing notebook",
         GOOD.replace("notebooks/ok.ipynb", "notebooks/okk.ipynb"),
         [

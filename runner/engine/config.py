@@ -50,7 +50,7 @@ class StageSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    notebook: str
+    notebook: Annotated[str, StringConstraints(min_length=1)]  # "" would name the project folder itself
     params: dict[ParamName, Any] = Field(default_factory=dict)
     timeout: float = Field(default=1800, gt=0, description="seconds for the whole stage")
     gates: list[str] = Field(default_factory=list)
