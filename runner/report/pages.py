@@ -139,13 +139,17 @@ def _stage_exporter() -> Any:
     config.TagRemovePreprocessor.remove_input_tags = {"remove-input"}
     config.TagRemovePreprocessor.remove_all_outputs_tags = {"remove-output"}
     config.CSSHTMLHeaderPreprocessor.enabled = False  # we inline only the pygments rules a page uses
-    return HTMLExporter(
+    exporter = HTMLExporter(
         config=config,
         template_name=STAGE_TEMPLATE,
         extra_template_basedirs=[str(TEMPLATES_DIR)],
         exclude_input_prompt=True,
         exclude_output_prompt=True,
     )
+    # compiling its chain of templates took ~75 ms of CPU in each process that renders a page: kept as
+    # bytecode like ours (0.445 -> 0.370 s for the first page of a process)
+    exporter.environment.bytecode_cache = jinja2.FileSystemBytecodeCache()
+    return exporter
 
 
 def _notebook_facts(metadata: Any) -> list[tuple[str, str]]:
