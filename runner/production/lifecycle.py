@@ -669,9 +669,8 @@ def open_registry(pipeline: Pipeline) -> Registry:
     uri = tracking_uri(pipeline.root)
     check_reachable(uri)
     if uri == tracking_uri(pipeline.root, environ={}):  # the embedded store: its paths follow the project
-        store_template.seed(
-            pipeline.root / MLFLOW_DIR
-        )  # a new one as a copy, when it can: else MLflow makes it
+        # a new store as a copy of an empty one when there is one to copy; else MLflow makes it
+        store_template.seed(pipeline.root / MLFLOW_DIR)
         try:
             store.rebase(pipeline.root / MLFLOW_DIR)
         except store.StoreError as error:  # a corrupt database, say: the registry failing, not a bug

@@ -49,8 +49,10 @@ def seed(store: Path) -> bool:
     """Make the new store `store` (a project's mlruns/) a copy of the kept empty one, still naming the folder
     it was made in (`store.rebase` then rewrites it). False, with no database written, when `store` holds one
     already or no whole empty copy is kept."""
+    if (store / DB_FILE).exists():  # every run but a project's first: nothing else to look at
+        return False
     template = templates()
-    if template is None or (store / DB_FILE).exists() or not _empty(template / DB_FILE):
+    if template is None or not _empty(template / DB_FILE):
         return False
     made_in = recorded_root(template)
     if made_in is None:
