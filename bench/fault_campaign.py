@@ -39,9 +39,7 @@ import hashlib
 import json
 import os
 import random
-import re
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -60,10 +58,12 @@ sys.path.insert(0, str(PROJECT))
 
 from tests.conftest import (  # noqa: E402
     IN_WORKERS,
+    TEMPORARY,
     add_drop,
     assert_reports_readable,
     kernels_in,
     make_drops_project,
+    versions,
 )
 
 CHOSEN = {
@@ -74,7 +74,6 @@ CHOSEN = {
     "data settling": "data: settling",
 }
 EXIT_FOR = {"succeeded": 0, "failed": 1, "gate_failed": 3, "cancelled": 130}
-TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp$")  # runner/files.py's mkstemp names
 CANCEL_PROMISE_S = 5.0
 
 
@@ -194,16 +193,7 @@ class Invariants:
 
     def versions(self) -> tuple[str | None, set[str]]:
         """The champion and every registered version, read straight from the store's sqlite file."""
-        database = f"file:{self.root / 'mlruns' / 'mlflow.db'}?mode=ro"
-        store = sqlite3.connect(database, uri=True, timeout=30)
-        try:
-            query = "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = 'champion'"
-            champion = store.execute(query, (self.name,)).fetchone()
-            query = "SELECT version FROM model_versions WHERE name = ?"
-            known = store.execute(query, (self.name,)).fetchall()
-        finally:
-            store.close()
-        return (str(champion[0]) if champion else None), {str(row[0]) for row in known}
+        return versions(self.pipeline, self.name)
 
     def after_kill(self, before: tuple[str | None, set[str]], notebooks: str) -> list[str]:
         """What must hold right after a kill, before the next run sweeps: every record, page and executed

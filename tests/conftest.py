@@ -285,6 +285,21 @@ def temp_files(folder: Path) -> list[Path]:
     return sorted(folder.rglob(".*.tmp")) if folder.is_dir() else []
 
 
+TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp$")  # runner/files.py's mkstemp names
+
+
+def versions(pipeline: Path, name: str) -> tuple[str | None, set[str]]:
+    """The champion and every registered version, read straight from the embedded store's sqlite file
+    (milliseconds, where MLflow's client takes a second or more on a loaded machine)."""
+    database = f"file:{pipeline.parent / 'mlruns' / 'mlflow.db'}?mode=ro"
+    with contextlib.closing(sqlite3.connect(database, uri=True, timeout=30)) as store:
+        champion = store.execute(
+            "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = 'champion'", (name,)
+        ).fetchone()
+        known = store.execute("SELECT version FROM model_versions WHERE name = ?", (name,)).fetchall()
+    return (str(champion[0]) if champion else None), {str(row[0]) for row in known}
+
+
 class _Html(HTMLParser):
     def __init__(self) -> None:
         super().__init__()

@@ -19,13 +19,10 @@ hundreds of kills, child kills and signals is bench/fault_campaign.py.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import random
-import re
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
@@ -34,12 +31,14 @@ import pytest
 
 from runner.commands import main
 from tests.conftest import (
+    TEMPORARY,
     assert_reports_readable,
     eventually,
     kernels_in,
     read_until,
     spawn_run,
     temp_files,
+    versions,
 )
 
 pytestmark = pytest.mark.e2e
@@ -57,7 +56,6 @@ PHASES = [
 ]
 RANDOM_KILLS = 2 + int(os.environ.get("RETRAIN_CRASH_KILLS", "0"))
 SEED = 20261126
-TEMPORARY = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]{8}\.tmp$")  # runner/files.py's mkstemp names
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -66,18 +64,6 @@ def digest(folder: Path) -> dict[str, str]:
         for path in sorted(folder.rglob("*"))
         if path.is_file()
     }
-
-
-def versions(pipeline: Path, name: str) -> tuple[str | None, set[str]]:
-    """The champion and every registered version, read straight from the embedded store's sqlite file
-    (milliseconds, where MLflow's client takes a second or more on a loaded machine)."""
-    database = f"file:{pipeline.parent / 'mlruns' / 'mlflow.db'}?mode=ro"
-    with contextlib.closing(sqlite3.connect(database, uri=True, timeout=30)) as store:
-        champion = store.execute(
-            "SELECT version FROM registered_model_aliases WHERE name = ? AND alias = 'champion'", (name,)
-        ).fetchone()
-        known = store.execute("SELECT version FROM model_versions WHERE name = ?", (name,)).fetchall()
-    return (str(champion[0]) if champion else None), {str(row[0]) for row in known}
 
 
 def check_invariants(pipeline: Path) -> int:
