@@ -20,7 +20,6 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 
 from runner import files
@@ -32,16 +31,15 @@ CACHE_DIR = "notebook-retrain"  # under $XDG_CACHE_HOME, or ~/.cache
 _EMPTY = {"experiments": 1, "runs": 0, "registered_models": 0, "model_versions": 0, "logged_models": 0}
 
 
-def templates(environ: Mapping[str, str] | None = None) -> Path | None:
+def templates() -> Path | None:
     """The folder keeping the empty store of the installed MLflow version; None without MLflow."""
     from importlib.metadata import PackageNotFoundError, version
 
-    env = os.environ if environ is None else environ
     try:
         mlflow = version("mlflow")
     except PackageNotFoundError:
         return None
-    cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / CACHE_DIR / "stores" / f"mlflow-{mlflow}"
 
 

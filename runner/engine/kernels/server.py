@@ -48,7 +48,7 @@ from typing import Any
 
 POLL_S = 0.2  # how often exited kernels are reaped while no request arrives
 # imported before any warm-up: every kernel needs ipykernel; every stage records its results with scrapbook
-ALWAYS_PRELOADED = ("ipykernel.kernelapp", "scrapbook")
+ALWAYS_PRELOADED = "import ipykernel.kernelapp\nimport scrapbook"
 
 
 def main() -> None:
@@ -126,7 +126,7 @@ class Preload:
         os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
         self.error = ""
         self.namespace: dict[str, Any] = {"__name__": "__warmup__"}
-        ours = [ast.parse(f"import {module}") for module in ALWAYS_PRELOADED]
+        ours = _statements(ALWAYS_PRELOADED)
         try:
             statements = [*ours, *_statements(code)]
         except SyntaxError as problem:  # `retrain check` refuses it; here, only the runner's own imports run
@@ -160,9 +160,8 @@ class Preload:
 def preloaded_packages(warmup: str) -> frozenset[str]:
     """The top-level packages a server preloading `warmup` imports (once it got there): ours, then the
     warm-up's. Empty when the warm-up is not valid Python: the server then runs none of it (`Preload`)."""
-    ours = "\n".join(f"import {module}" for module in ALWAYS_PRELOADED)
     try:
-        return frozenset(imported_packages(ast.parse(f"{ours}\n{warmup}")))
+        return frozenset(imported_packages(ast.parse(f"{ALWAYS_PRELOADED}\n{warmup}")))
     except (SyntaxError, ValueError):
         return frozenset()
 
