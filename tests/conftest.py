@@ -70,19 +70,20 @@ TIERS = ("unit", "kernel", "e2e")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """What the runner keeps in the user's cache (the empty MLflow store new stores are copied from) goes to a
-    folder of this session instead: the suite leaves the user's ~/.cache alone. Set here, in the process
-    that starts the xdist workers, it is theirs too: one empty store made per session, then copied."""
-    if "RETRAIN_TEST_CACHE" not in os.environ:
-        os.environ["RETRAIN_TEST_CACHE"] = tempfile.mkdtemp(prefix="retrain-test-cache-")
-        os.environ["XDG_CACHE_HOME"] = os.environ["RETRAIN_TEST_CACHE"]
-        config.stash[_OWN_CACHE] = os.environ["RETRAIN_TEST_CACHE"]
+    """What the runner keeps in its cache folder (the empty MLflow store new stores are copied from) goes to a
+    folder of this session instead: the suite leaves the user's ~/.cache alone. Set here, in the process that
+    starts the xdist workers, it is theirs too: one empty store made per session, then copied. Only the
+    runner's own folder (RETRAIN_CACHE_DIR): XDG_CACHE_HOME would also move matplotlib's font cache, which
+    a unit test would then rebuild with a subprocess."""
+    if "RETRAIN_CACHE_DIR" not in os.environ:
+        os.environ["RETRAIN_CACHE_DIR"] = tempfile.mkdtemp(prefix="retrain-test-cache-")
+        config.stash[_OWN_CACHE] = os.environ["RETRAIN_CACHE_DIR"]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _OWN_CACHE in config.stash:
         shutil.rmtree(config.stash[_OWN_CACHE], ignore_errors=True)
-        os.environ.pop("RETRAIN_TEST_CACHE", None)
+        os.environ.pop("RETRAIN_CACHE_DIR", None)
 
 
 _OWN_CACHE = pytest.StashKey[str]()

@@ -15,7 +15,7 @@ TABLES = ("runs", "registered_models", "model_versions", "logged_models")
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("RETRAIN_CACHE_DIR", str(tmp_path / "cache"))
     return tmp_path / "cache"
 
 

@@ -26,7 +26,8 @@ from runner import files
 from runner.production.store import DB_FILE, STORE_FILE, recorded_root
 from runner.secrets import Redactor
 
-CACHE_DIR = "notebook-retrain"  # under $XDG_CACHE_HOME, or ~/.cache
+# the runner's cache folder: RETRAIN_CACHE_DIR, else notebook-retrain/ under $XDG_CACHE_HOME or ~/.cache
+CACHE_ENV, CACHE_DIR = "RETRAIN_CACHE_DIR", "notebook-retrain"
 # the tables an empty store of MLflow 3 holds rows in: the Default experiment only
 _EMPTY = {"experiments": 1, "runs": 0, "registered_models": 0, "model_versions": 0, "logged_models": 0}
 
@@ -39,8 +40,11 @@ def templates() -> Path | None:
         mlflow = version("mlflow")
     except PackageNotFoundError:
         return None
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / CACHE_DIR / "stores" / f"mlflow-{mlflow}"
+    if os.environ.get(CACHE_ENV):
+        cache = Path(os.environ[CACHE_ENV])
+    else:
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / CACHE_DIR
+    return cache / "stores" / f"mlflow-{mlflow}"
 
 
 def seed(store: Path) -> bool:
