@@ -48,6 +48,7 @@ from runner.production.registry import (
     Version,
     check_reachable,
     release_connections,
+    worker_imports,
 )
 from runner.production.store import RUN_LOG
 from runner.project import MLFLOW_DIR, PRODUCTS_DIR, REPORTS_DIR, git_commit, tracking_uri
@@ -224,7 +225,11 @@ def run_locked(
     observer.run_started(record, run_dir)
     deploy = frozenset(pipeline.model.deploy if pipeline.model else ())
     kernels = KernelPool(
-        pipeline.root, warm=options.warm_kernels, fork=options.fork_kernels, preload=pipeline.warmup
+        pipeline.root,
+        warm=options.warm_kernels,
+        fork=options.fork_kernels,
+        preload=pipeline.warmup,
+        for_workers=mlflow_imports(pipeline),
     )
     stage_cache = StageCache(pipeline.root, run_dir.parent, redact)
     renders, stopper = BackgroundRenders(redact), Stopper()
@@ -240,6 +245,12 @@ def run_locked(
     except BaseException as error:  # whatever stopped the run decides its status: end_run
         stopped = error
     return end_run(run, drops, reserve, started, stopped)
+
+
+def mlflow_imports(pipeline: Pipeline) -> str:
+    """What MLflow's calls need, for the run's kernel server to import after the warm-up when the pipeline
+    registers a model: imported once there, not again by the runner and by each stage that uses MLflow."""
+    return worker_imports(tracking_uri(pipeline.root)) if pipeline.model is not None else ""
 
 
 def execute_run(run: RunState) -> None:

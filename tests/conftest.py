@@ -328,7 +328,6 @@ def assert_reports_readable(reports: Path) -> list[dict[str, Any]]:
 TOY_MODEL_PIPELINE = """\
 version: 1
 name: toy
-{warmup}
 stages:
   train:
     notebook: notebooks/train.ipynb
@@ -352,13 +351,8 @@ model:
   data: ["data/*.csv"]
 """
 
-# With MLflow in the warm-up, the registry's calls and the scraps run in workers forked from the kernel server
-IN_WORKERS = 'warmup: "import mlflow, scrapbook"'
 
-
-def make_model_project(
-    tmp_path: Path, promotion: str = "auto", warmup: str = "", name: str = ""
-) -> tuple[Path, str]:
+def make_model_project(tmp_path: Path, promotion: str = "auto", name: str = "") -> tuple[Path, str]:
     """The toy model's project under `tmp_path`/project, nothing run yet; returns its pipeline and the
     model's name (unique by default: the MLflow server is shared by the session's tests)."""
     root = tmp_path / "project"
@@ -367,7 +361,7 @@ def make_model_project(
     rows = "\n".join(f"{x},{2 * x + (1 if x % 2 else -1) * 0.5}" for x in range(1, 41))
     (root / "data" / "points.csv").write_text("x,y\n" + rows + "\n")
     name = name or f"toy-{secrets.token_hex(3)}"
-    text = TOY_MODEL_PIPELINE.format(name=name, promotion=promotion, warmup=warmup)
+    text = TOY_MODEL_PIPELINE.format(name=name, promotion=promotion)
     (root / "pipeline.yaml").write_text(text)
     return root / "pipeline.yaml", name
 
@@ -580,10 +574,10 @@ data:
 """
 
 
-def make_drops_project(tmp_path: Path, warmup: str = "", name: str = "") -> tuple[Path, str]:
+def make_drops_project(tmp_path: Path, name: str = "") -> tuple[Path, str]:
     """The toy model's project whose new data arrives as drops in data/new/ (the history is data/, where
     data/points.csv is): a drop changes the data's fingerprint, so a run with one registers a new version."""
-    pipeline, name = make_model_project(tmp_path, warmup=warmup, name=name)
+    pipeline, name = make_model_project(tmp_path, name=name)
     # a loaded machine takes longer than the default 30 s to load a model: a slow check is not a failed one
     text = pipeline.read_text().replace('data: ["data/*.csv"]', 'data: ["data/*.csv", "data/new/*.csv"]')
     text = text.replace(

@@ -158,10 +158,25 @@ def test_the_kernel_server_and_its_kernels_die_with_the_runner(make_project, sig
     )
 
 
+SLOW_IMPORT = """\
+import os, time
+time.sleep(1)
+IMPORTED_BY = os.getpid()
+def imported_by():
+    return IMPORTED_BY
+"""
+
+
 @pytest.mark.kernel
 def test_a_worker_forked_from_the_server_answers_raises_dies_or_times_out(tmp_path):
-    server = KernelServer(tmp_path, "import json")
+    (tmp_path / "slow_import.py").write_text(SLOW_IMPORT)  # the server's folder is on its sys.path
+    server = KernelServer(tmp_path, "import json", for_workers="import slow_import")
     try:
+        # a call that needs nothing is forked at once, while the server still imports: it imports for itself;
+        # one that needs what the server imports is forked once the server did, and shares its copy
+        importer = "slow_import:imported_by"
+        assert server.call(importer, {}, tmp_path, 60) != server.process.pid
+        assert server.call(importer, {}, tmp_path, 60, needs="slow_import") == server.process.pid
         assert server.call("json:dumps", {"obj": [1, "two"]}, tmp_path, 60) == '[1, "two"]'
         long = "x" * 20_000  # more than one pipe write: it comes back through a file
         assert server.call("json:loads", {"s": json.dumps(long)}, tmp_path, 60) == long

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from runner.commands import main
-from tests.conftest import IN_WORKERS, add_drop, make_drops_project
+from tests.conftest import add_drop, make_drops_project
 
 pytestmark = pytest.mark.kernel
 
@@ -64,15 +64,17 @@ class _Accepting(BaseHTTPRequestHandler):
         return None
 
 
-@pytest.mark.parametrize("warmup", ["", IN_WORKERS], ids=["registry in this process", "registry in workers"])
-def test_model_runs_with_the_registry_and_slack_leave_nothing_behind(tmp_path, monkeypatch, capsys, warmup):
+# the registry's calls run in the kernel server's workers; without a kernel server, in the runner's process
+@pytest.mark.parametrize("fork", ["0", "1"], ids=["registry in this process", "registry in workers"])
+def test_model_runs_with_the_registry_and_slack_leave_nothing_behind(tmp_path, monkeypatch, capsys, fork):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("RETRAIN_FORK_KERNELS", fork)
     webhook = ThreadingHTTPServer(("127.0.0.1", 0), _Accepting)
     serving = threading.Thread(target=webhook.serve_forever, daemon=True)
     serving.start()
     monkeypatch.setenv("SLACK_WEBHOOK_URL", f"http://127.0.0.1:{webhook.server_port}/hook")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    pipeline, _ = make_drops_project(tmp_path, warmup=warmup)
+    pipeline, _ = make_drops_project(tmp_path)
     try:
         assert main(["run", str(pipeline)]) == 0, capsys.readouterr().out  # MLflow's imports, pools, a loop
         after_first, threads = open_descriptors(), threading.active_count()

@@ -30,15 +30,13 @@ monitor:
 """
 
 
-def toy_project(
-    root: Path, name: str = "toy", max_decay: float = 0.5, min_weeks: int = 1, warmup: str = ""
-) -> Path:
+def toy_project(root: Path, name: str = "toy", max_decay: float = 0.5, min_weeks: int = 1) -> Path:
     """The toy model's project with a monitor section; nothing run yet."""
     shutil.copytree(ASSETS / "model", root / "notebooks")
     (root / "data").mkdir(parents=True)
     rows = "\n".join(f"{x},{2 * x + (1 if x % 2 else -1) * 0.5}" for x in range(1, 41))
     (root / "data" / "points.csv").write_text("x,y\n" + rows + "\n")
-    text = TOY_MODEL_PIPELINE.format(name=name, promotion="auto", warmup=warmup) + MONITOR.format(
+    text = TOY_MODEL_PIPELINE.format(name=name, promotion="auto") + MONITOR.format(
         max_decay=max_decay, min_weeks=min_weeks
     )
     (root / "pipeline.yaml").write_text(text)

@@ -111,14 +111,16 @@ class KernelServer:
     called on its handle (its stage waits for it).
     """
 
-    def __init__(self, cwd: Path, preload: str, output: Path | None = None) -> None:
-        """`output`: the file that receives what the server and its workers write (a warm-up's warnings,
-        MLflow's log lines); None: the runner's stderr."""
+    def __init__(self, cwd: Path, preload: str, output: Path | None = None, for_workers: str = "") -> None:
+        """`preload`: the pipeline's warm-up (a kernel forked after it skips it); `for_workers`: imports run
+        after it for the workers' calls; `output`: the file that receives what the server and its workers
+        write (a warm-up's warnings, MLflow's log lines), None: the runner's stderr."""
         from runner.engine.kernels.server import preloaded_packages
 
         self.preload = preload
+        everything = f"{preload}\n{for_workers}" if for_workers else preload
         # what a worker finds imported (once the preload got there): worth a worker, not an import
-        self.preloaded = preloaded_packages(preload)
+        self.preloaded = preloaded_packages(everything)
         self._lock = threading.Lock()  # one writer on the server's stdin at a time
         self._ids = itertools.count(1)
         self._requests: dict[int, ForkedProcess] = {}
@@ -140,7 +142,7 @@ class KernelServer:
         finally:
             if errors is not None:
                 errors.close()  # the server has its own descriptor now
-        self._write({"preload": preload})
+        self._write({"preload": everything})
         self._reader = threading.Thread(target=self._read, name="kernel-server", daemon=True)
         self._reader.start()
 
@@ -193,14 +195,17 @@ class KernelServer:
         cwd: Path,
         timeout_s: float,
         env: Mapping[str, str] | None = None,
+        needs: str | None = None,
     ) -> Any:
-        """Run `module:function`(**kwargs) (JSON arguments) in a worker forked now, with this process's
-        environment (or `env`); return what it returns. What it raised is raised here when it is one of the
-        runner's own exceptions, else WorkerError ("Type: message"); KernelServerError: no answer (it is
-        killed)."""
+        """Run `module:function`(**kwargs) (JSON arguments) in a worker, with this process's environment (or
+        `env`); return what it returns. The worker is forked at once, or, when the preload imports the
+        package `needs`, once it did (the wait counts in `timeout_s`). What it raised is raised here when it
+        is one of the runner's own exceptions, else WorkerError ("Type: message"); KernelServerError: no
+        answer (it is killed)."""
         answer: Future[Any] = Future()
         environment = dict(os.environ if env is None else env)
-        request = {"call": target, "kwargs": kwargs, "env": environment, "cwd": str(cwd)}
+        imports = [needs] if needs is not None else []
+        request = {"call": target, "kwargs": kwargs, "env": environment, "cwd": str(cwd), "imports": imports}
         number, handle = self._request(request, answer, spill=True)
         try:
             return answer.result(timeout=timeout_s)

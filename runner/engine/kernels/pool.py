@@ -55,9 +55,10 @@ class PlainLauncher:
 class ForkedLauncher:
     """Kernels forked from a kernel server started with the first kernel; heavy calls in its workers."""
 
-    def __init__(self, cwd: Path, preload: str, output: Path | None = None) -> None:
+    def __init__(self, cwd: Path, preload: str, output: Path | None = None, for_workers: str = "") -> None:
         self.cwd = cwd
         self.preload = preload
+        self.for_workers = for_workers
         self.output = output  # what the server and its workers write
         self._server: KernelServer | None = None
         self._failed = False
@@ -80,7 +81,7 @@ class ForkedLauncher:
     def _started_server(self) -> KernelServer | None:
         if self._server is None and not self._failed:
             try:
-                self._server = KernelServer(self.cwd, self.preload, self.output)
+                self._server = KernelServer(self.cwd, self.preload, self.output, self.for_workers)
             except (OSError, KernelServerError):
                 self._failed = True  # kernels start the usual way
         return self.server
@@ -97,13 +98,20 @@ class KernelPool:
     lines) goes to files in a private folder, one per stage and one for the rest, never to the terminal the
     run draws its table in: `output(stage)` hands a stage's lines over once the stage is done."""
 
-    def __init__(self, cwd: Path, *, warm: bool = True, fork: bool = False, preload: str = "") -> None:
+    def __init__(
+        self, cwd: Path, *, warm: bool = True, fork: bool = False, preload: str = "", for_workers: str = ""
+    ) -> None:
+        """`preload`: the pipeline's warm-up; `for_workers`: what the kernel server imports after it for the
+        calls its workers make (MLflow's), which a stage waiting for its kernel waits for only when its
+        notebook imports those packages too."""
         self.cwd = cwd
         self.warm = warm  # False: no kernel is started ahead; each stage starts its own when it runs
         self._outputs = Path(tempfile.mkdtemp(prefix="retrain-output-"))
         forked = fork and warm and SUPPORTED
         self.launcher: Launcher = (
-            ForkedLauncher(cwd, preload, self._outputs / OTHERS) if forked else PlainLauncher(cwd)
+            ForkedLauncher(cwd, preload, self._outputs / OTHERS, for_workers)
+            if forked
+            else PlainLauncher(cwd)
         )
         self._started: dict[str, Kernel] = {}
         self._retiring: list[threading.Thread] = []

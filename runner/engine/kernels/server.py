@@ -18,8 +18,9 @@ The protocol is JSON lines on stdin/stdout:
                        or   {"id": 3, "error": "fork failed: ..."}
     server -> runner   {"exited": 12345, "code": 0}                      a kernel ended (reaped here)
     runner -> server   {"id": 4, "call": "module:function", "kwargs": {...}, "env": {...}, "cwd": "...",
-                        "spill": "<a file for a long result>"}
-                       run a function in a forked worker (at once): the server answers with its pid, then
+                        "imports": ["mlflow"], "spill": "<a file for a long result>"}
+                       run a function in a forked worker, as soon as the preload imported what it needs
+                       (`imports`; at once when it names none): the server answers with its pid, then
     worker -> runner   {"id": 4, "answer": "<base64 of a pickled {"result": ...} or {"failed": "Type: ...",
                        "raised": <the exception, when it is the runner's own>}>"}
                        or, for an answer of 4 KB or more, {"id": 4, "answer_file": "<the request's spill>"}
@@ -72,7 +73,9 @@ def serve(requests: int, replies: int) -> dict[str, Any] | None:
     A kernel asked for ahead of its stage is forked once the preload is done. One that a stage waits for
     (`hurry`) is forked as soon as the preload has run every statement that imports a module its notebook
     imports too (the request's `imports`), between two statements: the kernel then shares those modules
-    with this process instead of importing its own copy, and imports what it needs beyond them itself.
+    with this process instead of importing its own copy, and imports what it needs beyond them itself. A
+    worker for a call is forked the same way, as if its caller waited: a registry call made while the
+    preload imports MLflow would otherwise import its own copy of it, at the same time.
     """
     lines = _Lines(requests)
     first = lines.next(timeout=None)
@@ -84,7 +87,8 @@ def serve(requests: int, replies: int) -> dict[str, Any] | None:
     urgent: set[int] = set()
     while True:
         _reap(children, replies)
-        ready = [n for n in waiting if "call" in waiting[n] or preload.done_for(waiting[n], n in urgent)]
+        # a call waits like a kernel whose stage waits: for the statements importing what it needs, no more
+        ready = [n for n in waiting if preload.done_for(waiting[n], "call" in waiting[n] or n in urgent)]
         for number in ready:
             request = waiting.pop(number)
             sys.stdout.flush()  # what the warm-up printed, once: a child would print its own copy again

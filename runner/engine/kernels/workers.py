@@ -1,10 +1,12 @@
 """Calls that run in a worker forked from the run's kernel server, where what they need is imported already.
 
 The runner process itself stays small when it never imports MLflow, pandas or scikit-learn: a call that
-needs them runs in a worker (a child of the kernel server, which imported them in its warm-up), and its
-result comes back. One rule decides where a call runs, here and nowhere else:
+needs them runs in a worker (a child of the kernel server, which imported them in its preload: the
+pipeline's warm-up, then MLflow's imports when the pipeline has a model), and its result comes back. One rule
+decides where a call runs, here and nowhere else:
 
-    a kernel server runs, and its warm-up imports the package the call needs -> a worker
+    a kernel server runs, and its preload imports the package the call needs -> a worker (forked once the
+                                                                                server imported it)
     otherwise                                                                  -> this process
 
 `needs=None` asks for a worker whenever a server runs: the call then pays its own imports in the worker,
@@ -59,7 +61,7 @@ class Workers:
         target = f"{function.__module__}:{function.__qualname__}"
         env = {**os.environ, **bounded_environ(os.environ)}  # a worker makes the runner's own MLflow calls
         try:
-            return server.call(target, kwargs, cwd, timeout_s, env)
+            return server.call(target, kwargs, cwd, timeout_s, env, needs=needs)
         except KernelServerError as error:
             raise WorkerLost(f"{function.__qualname__}: {error}") from None
 
