@@ -449,7 +449,7 @@ def worker_imports(tracking_uri: str) -> str:
 
     Preloaded, MLflow is imported once a run, in the server: the registry's calls go to its workers and the
     stages' kernels are forked with it, where otherwise the runner and each stage that uses MLflow imported
-    it again (~3 s of CPU each; a toy model's run went from 16.9 s to 9.6 s of CPU, docs/speed.md)."""
+    it again (~3 s of CPU each; a toy model's run went from 15.3 s to 10.5 s of CPU, docs/speed.md)."""
     imports = ["import mlflow.pyfunc"]
     if not tracking_uri.startswith(("http://", "https://", "databricks")):
         imports += [
