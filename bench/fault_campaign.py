@@ -57,7 +57,6 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from tests.conftest import (  # noqa: E402
-    IN_WORKERS,
     TEMPORARY,
     add_drop,
     assert_reports_readable,
@@ -328,7 +327,7 @@ def kill_at(run: Watched, point: str, run_s: float, rng: random.Random) -> tuple
 def campaign(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="fault-campaign-"))
-    pipeline, name = make_drops_project(workdir, warmup=IN_WORKERS)
+    pipeline, name = make_drops_project(workdir)  # no warm-up: the registry runs in workers
     root = pipeline.parent
     env_note = f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     print(f"fault campaign in {root} (seed {args.seed}; {env_note})", flush=True)
