@@ -444,6 +444,18 @@ print(json.dumps({{"code": code, "heavy": sorted(heavy)}}))
 ON_THE_DEMO = pytest.mark.xdist_group("demo")  # under xdist, one worker trains the demo for all of them
 
 
+def run_listing_imports(pipeline: Path) -> dict[str, Any]:
+    """`retrain run` of `pipeline` in a process of its own, which reports its exit code (`code`) and which of
+    HEAVY it imported (`heavy`); with what it printed (`output`)."""
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_AND_LIST_IMPORTS, str(pipeline)],
+        cwd=pipeline.parent, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    lines = done.stdout.strip().splitlines()
+    assert lines and lines[-1].startswith("{"), done.stdout[-3000:] + done.stderr[-3000:]
+    return dict(json.loads(lines[-1]), output=done.stdout)
+
+
 def demo_copy(root: Path) -> Path:
     """The demo's pipeline, notebooks and history under `root`, with an empty data/new/; nothing run yet."""
     root.mkdir(parents=True, exist_ok=True)
@@ -460,13 +472,7 @@ def demo_first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict
     `retrain run` in a process of its own that reports its exit code and which of HEAVY it imported. Tests
     that change the project work on a copy (`copy_project`). Tests that use it are marked ON_THE_DEMO."""
     root = demo_copy(tmp_path_factory.mktemp("demo-first-run"))
-    done = subprocess.run(
-        [sys.executable, "-c", RUN_AND_LIST_IMPORTS, str(root / "pipeline.yaml")],
-        cwd=root, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    lines = done.stdout.strip().splitlines()
-    assert lines and lines[-1].startswith("{"), done.stdout[-3000:] + done.stderr[-3000:]
-    return root, dict(json.loads(lines[-1]), output=done.stdout)
+    return root, run_listing_imports(root / "pipeline.yaml")
 
 
 # --- MLflow servers on 127.0.0.1 ----------------------------------------------------------------------------

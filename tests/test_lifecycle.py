@@ -17,11 +17,11 @@ import pytest
 from runner.commands import main
 from tests.conftest import (
     ON_THE_SERVER,
-    RUN_AND_LIST_IMPORTS,
     TOY_MODEL_PIPELINE,
     aliases,
     free_port,
     make_model_project,
+    run_listing_imports,
     spawn_run,
 )
 
@@ -82,10 +82,8 @@ def test_register_promote_dedupe_smoke_check_and_roll_back(tmp_path, capsys, mon
     pipeline, name = make_model_project(tmp_path)
 
     # the first run in a process of its own, which says what it imported: none of MLflow, pandas, ...
-    command_line = [sys.executable, "-c", RUN_AND_LIST_IMPORTS, str(pipeline)]
-    done = subprocess.run(command_line, cwd=pipeline.parent, capture_output=True, text=True, timeout=600)
-    said = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
-    assert said.get("code") == 0 and said["heavy"] == [], done.stdout[-3000:] + done.stderr[-3000:]
+    said = run_listing_imports(pipeline)
+    assert said["code"] == 0 and said["heavy"] == [], said["output"][-3000:]
     first = json.loads(next((pipeline.parent / "reports").glob("*/run.json")).read_text())
     assert_first_champion(first)
     assert first["stages"]["deploy"]["scraps"]["deployed_version"] == "1"
