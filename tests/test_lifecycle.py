@@ -71,6 +71,19 @@ def rolled_back_to_1_then_refused(
     assert code == 2 and f"has no version 99 (versions: {versions})" in said
 
 
+@pytest.mark.unit
+def test_the_kernel_server_preloads_the_sql_stores_only_for_a_database():
+    from runner.production.registry import worker_imports
+
+    sql = "mlflow.store.tracking.sqlalchemy_store"
+    assert sql in worker_imports("sqlite:////project/mlruns/mlflow.db")
+    assert "sqlalchemy.dialects.sqlite" in worker_imports("sqlite:////project/mlruns/mlflow.db")
+    assert sql in worker_imports("postgresql+psycopg2://user@host/mlflow")
+    assert "sqlite" not in worker_imports("postgresql+psycopg2://user@host/mlflow")
+    for server in ("http://127.0.0.1:5000", "https://mlflow.example.com", "databricks", "file:///tmp/mlruns"):
+        assert worker_imports(server) == "import mlflow.pyfunc", server
+
+
 @pytest.mark.e2e
 def test_register_promote_dedupe_smoke_check_and_roll_back(tmp_path, capsys, monkeypatch):
     """The whole story once, on the embedded store with the registry's calls in workers forked from the

@@ -451,12 +451,13 @@ def worker_imports(tracking_uri: str) -> str:
     stages' kernels are forked with it, where otherwise the runner and each stage that uses MLflow imported
     it again (~3 s of CPU each; a toy model's run went from 15.3 s to 10.5 s of CPU, docs/speed.md)."""
     imports = ["import mlflow.pyfunc"]
-    if not tracking_uri.startswith(("http://", "https://", "databricks")):
+    dialect = tracking_uri.partition(":")[0].partition("+")[0]  # "postgresql" for postgresql+psycopg2://
+    if dialect in ("sqlite", "postgresql", "mysql", "mssql"):  # the databases MLflow's SQL stores serve
         imports += [
             "import mlflow.store.tracking.sqlalchemy_store, mlflow.store.model_registry.sqlalchemy_store",
             "import alembic.command",  # opening a store checks its schema
         ]
-    if tracking_uri.startswith("sqlite:"):
+    if dialect == "sqlite":
         imports.append("import sqlalchemy.dialects.sqlite")
     return "\n".join(imports)
 
