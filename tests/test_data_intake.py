@@ -128,15 +128,24 @@ def test_a_scheduled_run_with_nothing_new_retrains_nothing(project: Path, capsys
 
 
 def test_a_run_that_fails_after_validate_keeps_the_drop_where_it_was(project: Path, capsys):
-    """A model refused by its gates is not the data's fault: the drop stays in data/new/ for the next run."""
+    """A model refused by its gates is not the data's fault: the drop stays in data/new/ for the next run.
+    The gate, failed on purpose, is named with its values in the last lines and on the run's page."""
     drop = project / "data" / "new" / "sales-2012-04-13.csv"
     week = (DROPS / "gap.csv").read_text()  # the week of 2012-04-13, which now follows the history
     drop.write_text(week)
 
     code = main(["run", "-p", "wape_threshold=0.0001", str(project / "pipeline.yaml")])
 
-    assert code == 3
+    out = capsys.readouterr().out
+    assert code == 3, out
+    last = out.strip().splitlines()[-3:]
+    assert any("wape <= params.wape_threshold" in line and "0.0001" in line for line in last), last
     record = latest_record(project)
+    assert record["status"] == "gate_failed"
+    gate = record["stages"]["evaluate"]["gates"][0]
+    assert gate["passed"] is False and gate["values"]["params.wape_threshold"] == 0.0001
+    index = (project / "reports" / record["run_id"] / "index.html").read_text()
+    assert "Gate `wape &lt;= params.wape_threshold` in stage evaluate" in index
     # the good drop of 2012-04-06 joined the history: this week follows it without a gap (the contract's rule)
     validate = record["stages"]["validate"]
     assert validate["status"] == "succeeded" and validate["scraps"]["n_errors"] == 0
@@ -144,4 +153,4 @@ def test_a_run_that_fails_after_validate_keeps_the_drop_where_it_was(project: Pa
     assert record["stages"]["evaluate"]["status"] == "gate_failed"
     assert record["data"]["action"] == "kept" and "evaluate" in record["data"]["detail"]
     assert drop.read_text() == week
-    assert "New data: kept" in capsys.readouterr().out
+    assert "New data: kept" in out
