@@ -18,6 +18,7 @@ from typing import Any
 
 from runner import files
 from runner.engine.config import Pipeline, load_pipeline
+from runner.engine.kernels import kept_servers
 from runner.errors import UsageError, exit_code_for_status
 from runner.pipeline import Observer, RunOptions, run_pipeline
 from runner.production import lifecycle
@@ -85,22 +86,23 @@ def replay(
     """Feed each drop and run the pipeline after it; one row per drop. `on_drop(index, name, row)` is called
     before each run (row None) and after it."""
     rows = []
-    for index, drop in enumerate(drops, start=1):
-        pipeline = load_pipeline(pipeline_path)
-        name = ORDER_PREFIX.sub("", drop.name)
-        target = new_folder(pipeline) / name
-        if target.exists():
-            raise UsageError(f"{target} already exists: the drop {drop.name} would replace it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        files.atomic_copy(drop, target)  # whole or not at all: a run never reads half a drop
-        on_drop(index, name, None)
-        record, _ = run_pipeline(pipeline, RunOptions(trigger=trigger), observer or Quiet())
-        row = _row(name, record, pipeline.key_metric)
-        if row.champion is None and pipeline.model is not None:  # stopped before evaluate saw the champion
-            champion = lifecycle.open_registry(pipeline).champion_fast()
-            row = _with_champion(row, champion.version if champion else None)
-        rows.append(row)
-        on_drop(index, name, row)
+    with kept_servers():  # the runs share one kernel server: the warm-up is paid once, not once a week
+        for index, drop in enumerate(drops, start=1):
+            pipeline = load_pipeline(pipeline_path)
+            name = ORDER_PREFIX.sub("", drop.name)
+            target = new_folder(pipeline) / name
+            if target.exists():
+                raise UsageError(f"{target} already exists: the drop {drop.name} would replace it")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            files.atomic_copy(drop, target)  # whole or not at all: a run never reads half a drop
+            on_drop(index, name, None)
+            record, _ = run_pipeline(pipeline, RunOptions(trigger=trigger), observer or Quiet())
+            row = _row(name, record, pipeline.key_metric)
+            if row.champion is None and pipeline.model is not None:  # stopped before evaluate saw one
+                champion = lifecycle.open_registry(pipeline).champion_fast()
+                row = _with_champion(row, champion.version if champion else None)
+            rows.append(row)
+            on_drop(index, name, row)
     return rows
 
 

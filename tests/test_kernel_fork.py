@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import psutil
 import pytest
 
 from runner.commands import main
+from runner.engine.kernels import kept_servers
 from runner.engine.kernels.forked import KernelServer, KernelServerError, WorkerError
 from runner.engine.kernels.server import Preload, preloaded_packages
 from tests.conftest import eventually, is_stage_kernel, kernels_alive, kernels_in, spawn_run
@@ -197,3 +199,80 @@ def test_a_worker_forked_from_the_server_answers_raises_dies_or_times_out(tmp_pa
 
 def _sleeping() -> list[psutil.Process]:
     return [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[:2] == ["sleep", "30"]]
+
+
+SAYS = """\
+import sys, time
+
+
+def say(text):
+    sys.stderr.write(text)
+    sys.stderr.flush()
+
+
+def sleep(seconds):
+    time.sleep(seconds)
+"""
+
+
+@pytest.mark.kernel
+def test_a_kept_server_writes_where_the_next_run_says_and_its_release_ends_what_the_run_left(tmp_path):
+    """A server kept for the next run (`kept_servers`): its workers write to the file the next run gives, and
+    `release()` ends what the previous run left running, while the server goes on serving."""
+    (tmp_path / "says.py").write_text(SAYS)
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    server = KernelServer(tmp_path, "import json", output=first)
+    try:
+        server.call("says:say", {"text": "for the first run\n"}, tmp_path, 60)
+        assert eventually(lambda: not server._forked, 10)  # its worker has exited, and the server said so
+        failed: list[BaseException] = []
+
+        def sleeps() -> None:
+            try:
+                server.call("says:sleep", {"seconds": 60}, tmp_path, 120)
+            except KernelServerError as error:
+                failed.append(error)
+
+        left = threading.Thread(target=sleeps)
+        left.start()
+        # forked, and its pid told (a run's calls have their answer before it ends: the test must wait)
+        assert eventually(lambda: server._forked, 30), "the long call never started"
+        started = time.monotonic()
+        server.release()
+        left.join(timeout=30)
+        assert failed and "ended without an answer" in str(failed[0]) and time.monotonic() - started < 10
+        server.write_to(second)
+        server.call("says:say", {"text": "for the second run\n"}, tmp_path, 60)
+        assert server.usable
+    finally:
+        server.close()
+    assert first.read_text() == "for the first run\n" and second.read_text() == "for the second run\n"
+
+
+ONE_STAGE = """\
+version: 1
+name: kept
+warmup: "import colorsys, numpy"
+stages:
+  only:
+    notebook: notebooks/inside.ipynb
+"""
+
+
+@pytest.mark.e2e
+def test_runs_within_kept_servers_share_one_server_and_nothing_outlives_the_block(make_project, capsys):
+    """`retrain replay`'s runs: the second run's kernel is forked by the server the first run started, after
+    the warm-up it ran once; a run's kernels still end with the run, and the server ends with the block."""
+    pipeline = make_project(ONE_STAGE)
+    seen = []
+    with kept_servers():
+        for _ in range(2):
+            assert main(["run", str(pipeline), "--no-notify"]) == 0, capsys.readouterr().out
+            alive = kernels_alive()
+            assert not [process for process in alive if is_stage_kernel(process)], "a kernel outlived its run"
+            seen.append({process.pid for process in alive if process.name() == "retrain-kserver"})
+    assert len(seen[0]) == 1 and seen[1] == seen[0], seen
+    assert eventually(lambda: not kernels_alive(), 10), "the kept server outlived the block"
+    runs = [json.loads(path.read_text()) for path in sorted((pipeline.parent / "reports").glob("*/run.json"))]
+    assert [run["stages"]["only"]["timings"]["forked"] for run in runs] == [True, True]
+    assert all(run["stages"]["only"]["scraps"]["preloaded"] for run in runs)

@@ -215,6 +215,24 @@ class KernelServer:
         finally:
             self._calls.pop(number, None)
 
+    def write_to(self, output: Path) -> None:
+        """From now on, what the server and the workers it forks write goes to `output` (a kept server's next
+        run: its own file)."""
+        with self._lock:
+            if not self.usable:
+                raise KernelServerError("the kernel server is not running")
+            self._write({"write_to": str(output)})
+
+    def release(self) -> None:
+        """The run this server served is over and the server is kept for the next one: kill what it forked for
+        the run that is still alive (each leads its own process group); the server stays."""
+        for pid in list(self._forked):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:  # just forked: not yet the leader of its own group
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
     def close(self) -> None:
         """Stop the server; it kills any kernel or worker it forked that is still alive. A server busy in a
         warm-up statement (an import of seconds) does not see its stdin close: after CLOSE_WAIT_S it is

@@ -9,13 +9,21 @@ Two launchers start a stage's kernel:
 `KernelPool` holds the kernels started ahead and shuts down, in `close()`, every one that no stage took (a
 stage skipped, a run stopped or interrupted): no kernel outlives the run. Its `workers` run the runner's
 heavy calls next to the kernels (workers.py).
+
+A process that makes several runs of one project in a row (`retrain replay`) may keep the kernel server
+between them (`kept_servers()`): the next run with the same warm-up and environment is served by the same
+server, whose preload (the demo's: ~7 s of CPU) is then paid once. Its kernels and workers still end with
+their run; the server ends with the block.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -25,6 +33,27 @@ from runner.engine.kernels.workers import Workers
 
 OTHERS = "others.log"  # the server's and its workers' output
 SUFFIX = ".stage.log"  # a stage kernel's output
+
+
+ServerKey = tuple[str, str, str, frozenset[tuple[str, str]]]  # project, warm-up, workers' imports, env
+_kept: dict[ServerKey, KernelServer] | None = None  # the servers kept within `kept_servers()`, else None
+
+
+@contextmanager
+def kept_servers() -> Iterator[None]:
+    """Within this block a run's kernel server outlives the run, for the next run of the same project with
+    the same warm-up and environment; every server kept is closed when the block ends."""
+    global _kept
+    if _kept is not None:  # within another such block: that one closes them
+        yield
+        return
+    _kept = {}
+    try:
+        yield
+    finally:
+        servers, _kept = _kept, None
+        for server in servers.values():
+            server.close()
 
 
 class Launcher(Protocol):
@@ -80,14 +109,48 @@ class ForkedLauncher:
 
     def _started_server(self) -> KernelServer | None:
         if self._server is None and not self._failed:
-            try:
-                self._server = KernelServer(self.cwd, self.preload, self.output, self.for_workers)
-            except (OSError, KernelServerError):
-                self._failed = True  # kernels start the usual way
+            self._server = self._kept_server()
+            if self._server is None:
+                try:
+                    self._server = KernelServer(self.cwd, self.preload, self.output, self.for_workers)
+                except (OSError, KernelServerError):
+                    self._failed = True  # kernels start the usual way
+                    return None
+                if _kept is not None:
+                    self._keep(self._server)
         return self.server
 
+    def _keep(self, server: KernelServer) -> None:
+        """Keep `server` for the project's next run in place of any other kept for the project."""
+        assert _kept is not None
+        for key in [key for key in _kept if key[0] == str(self.cwd)]:
+            _kept.pop(key).close()
+        _kept[self._key()] = server
+
+    def _key(self) -> ServerKey:
+        return (str(self.cwd), self.preload, self.for_workers, frozenset(os.environ.items()))
+
+    def _kept_server(self) -> KernelServer | None:
+        """The server an earlier run in `kept_servers()` kept for a run like this one, writing to this run's
+        output file from now on; None when there is none (or it ended)."""
+        server = _kept.pop(self._key(), None) if _kept is not None else None
+        if server is None:
+            return None
+        try:
+            if self.output is not None:
+                server.write_to(self.output)
+        except KernelServerError:
+            server.close()
+            return None
+        self._keep(server)
+        return server
+
     def close(self) -> None:
-        if self._server is not None:
+        if self._server is None:
+            return
+        if _kept is not None and _kept.get(self._key()) is self._server:
+            self._server.release()  # this run's kernels and workers end; the server waits for the next run
+        else:
             self._server.close()  # it kills any kernel or worker it forked that is still alive
 
 

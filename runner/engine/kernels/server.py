@@ -14,6 +14,8 @@ The protocol is JSON lines on stdin/stdout:
     runner -> server   {"id": 3, "argv": [...], "env": {...}, "cwd": "...", "imports": ["pandas", ...]}
                        fork a kernel (for a notebook that imports these packages), once preloaded
     runner -> server   {"hurry": 3}                  a stage waits for it: fork it once its imports are done
+    runner -> server   {"write_to": "<file>"}        what the server and the workers it forks from now on
+                                                      write goes to this file (a kept server's next run)
     server -> runner   {"id": 3, "pid": 12345, "preload_error": ""}   (set: the warm-up failed before, why)
                        or   {"id": 3, "error": "fork failed: ..."}
     server -> runner   {"exited": 12345, "code": 0}                      a kernel ended (reaped here)
@@ -107,6 +109,8 @@ def serve(requests: int, replies: int) -> dict[str, Any] | None:
             message = json.loads(line)
             if "hurry" in message:
                 urgent.add(message["hurry"])
+            elif "write_to" in message:  # not "output": a kernel's request names its own output file
+                _write_to(message["write_to"])
             else:
                 waiting[message["id"]] = message
         elif lines.closed:  # the runner is gone: nothing may outlive it
@@ -195,10 +199,7 @@ def become_kernel(request: dict[str, Any]) -> None:
     server = os.getppid()
     _settle(request, b"retrain-kernel")
     if request.get("output"):  # what the kernel writes outside its cells goes to its stage's file
-        fd = os.open(request["output"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
+        _write_to(request["output"])
     os.environ["JPY_PARENT_PID"] = str(server)
     sys.argv = ["ipykernel_launcher", *request["argv"], f"--IPKernelApp.parent_handle={server}"]
     from ipykernel import kernelapp
@@ -277,6 +278,16 @@ class _Lines:
             self.pending += chunk
         line, self.pending = self.pending.split(b"\n", 1)
         return line
+
+
+def _write_to(output: str) -> None:
+    """Send this process's stdout and stderr (a warm-up's prints go to stderr too) to the file `output`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(output, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def _call_process(name: bytes) -> None:
