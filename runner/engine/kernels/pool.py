@@ -89,6 +89,9 @@ class ForkedLauncher:
         self.preload = preload
         self.for_workers = for_workers
         self.output = output  # what the server and its workers write
+        # what a server kept from an earlier run shares with this run when it may serve it (the environment:
+        # the one its preload ran in)
+        self.key: ServerKey = (str(cwd), preload, for_workers, frozenset(os.environ.items()))
         self._server: KernelServer | None = None
         self._failed = False
         self.workers = Workers(lambda: self.server)
@@ -125,15 +128,12 @@ class ForkedLauncher:
         assert _kept is not None
         for key in [key for key in _kept if key[0] == str(self.cwd)]:
             _kept.pop(key).close()
-        _kept[self._key()] = server
-
-    def _key(self) -> ServerKey:
-        return (str(self.cwd), self.preload, self.for_workers, frozenset(os.environ.items()))
+        _kept[self.key] = server
 
     def _kept_server(self) -> KernelServer | None:
         """The server an earlier run in `kept_servers()` kept for a run like this one, writing to this run's
         output file from now on; None when there is none (or it ended)."""
-        server = _kept.pop(self._key(), None) if _kept is not None else None
+        server = _kept.pop(self.key, None) if _kept is not None else None
         if server is None:
             return None
         try:
@@ -148,7 +148,7 @@ class ForkedLauncher:
     def close(self) -> None:
         if self._server is None:
             return
-        if _kept is not None and _kept.get(self._key()) is self._server:
+        if _kept is not None and _kept.get(self.key) is self._server:
             self._server.release()  # this run's kernels and workers end; the server waits for the next run
         else:
             self._server.close()  # it kills any kernel or worker it forked that is still alive
