@@ -110,7 +110,8 @@ def serve(requests: int, replies: int) -> dict[str, Any] | None:
             if "hurry" in message:
                 urgent.add(message["hurry"])
             elif "write_to" in message:  # not "output": a kernel's request names its own output file
-                _write_to(message["write_to"])
+                with contextlib.suppress(OSError):  # a file that cannot be opened: the previous one goes on
+                    _write_to(message["write_to"])
             else:
                 waiting[message["id"]] = message
         elif lines.closed:  # the runner is gone: nothing may outlive it
