@@ -224,8 +224,8 @@ class KernelServer:
             self._write({"write_to": str(output)})
 
     def release(self) -> None:
-        """The run this server served is over and the server is kept for the next one: kill what it forked for
-        the run that is still alive (each leads its own process group); the server stays."""
+        """Kill what this server forked that is still alive (each leads its own process group): when the run
+        it served is over and the server is kept for the next one, which stays; or once it is killed."""
         for pid in list(self._forked):
             try:
                 os.killpg(pid, signal.SIGKILL)
@@ -245,9 +245,7 @@ class KernelServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-            for pid in list(self._forked):
-                with contextlib.suppress(OSError):
-                    os.killpg(pid, signal.SIGKILL)
+            self.release()  # the children it can no longer kill
         self._reader.join(timeout=5)
         if self.process.stdout is not None and not self._reader.is_alive():
             self.process.stdout.close()  # the reader is done with it: a process running many runs keeps none
