@@ -36,7 +36,9 @@ SUFFIX = ".stage.log"  # a stage kernel's output
 
 
 ServerKey = tuple[str, str, str, frozenset[tuple[str, str]]]  # project, warm-up, workers' imports, env
-_kept: dict[ServerKey, KernelServer] | None = None  # the servers kept within `kept_servers()`, else None
+# within `kept_servers()`, the server kept for each project (one at most) with the key of the run it served;
+# None outside
+_kept: dict[str, tuple[ServerKey, KernelServer]] | None = None
 
 
 @contextmanager
@@ -52,7 +54,7 @@ def kept_servers() -> Iterator[None]:
         yield
     finally:
         servers, _kept = _kept, None
-        for server in servers.values():
+        for _, server in servers.values():
             server.close()
 
 
@@ -120,35 +122,34 @@ class ForkedLauncher:
                     self._failed = True  # kernels start the usual way
                     return None
                 if _kept is not None:
-                    self._keep(self._server)
+                    _kept[str(self.cwd)] = (self.key, self._server)
         return self.server
-
-    def _keep(self, server: KernelServer) -> None:
-        """Keep `server` for the project's next run in place of any other kept for the project."""
-        assert _kept is not None
-        for key in [key for key in _kept if key[0] == str(self.cwd)]:
-            _kept.pop(key).close()
-        _kept[self.key] = server
 
     def _kept_server(self) -> KernelServer | None:
         """The server an earlier run in `kept_servers()` kept for a run like this one, writing to this run's
-        output file from now on; None when there is none (or it ended)."""
-        server = _kept.pop(self.key, None) if _kept is not None else None
-        if server is None:
+        output file from now on; None when there is none, it ended, or it served a run with another key (it is
+        closed: this run's server takes its place)."""
+        kept = _kept.pop(str(self.cwd), None) if _kept is not None else None
+        if kept is None:
+            return None
+        key, server = kept
+        if key != self.key:  # kept for another warm-up or environment
+            server.close()
             return None
         try:
             if self.output is not None:
                 server.write_to(self.output)
-        except KernelServerError:
+        except KernelServerError:  # it ended meanwhile
             server.close()
             return None
-        self._keep(server)
+        assert _kept is not None
+        _kept[str(self.cwd)] = kept
         return server
 
     def close(self) -> None:
         if self._server is None:
             return
-        if _kept is not None and _kept.get(self.key) is self._server:
+        if _kept is not None and _kept.get(str(self.cwd)) == (self.key, self._server):
             self._server.release()  # this run's kernels and workers end; the server waits for the next run
         else:
             self._server.close()  # it kills any kernel or worker it forked that is still alive
