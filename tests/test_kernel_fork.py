@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from runner.commands import main
-from runner.engine.kernels import kept_servers
-from runner.engine.kernels.forked import KernelServer, KernelServerError, WorkerError
+from runner.engine.kernels import forked, kept_servers
+from runner.engine.kernels.forked import ForkedProcess, KernelServer, KernelServerError, WorkerError
 from runner.engine.kernels.server import Preload, preloaded_packages
 from tests.conftest import eventually, is_stage_kernel, kernels_alive, kernels_in, spawn_run
 
@@ -57,6 +57,20 @@ def test_ipykernel_and_scrapbook_are_preloaded_before_any_warmup() -> None:
     assert preloaded_packages("import lightgbm.sklearn") == {"ipykernel", "scrapbook", "lightgbm"}
     assert preloaded_packages("import (") == frozenset()  # not Python: the server runs none of it
     assert not Preload("import (").pending and Preload("import (").error.startswith("SyntaxError")
+
+
+@pytest.mark.unit
+def test_a_kernel_that_ends_between_poll_and_signal_is_not_signalled_and_nothing_raises(monkeypatch) -> None:
+    """jupyter_client interrupts a kernel before it shuts it down: a kernel that ended (and was reaped by the
+    server) after `poll()` looked has no process or group left; as with Popen, signalling it does nothing,
+    where it raised ProcessLookupError in the shutdown thread of a run."""
+    gone = next(pid for pid in range(4_000_000, 3_000_000, -1) if not forked._alive(pid))
+    monkeypatch.setattr(forked, "_alive", lambda pid: True)  # poll() looked while it still ran
+    process = ForkedProcess()
+    process.started.set_result(gone)
+    process.send_signal(signal.SIGINT)
+    process.terminate()
+    assert process.returncode is None  # what ended it is the server's to tell
 
 
 @pytest.mark.e2e

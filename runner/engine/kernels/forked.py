@@ -93,7 +93,10 @@ class ForkedProcess:
         try:
             os.killpg(pid, signum)  # the kernel leads its own process group: its children get it too
         except OSError:
-            os.kill(pid, signum)
+            # no such group: a kernel forked a moment ago does not lead one yet, or the kernel ended since
+            # poll() looked (the server reaps it); an ended one has nothing to signal, as with Popen
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
