@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,53 @@ def fit(
     scoring = {"eval_X": (X,), "eval_y": (y,), "eval_names": ["training"], "eval_metric": "l1"}
     model.fit(X, y, categorical_feature=CATEGORICAL, **(scoring if scored else {}))
     return model
+
+
+def fit_on_cluster(
+    client: Any,
+    features_path: Path,
+    model_settings: Mapping[str, Any],
+    before: Any = None,
+    *,
+    scored: bool = False,
+) -> Any:
+    """`fit` on a Dask cluster (runner/nb/compute.py), for a feature table too large for one process: the
+    workers read the Parquet file's row groups and LightGBM trains on them together (`lightgbm.dask`, data
+    parallel). Returns a plain LightGBM model, as `fit` does: logged, saved and served the same way. Not
+    bit-identical to `fit` (the workers bin their own rows and share histograms); tests/test_compute.py
+    bounds the difference."""
+    import dask.dataframe as dd
+    import lightgbm as lgb
+
+    workers = len(client.scheduler_info(n_workers=-1)["workers"])
+    table = dd.read_parquet(features_path, columns=["Date", *FEATURES, TARGET], split_row_groups=True)
+    rows = table[table["lag_1"].notnull()]
+    if before is not None:
+        rows = rows[rows["Date"] < pd.Timestamp(before)]
+    # every worker holds a share of the rows (a file of one row group would otherwise train on one worker)
+    rows = rows.repartition(npartitions=max(workers, rows.npartitions)).persist()
+    model = lgb.DaskLGBMRegressor(
+        client=client, **model_settings, deterministic=True, force_row_wise=True, verbose=-1
+    )
+    X, y = rows[FEATURES], rows[TARGET]
+    scoring = {"eval_X": (X,), "eval_y": (y,), "eval_names": ["training"], "eval_metric": "l1"}
+    with warnings.catch_warnings():  # each worker trains on its own threads: LightGBM's n_jobs is moot
+        warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
+        model.fit(X, y, categorical_feature=CATEGORICAL, **(scoring if scored else {}))
+    return model.to_local()
+
+
+def example_rows(features_path: Path, count: int = 5) -> pd.DataFrame:
+    """The first `count` training rows of the feature table, the model's inputs only, read batch by batch:
+    the input example logged with a model, without loading the table."""
+    import pyarrow.parquet as pq
+
+    found: list[pd.DataFrame] = []
+    for batch in pq.ParquetFile(features_path).iter_batches(batch_size=10_000, columns=FEATURES):
+        found.append(training_rows(batch.to_pandas()))
+        if sum(len(rows) for rows in found) >= count:
+            break
+    return pd.concat(found).head(count).reset_index(drop=True)
 
 
 def sales_files(root: Path, history_glob: str, new_glob: str) -> list[str]:

@@ -468,7 +468,7 @@ def stage_fingerprint(
     return cache.stage_fingerprint(
         stage,
         run.pipeline.root,
-        injected=injected_parameters(stage, run.record, run.run_dir, champion),
+        injected=injected_parameters(run, stage, champion),
         champion=champion.version if champion else None,
         upstream={name: known.get(name) for name in stage.needs},
         hashes=run.cache.hashes,
@@ -526,7 +526,7 @@ def forced(options: RunOptions, stage: str) -> bool:
 def deploy_key(run: RunState, stage: Stage) -> str:
     """What a deploy stage deploys with: its code and parameters, and the champion it receives."""
     champion = current_champion(run.production, run.record)
-    injected = injected_parameters(stage, run.record, run.run_dir, champion)
+    injected = injected_parameters(run, stage, champion)
     return cache.effect_key(stage, injected=injected, champion=champion.version if champion else None)
 
 
@@ -664,7 +664,7 @@ def run_stage(
     current.status = "running"
     started = time.monotonic()
     champion = current_champion(production, record)
-    given = injected_parameters(stage, record, run_dir, champion)
+    given = injected_parameters(run, stage, champion)
     parameters = {**stage.params, **given}
     current.param_sources = {**stage.param_sources, **dict.fromkeys(given, params.RUNNER)}
     executed = run_dir / f"{stage.name}.ipynb"
@@ -727,16 +727,16 @@ def current_champion(production: Production | None, record: RunRecord) -> Versio
     return production.registry.get(after) if after else None
 
 
-def injected_parameters(
-    stage: Stage, record: RunRecord, run_dir: Path, champion: Version | None
-) -> dict[str, Any]:
-    """The products folder, run id, mode and champion URI, for the notebooks that declare them."""
+def injected_parameters(run: RunState, stage: Stage, champion: Version | None) -> dict[str, Any]:
+    """The products folder, run id, mode, champion URI and compute settings, for the notebooks that
+    declare them."""
     return params.injected(
         stage.declared,
-        products=run_dir / PRODUCTS_DIR,
-        run_id=record.run_id,
-        mode=record.mode,
+        products=run.run_dir / PRODUCTS_DIR,
+        run_id=run.record.run_id,
+        mode=run.record.mode,
         champion_uri=champion.uri if champion else "",
+        compute=run.pipeline.compute,
     )
 
 

@@ -54,15 +54,22 @@ ASSETS = Path(__file__).parent / "assets"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_walmart() -> ModuleType:
-    """The demo project's data script, data/walmart.py (a script of the project, not of the runner)."""
-    if "walmart" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("walmart", PROJECT_ROOT / "data" / "walmart.py")
+def project_module(relative: str) -> ModuleType:
+    """A script of the project, not of the runner (data/walmart.py, notebooks/forecasting.py,
+    bench/run_bench.py), imported from its path: none of their folders is a package."""
+    name = Path(relative).stem
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, PROJECT_ROOT / relative)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
-        sys.modules["walmart"] = module
+        sys.modules[name] = module
         spec.loader.exec_module(module)
-    return sys.modules["walmart"]
+    return sys.modules[name]
+
+
+def load_walmart() -> ModuleType:
+    """The demo project's data script, data/walmart.py."""
+    return project_module("data/walmart.py")
 
 
 # --- tiers --------------------------------------------------------------------------------------------------
@@ -433,7 +440,7 @@ def copy_project(template: Path, root: Path) -> Path:
 
 
 # --- the demo (pipeline.yaml, notebooks/, data/history at the root) ----------------------------------------
-HEAVY = ("mlflow", "sqlalchemy", "pandas", "numpy", "pyarrow", "scrapbook")
+HEAVY = ("mlflow", "sqlalchemy", "pandas", "numpy", "pyarrow", "scrapbook", "dask", "distributed")
 RUN_AND_LIST_IMPORTS = f"""
 import json, sys
 from runner.commands import main

@@ -8,7 +8,7 @@ import pytest
 
 from runner.commands import main
 from runner.engine.config import load_pipeline
-from runner.engine.params import parse_overrides
+from runner.engine.params import injected, parse_overrides
 from runner.errors import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -256,3 +256,33 @@ def test_a_number_of_5000_digits_is_a_configuration_error_not_a_traceback(
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err) < 2000
     assert "x" in err
+
+
+def test_the_compute_section_is_checked_and_given_whole_to_the_notebooks_that_declare_it(make_project):
+    pipeline = load_pipeline(make_project(GOOD + "compute:\n  above_rows: 1000000\n  workers: 3\n"))
+    assert pipeline.compute == {
+        "engine": "dask",
+        "above_rows": 1000000,
+        "scheduler_env": "DASK_SCHEDULER_ADDRESS",  # the variable's name: its value never becomes a parameter
+        "workers": 3,
+        "threads_per_worker": 1,
+        "memory_limit": "auto",
+    }
+    assert load_pipeline(make_project(GOOD)).compute == {}
+    declared = load_pipeline(make_project(GOOD)).stages["first"].declared
+    given = injected(
+        {**declared, "compute": declared["x"]}, products=Path("p"), run_id="r", mode="full", champion_uri="",
+        compute=pipeline.compute,
+    )  # fmt: skip
+    assert given["compute"] == pipeline.compute and "champion_uri" not in given  # only what it declares
+
+    found = problems_for(make_project, GOOD + "compute:\n  above_rows: -1\n  worker: 2\n")
+    assert any("compute.above_rows" in line and "greater than or equal to 0" in line for line in found), found
+    assert any("compute.worker: unknown key 'worker' (did you mean 'workers'?)" in line for line in found)
+    found = problems_for(make_project, GOOD + "compute:\n  above_rows: 10\n  memory_limit: 4 gigs\n")
+    assert len(found) == 1 and found[0].endswith(
+        "pipeline.yaml: compute.memory_limit: '4 gigs' is not an amount of memory "
+        '(e.g. "4GiB", "500MB", or "auto")'
+    )
+    found = problems_for(make_project, GOOD.replace("  threshold: 5\n", "  threshold: 5\n  compute: {}\n"))
+    assert any("params.compute: 'compute' is set by the runner" in line for line in found), found

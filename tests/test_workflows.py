@@ -177,7 +177,7 @@ def test_least_privilege_timeouts_and_secrets_only_where_used() -> None:
     read_only = ["MLFLOW_READONLY_PASSWORD", "MLFLOW_READONLY_USERNAME", "MLFLOW_TRACKING_URI"]
     assert secrets_by_step == {
         ("retrain", "Restore the registry"): ["MLFLOW_TRACKING_URI"],
-        ("retrain", "Run the pipeline"): tracking,
+        ("retrain", "Run the pipeline"): ["DASK_SCHEDULER_ADDRESS", *tracking],  # `compute`: a Dask cluster
         ("retrain", "Save the registry"): ["MLFLOW_TRACKING_URI"],
         ("retrain", "Notify"): ["SLACK_WEBHOOK_URL"],
         ("promote", "Restore the registry"): ["MLFLOW_TRACKING_URI"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -234,6 +235,26 @@ class DataSpec(BaseModel):
     period: Literal["hour", "day", "week", "month", "quarter", "year", "batch"] = "week"
 
 
+class ComputeSpec(BaseModel):
+    """The `compute` section: where the heavy stages compute when the data is large. The runner starts
+    nothing: a notebook that declares `compute` receives these settings, and the notebook library
+    (runner/nb/compute.py) gives it a Dask client: the cluster at the address the `scheduler_env` variable
+    holds, or a LocalCluster of its own for the stage's duration when the variable is unset."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    engine: Literal["dask"] = "dask"
+    above_rows: int = Field(ge=0, description="from this many rows of data on, the notebooks use the cluster")
+    scheduler_env: EnvName = "DASK_SCHEDULER_ADDRESS"  # the NAME of the variable: a workflow's secret
+    workers: int = Field(default=2, ge=1, le=512)  # worker processes of a local cluster
+    threads_per_worker: int = Field(default=1, ge=1, le=512)
+    memory_limit: str = "auto"  # per worker of a local cluster: "4GiB", "500MB"; auto: the machine's share
+
+    def settings(self) -> dict[str, Any]:
+        """What a notebook declaring `compute` receives."""
+        return self.model_dump()
+
+
 class PipelineSpec(BaseModel):
     """pipeline.yaml, version 1."""
 
@@ -251,6 +272,7 @@ class PipelineSpec(BaseModel):
     # None: as many as the machine has cores
     max_parallel: int | None = Field(default=None, ge=1)
     monitor: MonitorSpec | None = None  # `retrain monitor`: the champion checked for decay (monitor_spec.py)
+    compute: ComputeSpec | None = None  # a Dask cluster for large data (ComputeSpec)
     # environment variables holding secrets: notebooks read them from os.environ, never as parameters, and
     # their values are redacted from everything the runner writes (runner/secrets.py)
     secrets: list[EnvName] = Field(default_factory=list)
@@ -300,6 +322,7 @@ class Pipeline:
     max_parallel: int = 1  # stages executed at the same time, at most
     warmup: str = ""  # the pipeline-wide warm-up: what the run's kernel server imports once for every kernel
     key_metric: KeyMetric | None = None  # `model.key_metric`, with the metrics shown beside it
+    compute: Mapping[str, Any] = field(default_factory=dict)  # the `compute` section, injected as `compute`
 
     @property
     def needs(self) -> dict[str, tuple[str, ...]]:
@@ -390,6 +413,7 @@ def _section_model(loc: list[int | str]) -> type[BaseModel]:
         "data": DataSpec,
         "notify": NotifySpec,
         "monitor": MonitorSpec,
+        "compute": ComputeSpec,
     }
     if loc[0] == "model" and len(loc) > 2 and loc[1] == "smoke_check":
         return SmokeCheckSpec
@@ -474,6 +498,7 @@ def _check_semantics(
     problems.extend(_check_data_paths(file, spec))
     problems.extend(_check_sizes(file, spec, overrides))
     problems.extend(_check_files_and_warmup(file, spec))
+    problems.extend(_check_compute(file, spec.compute))
     problems.extend(_check_gates(file, spec, overrides))
     monitor_declared: frozenset[str] = frozenset()
     if spec.monitor is not None:
@@ -614,6 +639,17 @@ def _check_files_and_warmup(file: str, spec: PipelineSpec) -> list[Problem]:
             message = f"not valid Python: {error.msg}"
             problems.append(Problem(file, where, message, 'e.g. "import pandas, numpy"'))
     return problems
+
+
+_MEMORY = re.compile(r"^(auto|\d+(\.\d+)?\s*(B|[kMGT]B|[KMGT]iB))$")
+
+
+def _check_compute(file: str, compute: ComputeSpec | None) -> list[Problem]:
+    """Dask reads `memory_limit` itself, in each worker: a typo must be refused here, not there."""
+    if compute is None or _MEMORY.match(compute.memory_limit.strip()):
+        return []
+    message = f"'{compute.memory_limit}' is not an amount of memory"
+    return [Problem(file, "compute.memory_limit", message, 'e.g. "4GiB", "500MB", or "auto"')]
 
 
 def _check_gates(file: str, spec: PipelineSpec, overrides: Overrides) -> list[Problem]:
@@ -833,6 +869,7 @@ def _resolve(
         max_parallel=spec.max_parallel or os.cpu_count() or 1,
         warmup=spec.warmup,
         key_metric=_key_metric(spec.model),
+        compute=spec.compute.settings() if spec.compute else {},
     )
 
 

@@ -10,8 +10,9 @@ its default value. Values come in layers, later ones winning (`resolve`):
     pipeline < monitor setting (`monitor.metric`, ...) < monitor (`monitor.params`)
 
 and the runner injects, into every notebook that declares them, `products_dir` (the folder where a run's
-stages hand products to each other; `run_dir` is its older name, still served), `run_id`, `mode` and
-`champion_uri`. `run.json` keeps each stage's values with their sources (`param_sources`).
+stages hand products to each other; `run_dir` is its older name, still served), `run_id`, `mode`,
+`champion_uri` and `compute` (the `compute` section: where large data is computed). `run.json` keeps each
+stage's values with their sources (`param_sources`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from runner.errors import Problem, did_you_mean
 from runner.secrets import Redactor
 
 # Set by the runner for every notebook that declares them; never by pipeline.yaml or -p.
-INJECTED = ("products_dir", "run_dir", "run_id", "mode", "champion_uri")
+INJECTED = ("products_dir", "run_dir", "run_id", "mode", "champion_uri", "compute")
 # Where a value came from, as run.json says it
 PIPELINE, STAGE, PARAMS_FILE, COMMAND_LINE, RUNNER = "pipeline", "stage", "params file", "-p", "injected"
 MONITOR_SETTING, MONITOR = "monitor setting", "monitor"
@@ -212,16 +213,24 @@ def resolve(declared: Mapping[str, NotebookParameter], layers: list[Layer]) -> R
 
 
 def injected(
-    declared: Mapping[str, NotebookParameter], *, products: Path, run_id: str, mode: str, champion_uri: str
+    declared: Mapping[str, NotebookParameter],
+    *,
+    products: Path,
+    run_id: str,
+    mode: str,
+    champion_uri: str,
+    compute: Mapping[str, Any],
 ) -> dict[str, Any]:
     """What the runner gives a notebook that declares them: the products folder (as `products_dir`, and as
-    `run_dir`, its older name), the run's id, its mode, and the champion's pinned URI ("" when none)."""
+    `run_dir`, its older name), the run's id, its mode, the champion's pinned URI ("" when none) and the
+    pipeline's `compute` section ({} when none)."""
     available = {
         "products_dir": str(products),
         "run_dir": str(products),
         "run_id": run_id,
         "mode": mode,
         "champion_uri": champion_uri,
+        "compute": dict(compute),
     }
     return {key: value for key, value in available.items() if key in declared}
 

@@ -15,11 +15,12 @@
     nb.recorded_params(champion_uri)           # the settings the champion was trained with (its MLflow run)
     nb.record_paired(rows, origin=..., period=..., actual=..., prediction=..., champion=...)
     nb.compare(paired, score)                  # the difference and its interval, under the pipeline's policy
+    nb.compute.Compute.of(compute).client()    # a Dask client when the data is large (`compute` section)
 
 The names the runner reads from what notebooks record are listed in README.md ("What the runner reads").
 """
 
-from runner.nb import drift, importance
+from runner.nb import compute, drift, importance
 from runner.nb.compare import (
     backtest_origins,
     compare,
@@ -42,6 +43,7 @@ __all__ = [
     "backtest_origins",
     "check_file",
     "compare",
+    "compute",
     "count_lines",
     "drift",
     "first_non_utf8",

@@ -17,6 +17,7 @@ import math
 import os
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,7 +121,7 @@ def run_monitor(pipeline: Pipeline) -> Check:
             check.detail = f"{check.model} has no champion yet: there is no model to monitor"
     else:
         check.champion_version = champion.version
-        score_champion(pipeline.root, monitor, champion, check, redact)
+        score_champion(pipeline.root, monitor, champion, check, redact, pipeline.compute)
     check.duration_s = round(time.monotonic() - started, 3)
     if check.report_dir is not None:
         folder = pipeline.root / check.report_dir
@@ -129,7 +130,14 @@ def run_monitor(pipeline: Pipeline) -> Check:
     return check
 
 
-def score_champion(root: Path, monitor: Monitor, champion: Version, check: Check, redact: Redactor) -> None:
+def score_champion(
+    root: Path,
+    monitor: Monitor,
+    champion: Version,
+    check: Check,
+    redact: Redactor,
+    compute: Mapping[str, Any],
+) -> None:
     """Run the monitor notebook on the champion, render its page, and judge what it measured."""
     folder = root / REPORTS_DIR / MONITORING_DIR / check.check_id
     (folder / PRODUCTS_DIR).mkdir(parents=True)
@@ -140,6 +148,7 @@ def score_champion(root: Path, monitor: Monitor, champion: Version, check: Check
         run_id=check.check_id,
         mode="monitor",
         champion_uri=champion.uri,  # pinned: the version judged is the one logged, even if aliases move
+        compute=compute,
     )
     parameters = {**monitor.params, **given}
     executed = folder / f"{NOTEBOOK_NAME}.ipynb"
