@@ -144,14 +144,22 @@ def fit_on_cluster(
     bounds the difference."""
     import dask.dataframe as dd
     import lightgbm as lgb
+    from distributed import wait
 
-    workers = len(client.scheduler_info(n_workers=-1)["workers"])
+    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     table = dd.read_parquet(features_path, columns=["Date", *FEATURES, TARGET], split_row_groups=True)
     rows = table[table["lag_1"].notnull()]
     if before is not None:
         rows = rows[rows["Date"] < pd.Timestamp(before)]
-    # every worker holds a share of the rows (a file of one row group would otherwise train on one worker)
-    rows = rows.repartition(npartitions=max(workers, rows.npartitions)).persist()
+    # Every worker holds its share of the rows, placed in turn: left to the scheduler, the parts of a file of
+    # one row group stay on the worker that read it, and LightGBM trains on that worker alone.
+    parts = rows.repartition(npartitions=max(len(workers), rows.npartitions)).to_delayed()
+    placed = [
+        client.compute(part, workers=[workers[index % len(workers)]], allow_other_workers=False)
+        for index, part in enumerate(parts)
+    ]
+    wait(placed)
+    rows = dd.from_delayed(placed, meta=rows._meta, verify_meta=False)
     model = lgb.DaskLGBMRegressor(
         client=client, **model_settings, deterministic=True, force_row_wise=True, verbose=-1
     )
@@ -161,6 +169,22 @@ def fit_on_cluster(
         warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
         model.fit(X, y, categorical_feature=CATEGORICAL, **(scoring if scored else {}))
     return model.to_local()
+
+
+def fit_with(
+    client: Any,
+    features: pd.DataFrame,
+    features_path: Path,
+    model_settings: Mapping[str, Any],
+    before: Any = None,
+    *,
+    scored: bool = False,
+) -> Any:
+    """`fit_on_cluster` with a client (the stage's data is large: runner/nb/compute.py), else `fit` on
+    `features`, the table read in this process."""
+    if client is not None:
+        return fit_on_cluster(client, features_path, model_settings, before, scored=scored)
+    return fit(features, model_settings, before, scored=scored)
 
 
 def example_rows(features_path: Path, count: int = 5) -> pd.DataFrame:

@@ -2,9 +2,8 @@
 
     compute = {}                                   # parameters cell: the runner injects the `compute` section
     where = nb.compute.Compute.of(compute)
-    if where.wanted(nb.compute.parquet_rows(path)):    # at or above the pipeline's `above_rows`
-        with where.client() as client:             # the cluster at $DASK_SCHEDULER_ADDRESS, or a local one
-            ...                                    # dask.dataframe, lightgbm.dask
+    with where.client_for(nb.compute.parquet_rows(path)) as client:   # None below `above_rows`
+        ...                                   # client: the cluster at $DASK_SCHEDULER_ADDRESS, or a local one
 
 Below the size, or without a `compute` section, a notebook stays in pandas: a cluster costs seconds to start
 and the data's trip to its workers, which pays only on data that one process holds with difficulty. The
@@ -16,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,11 @@ class Compute:
     def wanted(self, rows: int) -> bool:
         """Whether data of `rows` rows is computed on the cluster."""
         return self.above_rows is not None and rows >= self.above_rows
+
+    def client_for(self, rows: int) -> AbstractContextManager[Any]:
+        """`client()` when data of `rows` rows is computed on the cluster (`wanted`), else a block that gives
+        None: `with where.client_for(rows) as client:` then one code path for both."""
+        return self.client() if self.wanted(rows) else nullcontext()
 
     @property
     def address(self) -> str:
