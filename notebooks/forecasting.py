@@ -151,12 +151,20 @@ def fit_on_cluster(
     rows = table[table["lag_1"].notnull()]
     if before is not None:
         rows = rows[rows["Date"] < pd.Timestamp(before)]
-    # Every worker holds its share of the rows, placed in turn: left to the scheduler, the parts of a file of
+    # Each worker holds every n-th row of the table: LightGBM's data-parallel learner bins each worker's rows
+    # as a sample of the whole, and a slice of the table by position (whole departments) is not one (the
+    # demo's model went from 6% to 21% WAPE). Placed explicitly: left to the scheduler, the parts of a file of
     # one row group stay on the worker that read it, and LightGBM trains on that worker alone.
-    parts = rows.repartition(npartitions=max(len(workers), rows.npartitions)).to_delayed()
+    # (a function of this module would reach the workers by name, and they cannot import this module: the
+    # lambda travels whole)
+    shares = [
+        rows.map_partitions(lambda part, first, step: part.iloc[first::step], i, len(workers))
+        for i in range(len(workers))
+    ]
     placed = [
-        client.compute(part, workers=[workers[index % len(workers)]], allow_other_workers=False)
-        for index, part in enumerate(parts)
+        client.compute(part, workers=[worker], allow_other_workers=False)
+        for worker, share in zip(workers, shares, strict=True)
+        for part in share.to_delayed()
     ]
     wait(placed)
     rows = dd.from_delayed(placed, meta=rows._meta, verify_meta=False)

@@ -1,11 +1,12 @@
 """Large data on a Dask cluster (the `compute` section, runner/nb/compute.py): a LocalCluster of two worker
 processes started apart from the runs, as an existing cluster is, and the local one a stage starts itself.
 
-On a cluster, LightGBM's data-parallel learner bins each worker's share of the rows: the model is close to
-the one a single process trains, not the same. Measured on synthetic sales (seeded, bench/run_bench.py),
-holdout WAPE of the cluster's model against the single process's: 30k rows and 60 trees 8.48% or 9.16%
-against 8.55% (which worker ranks first varies); 200k rows and 400 trees 7.14% or 7.35% against 7.24%.
-Allowed here: one point of WAPE, and a median difference per forecast of 2%."""
+On a cluster, LightGBM's data-parallel learner bins each worker's share of the rows (every n-th row: a
+sample of the whole): the model is close to the one a single process trains, not the same. Measured on
+synthetic sales (seeded, bench/run_bench.py), holdout WAPE of the cluster's model against the single
+process's: 30k rows and 60 trees 8.49% or 8.56% against 8.55% (which worker ranks first varies); 200k rows
+and 400 trees 7.19% or 7.24% against 7.24%. Allowed here: half a point of WAPE, and a median difference per
+forecast of 2% (measured 0.7-0.9%)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from runner.nb.compute import Compute, ComputeError
 from tests.conftest import ASSETS, ON_THE_DEMO, checked_run, copy_project, free_port, project_module
 
 pytestmark = pytest.mark.e2e
-WAPE_POINTS = 0.01  # the cluster's model's holdout WAPE against the single process's
+WAPE_POINTS = 0.005  # the cluster's model's holdout WAPE against the single process's
 MEDIAN_RELATIVE = 0.02  # the median relative difference of their forecasts
 
 
@@ -116,12 +117,6 @@ def test_the_demos_notebooks_train_on_a_cluster_given_by_address_unchanged(
     pipeline = root / "pipeline.yaml"
     spec = yaml.safe_load(pipeline.read_text())
     spec["compute"]["above_rows"] = 500
-    # 1,001 rows shared by two workers, each binning ~450, is a regime nobody runs on a cluster: the model is
-    # worse than in one process (measured: 9.7% WAPE on the new holdout, against 9.2% for the same week last
-    # year) and the refit's forecasts moved by up to 74% from the evaluated model's (the smoke check allows
-    # 50% and rolled it back). Quality on a cluster is the test above's, on 30k rows; here the flow is.
-    spec["stages"]["evaluate"]["gates"] = ["wape <= params.wape_threshold"]
-    spec["model"]["smoke_check"]["refit_tolerance"] = 5.0
     pipeline.write_text(yaml.safe_dump(spec, sort_keys=False))
     monkeypatch.setenv("DASK_SCHEDULER_ADDRESS", cluster.scheduler_address)
     tasks_before = cluster.scheduler.transition_counter
