@@ -641,7 +641,7 @@ def _check_files_and_warmup(file: str, spec: PipelineSpec) -> list[Problem]:
     return problems
 
 
-_MEMORY = re.compile(r"^(auto|\d+(\.\d+)?\s*(B|[kMGT]B|[KMGT]iB))$")
+_MEMORY = re.compile(r"^(auto|\d+(\.\d+)?\s*(B|[kMGT]B|[KMGT]iB)?)$")  # as dask.utils.parse_bytes reads it
 
 
 def _check_compute(file: str, compute: ComputeSpec | None) -> list[Problem]:
