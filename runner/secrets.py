@@ -181,9 +181,10 @@ def anchor_of(value: str) -> str:
     return max(runs, key=len) if runs else ""
 
 
-def secret_names(declared: Iterable[str], notify_envs: Iterable[str | None] = ()) -> tuple[str, ...]:
-    """Every variable that is a secret: declared in pipeline.yaml, named by `notify`, or always secret."""
-    return tuple(dict.fromkeys([*declared, *(name for name in notify_envs if name), *ALWAYS_SECRET]))
+def secret_names(declared: Iterable[str], named: Iterable[str | None] = ()) -> tuple[str, ...]:
+    """Every variable that is a secret: declared in pipeline.yaml, named by `notify` (the webhook, the mail
+    password) or `compute` (a cluster's address), or always secret."""
+    return tuple(dict.fromkeys([*declared, *(name for name in named if name), *ALWAYS_SECRET]))
 
 
 def names_in_file(pipeline: Path) -> tuple[str, ...]:
@@ -206,6 +207,9 @@ def names_in_file(pipeline: Path) -> tuple[str, ...]:
     email = notify.get("email")
     if isinstance(email, dict) and isinstance(email.get("password_env"), str):
         envs.append(email["password_env"])
+    compute = raw.get("compute")
+    if isinstance(compute, dict):
+        envs.append(str(compute.get("scheduler_env", "DASK_SCHEDULER_ADDRESS")))
     return secret_names(names, envs)
 
 

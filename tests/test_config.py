@@ -10,6 +10,7 @@ from runner.commands import main
 from runner.engine.config import load_pipeline
 from runner.engine.params import injected, parse_overrides
 from runner.errors import ConfigError
+from runner.secrets import names_in_file
 
 pytestmark = pytest.mark.unit
 
@@ -268,6 +269,8 @@ def test_the_compute_section_is_checked_and_given_whole_to_the_notebooks_that_de
         "threads_per_worker": 1,
         "memory_limit": "auto",
     }
+    assert "DASK_SCHEDULER_ADDRESS" in pipeline.secrets  # its value is redacted from all the runner writes
+    assert "DASK_SCHEDULER_ADDRESS" in names_in_file(pipeline.path)
     assert load_pipeline(make_project(GOOD)).compute == {}
     declared = load_pipeline(make_project(GOOD)).stages["first"].declared
     given = injected(

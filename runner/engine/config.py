@@ -279,10 +279,11 @@ class PipelineSpec(BaseModel):
 
     @property
     def secret_names(self) -> tuple[str, ...]:
-        """The declared secrets, the variables `notify` names, and those always secret."""
+        """The declared secrets, the variables `notify` and `compute` name, and those always secret."""
         slack = self.notify.slack.webhook_env if self.notify.slack else None
         password = self.notify.email.password_env if self.notify.email else None
-        return secret_names(self.secrets, (slack, password))
+        scheduler = self.compute.scheduler_env if self.compute else None  # a cluster's address is not public
+        return secret_names(self.secrets, (slack, password, scheduler))
 
 
 @dataclass(frozen=True)
