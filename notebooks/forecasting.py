@@ -148,7 +148,7 @@ def fit_on_cluster(
 
     workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
     table = dd.read_parquet(features_path, columns=["Date", *FEATURES, TARGET], split_row_groups=True)
-    rows = table[table["lag_1"].notnull()]
+    rows = table[table["lag_1"].notnull()]  # `training_rows`, in Dask's terms
     if before is not None:
         rows = rows[rows["Date"] < pd.Timestamp(before)]
     # Each worker holds every n-th row of the table: LightGBM's data-parallel learner bins each worker's rows

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,7 @@ class Compute:
         """From the injected `compute` parameter ({} or None: no cluster)."""
         if not settings:
             return cls()
-        known = ("above_rows", "scheduler_env", "workers", "threads_per_worker", "memory_limit")
-        return cls(**{key: settings[key] for key in known if key in settings})
+        return cls(**{field.name: settings[field.name] for field in fields(cls) if field.name in settings})
 
     def wanted(self, rows: int) -> bool:
         """Whether data of `rows` rows is computed on the cluster."""
